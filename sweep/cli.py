@@ -1,0 +1,99 @@
+"""`python -m sweep` / `sweep`: a thin command line over `sweep.search` and `sweep.report`.
+
+A `SweepError` (a mistake the user can fix) becomes one line on stderr and exit status 2;
+Ctrl-C stops with status 130 after saying how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from sweep.errors import SweepError
+
+# TensorFlow's start-up chatter (oneDNN, CPU feature notes) hides the search's own output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _search_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--project", help="search name (default: the space's name)")
+    parser.add_argument("--dir", default="runs", dest="directory",
+                        help="folder where searches live (default: runs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sweep.search import DEFAULT_TUNER, TUNERS, SearchSettings
+
+    defaults = SearchSettings()
+    parser = argparse.ArgumentParser(
+        prog="sweep", description="Search plain CNNs for CIFAR-10 under the challenge's rules."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="start or resume a search",
+                              description="Start a search, or resume it with the same command.")
+    run.add_argument("--space", default=defaults.space, help="search space (default: small_cnn)")
+    run.add_argument("--tuner", choices=TUNERS, default=DEFAULT_TUNER,
+                     help=f"search algorithm (default: {DEFAULT_TUNER})")
+    run.add_argument("--max-trials", type=int, default=defaults.max_trials,
+                     help=f"trials to finish, failed ones included (default: {defaults.max_trials})")
+    run.add_argument("--max-epochs", type=int, default=defaults.max_epochs,
+                     help=f"epochs per trial at most (default: {defaults.max_epochs})")
+    run.add_argument("--patience", type=int, default=defaults.patience,
+                     help="stop a trial after this many epochs without a better validation "
+                          f"accuracy (default: {defaults.patience})")
+    run.add_argument("--seed", type=int, default=defaults.seed,
+                     help=f"seed of the split and the search (default: {defaults.seed})")
+    run.add_argument("--train-size", type=int, default=defaults.train_size)
+    run.add_argument("--val-size", type=int, default=defaults.val_size)
+    run.add_argument("--data", help="local CIFAR-10: a cifar-10-batches-py folder or "
+                                    "cifar-10-python.tar.gz (default: $SWEEP_DATA, else Keras's "
+                                    "download cache)")
+    run.add_argument("--fresh", action="store_true",
+                     help="start over; the old search is moved aside, never deleted")
+    run.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
+    _search_options(run)
+
+    report = commands.add_parser("report", help="rank the trials of a search",
+                                 description="Rank trials by validation accuracy; write "
+                                             "trials.csv, summary.md and curves.png.")
+    _search_options(report)
+    report.add_argument("--top", type=int, help="show only the N best trials")
+    report.add_argument("--output", type=Path,
+                        help="folder for the report files (default: reports/<project>)")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sweep.search import SearchSettings, run_search
+
+    fields = {k: v for k, v in vars(args).items() if k != "command"}
+    try:
+        run_search(SearchSettings(**fields), say=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished trials are saved. Run the same command again to resume.",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from sweep import report
+
+    project_dir = report.find_project(args.directory, args.project)
+    output = args.output or Path("reports") / project_dir.name
+    text, written = report.write_report(project_dir, output, args.top)
+    print(text)
+    print("\nwrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"run": _run, "report": _report}[args.command](args)
+    except SweepError as e:
+        print(f"sweep: error: {e}", file=sys.stderr)
+        return 2

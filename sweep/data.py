@@ -1,0 +1,187 @@
+"""Where CIFAR-10 comes from, and the fixed split every search is held to.
+
+Only this module knows where the images live. `load_training_images` reads the five training
+batches and never the test batch: the 10,000 test images stay untouched by a search, and only an
+explicit evaluation may ask for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sweep.errors import SweepError
+
+DATA_ENV = "SWEEP_DATA"
+TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
+BATCHES_DIR = "cifar-10-batches-py"
+ARCHIVE = "cifar-10-python.tar.gz"
+CLASS_NAMES = [
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+]
+# Keras's own download of CIFAR-10 (keras.datasets.cifar10.load_data): same cache entry and hash,
+# so a copy Keras already downloaded on this machine is reused, and ours is reused by Keras.
+KERAS_CACHE_NAME = "cifar-10-batches-py-target"
+KERAS_ORIGIN = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+KERAS_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+HOW_TO_GIVE_DATA = (
+    f"Give a local copy with --data PATH or {DATA_ENV}=PATH "
+    f"(a {BATCHES_DIR} folder or {ARCHIVE})."
+)
+
+
+@dataclass(frozen=True)
+class Images:
+    """Images as uint8 (N, 32, 32, 3) and integer labels (N,)."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+@dataclass(frozen=True)
+class Split:
+    """The fixed training/validation parts of a search, normalized with training statistics."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    record: dict
+
+
+def _decode_batch(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+    batch = pickle.loads(raw, encoding="bytes")
+    x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return x, np.asarray(batch[b"labels"], dtype=np.int64)
+
+
+def _read_batches_dir(folder: Path, names: list[str]) -> list[bytes]:
+    return [(folder / name).read_bytes() for name in names]
+
+
+def _read_archive(archive: Path, names: list[str]) -> list[bytes]:
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            return [tar.extractfile(f"{BATCHES_DIR}/{name}").read() for name in names]
+    except (tarfile.TarError, KeyError, OSError, EOFError) as e:
+        raise SweepError(f"{archive} is not a readable {ARCHIVE} ({e}).") from None
+
+
+def _keras_cached_copy() -> Path:
+    """The folder Keras's downloader and cache give, downloading on first use."""
+    import keras
+
+    try:
+        path = keras.utils.get_file(
+            fname=KERAS_CACHE_NAME, origin=KERAS_ORIGIN, extract=True, file_hash=KERAS_SHA256
+        )
+    except Exception as e:  # noqa: BLE001 - any download failure means the same to the user
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SweepError(
+            f"CIFAR-10 is not in Keras's cache and could not be downloaded ({reason}). "
+            + HOW_TO_GIVE_DATA
+        ) from None
+    return Path(path) / BATCHES_DIR
+
+
+def resolve_source(data: str | os.PathLike | None) -> Path:
+    """The batches folder or archive to read: `--data`, else `$SWEEP_DATA`, else Keras's cache."""
+    given = data or os.environ.get(DATA_ENV)
+    if not given:
+        return _keras_cached_copy()
+    path = Path(given).expanduser()
+    candidates = [path, path / BATCHES_DIR, path / ARCHIVE]
+    for candidate in candidates:
+        if candidate.is_dir() and (candidate / TRAIN_BATCHES[0]).is_file():
+            return candidate
+        if candidate.is_file() and candidate.name.endswith(".tar.gz"):
+            return candidate
+    raise SweepError(f"No CIFAR-10 found at {path}. " + HOW_TO_GIVE_DATA)
+
+
+def _read(source: Path, names: list[str]) -> Images:
+    if source.is_dir():
+        missing = [n for n in names if not (source / n).is_file()]
+        if missing:
+            raise SweepError(f"{source} lacks {', '.join(missing)}. " + HOW_TO_GIVE_DATA)
+        raws = _read_batches_dir(source, names)
+    else:
+        raws = _read_archive(source, names)
+    parts = [_decode_batch(raw) for raw in raws]
+    return Images(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+
+def load_training_images(data: str | os.PathLike | None = None) -> tuple[Images, Path]:
+    """The 50,000 official training images (never the test batch) and where they came from."""
+    source = resolve_source(data)
+    return _read(source, TRAIN_BATCHES), source
+
+
+def checksum(images: Images) -> str:
+    digest = hashlib.sha256(images.x.tobytes())
+    digest.update(images.y.astype(np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def split_indices(n: int, train_size: int, val_size: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Disjoint training and validation indices from one seeded permutation (not stratified)."""
+    if train_size < 1 or val_size < 1:
+        raise SweepError("--train-size and --val-size must be at least 1.")
+    if train_size + val_size > n:
+        raise SweepError(
+            f"--train-size {train_size} + --val-size {val_size} exceeds the {n} training images."
+        )
+    permutation = np.random.default_rng(seed).permutation(n)
+    return permutation[:train_size], permutation[train_size : train_size + val_size]
+
+
+def _class_counts(labels: np.ndarray) -> dict[str, int]:
+    counts = np.bincount(labels, minlength=len(CLASS_NAMES))
+    return {name: int(c) for name, c in zip(CLASS_NAMES, counts)}
+
+
+def make_split(images: Images, train_size: int, val_size: int, seed: int) -> Split:
+    """Cut the fixed split and normalize both parts with the training part's statistics only."""
+    train_idx, val_idx = split_indices(len(images.y), train_size, val_size, seed)
+    x_train = images.x[train_idx].astype(np.float32) / 255.0
+    x_val = images.x[val_idx].astype(np.float32) / 255.0
+    mean = x_train.mean(axis=(0, 1, 2))
+    std = x_train.std(axis=(0, 1, 2)) + 1e-7
+    indices_hash = hashlib.sha256(
+        np.concatenate([train_idx, val_idx]).astype(np.int64).tobytes()
+    ).hexdigest()
+    record = {
+        "seed": seed,
+        "train_size": train_size,
+        "val_size": val_size,
+        "indices_sha256": indices_hash,
+        "data_sha256": checksum(images),
+        "train_class_counts": _class_counts(images.y[train_idx]),
+        "val_class_counts": _class_counts(images.y[val_idx]),
+        "normalization": {"mean": mean.tolist(), "std": std.tolist()},
+    }
+    return Split(
+        x_train=(x_train - mean) / std,
+        y_train=images.y[train_idx],
+        x_val=(x_val - mean) / std,
+        y_val=images.y[val_idx],
+        mean=mean,
+        std=std,
+        record=record,
+    )
+
+
+SPLIT_IDENTITY = ("seed", "train_size", "val_size", "indices_sha256", "data_sha256")
+
+
+def split_differences(recorded: dict, current: dict) -> list[str]:
+    """Which parts of the split's identity differ between a search's record and this run."""
+    return [key for key in SPLIT_IDENTITY if recorded.get(key) != current.get(key)]

@@ -1,0 +1,206 @@
+"""Read a search's records from disk and rank its trials; never trains, never writes the search.
+
+Reports are plain functions from the files of a search (KerasTuner's `trial.json`, our
+`record.json` and `sweep.json`) to a DataFrame, text and figures, so `report` can run beside a
+search in progress without disturbing it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from sweep import state  # noqa: E402
+from sweep.errors import SweepError  # noqa: E402
+
+CHALLENGE_BASELINE = 0.667  # the hand-tuned model's validation accuracy in the challenge
+CURVES = 3  # best trials drawn in the curves figure
+SUMMARY_COLUMNS = ["rank", "trial", "val_accuracy", "train_accuracy", "best_epoch", "epochs",
+                   "params", "minutes", "status"]
+
+
+def find_project(directory: str | os.PathLike, project: str | None) -> Path:
+    """The search folder to report on: `--project`, or the only search under `--dir`."""
+    directory = Path(directory)
+    if project:
+        path = directory / project
+        if not (path / state.SETTINGS_FILE).is_file():
+            raise SweepError(
+                f"No search at {path}. Start one with: python -m sweep run --project {project}"
+            )
+        return path
+    found = sorted(p.parent for p in directory.glob(f"*/{state.SETTINGS_FILE}"))
+    if not found:
+        raise SweepError(f"No search under {directory}/. Start one with: python -m sweep run")
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise SweepError(f"Several searches under {directory}/ ({names}): choose one with --project.")
+    return found[0]
+
+
+def search_is_running(project_dir: Path) -> bool:
+    """Whether the process named in the search's lock file is alive (the lock is not touched)."""
+    try:
+        pid = int((project_dir / state.LOCK_FILE).read_text().split()[-1])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
+def _trial_row(trial_dir: Path, running: bool) -> dict:
+    try:
+        trial = state.read_json(trial_dir / "trial.json")
+    except SweepError as e:
+        return {"trial": trial_dir.name.removeprefix("trial_"), "status": "UNREADABLE",
+                "reason": str(e)}
+    record_path = trial_dir / state.TRIAL_RECORD_FILE
+    record = state.read_json(record_path) if record_path.exists() else {"history": []}
+    history = record["history"]
+    best = state.best_epoch(history) or {}
+    status = trial["status"]
+    if status in ("RUNNING", "IDLE"):
+        status = "RUNNING" if running else "INTERRUPTED"
+    return {
+        "trial": trial["trial_id"],
+        "status": status,
+        "val_accuracy": best.get("val_accuracy", math.nan),
+        "train_accuracy": best.get("accuracy", math.nan),
+        "best_epoch": best["epoch"] + 1 if best else math.nan,
+        "epochs": len(history),
+        "params": record.get("params", math.nan),
+        "minutes": record.get("train_seconds", 0.0) / 60,
+        "reason": state.failure_reason(trial.get("message")) if status in ("FAILED", "INVALID") else "",
+        **trial["hyperparameters"]["values"],
+    }
+
+
+def load_trials(project_dir: Path) -> pd.DataFrame:
+    """One row per trial, ranked by best validation accuracy (trials without one last)."""
+    running = search_is_running(project_dir)
+    rows = [_trial_row(d, running) for d in sorted(project_dir.glob("trial_*")) if d.is_dir()]
+    df = pd.DataFrame(rows, columns=None if rows else SUMMARY_COLUMNS)
+    if df.empty:
+        return df
+    ranked = df["status"].eq("COMPLETED") & df["val_accuracy"].notna()
+    df["rank"] = df["val_accuracy"].where(ranked).rank(ascending=False, method="min")
+    df = df.sort_values(["rank", "trial"], na_position="last").reset_index(drop=True)
+    df["rank"] = df["rank"].astype("Int64")
+    return df[[*SUMMARY_COLUMNS, *[c for c in df.columns if c not in SUMMARY_COLUMNS]]]
+
+
+def histories(project_dir: Path, trial_ids: list[str]) -> dict[str, pd.DataFrame]:
+    out = {}
+    for trial_id in trial_ids:
+        path = project_dir / f"trial_{trial_id}" / state.TRIAL_RECORD_FILE
+        if path.exists():
+            out[trial_id] = pd.DataFrame(state.read_json(path)["history"])
+    return out
+
+
+def hyperparameter_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c not in (*SUMMARY_COLUMNS, "reason")]
+
+
+def _format_hyperparameters(row: pd.Series, columns: list[str]) -> str:
+    parts = []
+    for column in columns:
+        value = row[column]
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        parts.append(f"{column}={value:.3g}" if isinstance(value, float) else f"{column}={value}")
+    return " ".join(parts)
+
+
+def ranking_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The ranked trials as shown to people: summary columns, then hyperparameters in one cell."""
+    columns = hyperparameter_columns(df)
+    shown = df[SUMMARY_COLUMNS].copy()
+    shown["hyperparameters"] = [
+        _format_hyperparameters(row, columns) if row["status"] != "UNREADABLE" else row["reason"]
+        for _, row in df.iterrows()
+    ]
+    failed = df["reason"].fillna("").ne("")
+    shown.loc[failed, "hyperparameters"] = "failed: " + df.loc[failed, "reason"]
+    return shown
+
+
+def headline(project_dir: Path, df: pd.DataFrame) -> str:
+    record = state.read_json(project_dir / state.SETTINGS_FILE)
+    s, split = record["settings"], record["split"]
+    lines = [
+        f"search {project_dir.name} ({project_dir}): space {s['space']}, tuner {s['tuner']}, "
+        f"split seed {split['seed']} ({split['train_size']} train / {split['val_size']} val, "
+        f"indices {split['indices_sha256'][:12]}, data {split['data_sha256'][:12]})",
+    ]
+    counts = df["status"].value_counts().to_dict() if not df.empty else {}
+    lines.append("trials: " + (", ".join(f"{n} {k.lower()}" for k, n in counts.items()) or "none"))
+    ranked = df[df["rank"].notna()] if not df.empty else df
+    if not ranked.empty:
+        top = ranked.iloc[0]
+        margin = (top["val_accuracy"] - CHALLENGE_BASELINE) * 100
+        lines.append(
+            f"best: trial {top['trial']} at {top['val_accuracy']:.2%} validation accuracy "
+            f"({margin:+.1f} points vs the challenge's {CHALLENGE_BASELINE:.1%}), "
+            f"train {top['train_accuracy']:.2%}"
+        )
+    return "\n".join(lines)
+
+
+def plot_curves(project_dir: Path, df: pd.DataFrame, top: int, path: Path) -> Path | None:
+    """The challenge's picture: training vs validation accuracy per epoch, best trials."""
+    ranked = df[df["rank"].notna()].head(top) if not df.empty else df
+    curves = histories(project_dir, list(ranked["trial"]))
+    curves = {k: v for k, v in curves.items() if not v.empty}
+    if not curves:
+        return None
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.6), squeeze=False)
+    for ax, (trial_id, history) in zip(axes[0], curves.items()):
+        epochs = history["epoch"] + 1
+        ax.plot(epochs, history["accuracy"], label="training", color="tab:blue")
+        ax.plot(epochs, history["val_accuracy"], label="validation", color="tab:orange")
+        ax.axhline(CHALLENGE_BASELINE, color="grey", linestyle=":", label="challenge 66.7 %")
+        ax.set_title(f"trial {trial_id}: val {history['val_accuracy'].max():.1%}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize="small")
+    fig.suptitle(f"{project_dir.name}: training vs validation accuracy, best trials")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(
+    project_dir: Path, output: Path, top: int | None = None
+) -> tuple[str, list[Path]]:
+    """Print-ready text (the `top` best trials, or all), plus trials.csv (all trials),
+    summary.md and curves.png (the best few trials) written under `output`."""
+    df = load_trials(project_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    table = ranking_table(df) if not df.empty else df
+    head = headline(project_dir, df)
+    written = [output / "trials.csv", output / "summary.md"]
+    df.to_csv(written[0], index=False)
+    curves = plot_curves(project_dir, df, min(top or CURVES, CURVES), output / "curves.png")
+    markdown = [f"# {project_dir.name}", "", *[f"- {line}" for line in head.splitlines()], ""]
+    if not table.empty:
+        markdown += [table.head(top).to_markdown(index=False, floatfmt=".4f"), ""]
+    if curves:
+        markdown += [f"![training vs validation accuracy]({curves.name})", ""]
+        written.append(curves)
+    state.atomic_write_text(written[1], "\n".join(markdown))
+    shown = table.head(top) if not table.empty else table
+    text = head + "\n\n" + (shown.to_string(index=False, float_format="{:.4f}".format)
+                            if not shown.empty else "no trials yet")
+    return text, written

@@ -1,0 +1,180 @@
+"""KerasTuner glue: the search's settings, its record on disk, and the tuner that runs it.
+
+KerasTuner decides what to try (its oracles: random, bayesian, hyperband) and keeps the trial
+state; this module pairs an oracle with our trial (`sweep.trial`) and guards the places where
+KerasTuner 1.4.8 loses or mixes up work (see shared KERASTUNER_PITFALLS.md, cited as #n):
+atomic state files (#3), reload after a kill in the first trial (#4), mid-trial resume (#5, #10),
+NaN trials failed (#6), settings that changed on resume refused (#8), seed 0 (#9), failed trials
+never ranked as best (#1, #11).
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+from sweep import data as data_module
+from sweep import spaces, state
+from sweep.errors import SweepError
+
+TUNERS = ("bayesian", "random", "hyperband")
+DEFAULT_TUNER = "bayesian"
+# Settings a resumed search must share with its first run: anything else would mix two searches.
+FIXED_SETTINGS = ("space", "space_sha256", "tuner", "seed", "max_epochs")
+VERSIONED_PACKAGES = ("tensorflow", "keras", "keras-tuner", "numpy", "pandas")
+
+
+@dataclass
+class SearchSettings:
+    space: str = "small_cnn"
+    tuner: str = DEFAULT_TUNER
+    max_trials: int = 20
+    max_epochs: int = 35
+    patience: int = 8
+    seed: int = 0
+    train_size: int = 5000
+    val_size: int = 5000
+    project: str | None = None
+    directory: str = "runs"
+    data: str | None = None
+    fresh: bool = False
+    quiet: bool = False
+    space_sha256: str = field(default="", repr=False)
+
+    @property
+    def project_name(self) -> str:
+        return self.project or self.space
+
+    @property
+    def project_dir(self) -> Path:
+        return Path(self.directory) / self.project_name
+
+    def validate(self) -> None:
+        if self.tuner not in TUNERS:
+            raise SweepError(f"Unknown tuner {self.tuner!r}. Choose one of: {', '.join(TUNERS)}.")
+        for name in ("max_trials", "max_epochs", "patience"):
+            if getattr(self, name) < 1:
+                raise SweepError(f"--{name.replace('_', '-')} must be at least 1.")
+        if self.seed < 0:
+            raise SweepError("--seed must be 0 or more.")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def set_aside(project_dir: Path) -> Path:
+    """Move an old search out of the way (never delete it) and return where it went."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = project_dir.with_name(f"{project_dir.name}.previous-{stamp}")
+    shutil.move(str(project_dir), str(target))
+    return target
+
+
+def _describe_change(key: str, old, new) -> str:
+    if key == "space_sha256":
+        return "the search space's code changed"
+    return f"{key} {old!r} -> {new!r}"
+
+
+def check_resume(recorded: dict, settings: SearchSettings) -> None:
+    """Refuse to resume a search whose fixed settings differ from this command's (#8)."""
+    current = asdict(settings)
+    changed = [
+        _describe_change(key, recorded["settings"].get(key), current[key])
+        for key in FIXED_SETTINGS
+        if recorded["settings"].get(key) != current[key]
+    ]
+    if changed:
+        raise SweepError(
+            f"{settings.project_dir} was made with other settings ({'; '.join(changed)}). "
+            "Run with --fresh to start over (the old search is kept aside), "
+            "or choose another --project."
+        )
+
+
+def check_split(recorded: dict, split_record: dict, settings: SearchSettings) -> None:
+    differences = data_module.split_differences(recorded["split"], split_record)
+    if differences:
+        raise SweepError(
+            f"{settings.project_dir} was made on another split or dataset "
+            f"({', '.join(differences)} differ). "
+            "Run with --fresh, or give another --project for a separate search."
+        )
+
+
+def search_record(settings: SearchSettings, split: data_module.Split, source: Path) -> dict:
+    fixed = {key: getattr(settings, key) for key in FIXED_SETTINGS}
+    return {
+        "settings": {**fixed, "train_size": settings.train_size, "val_size": settings.val_size,
+                     "patience": settings.patience, "max_trials": settings.max_trials},
+        "split": split.record,
+        "data_source": str(source),
+        "versions": package_versions(),
+        "created": datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+@dataclass
+class SearchOutcome:
+    project_dir: Path
+    completed: int
+    failed: int
+    best_trial: str | None
+    best_val_accuracy: float | None
+
+
+def run_search(settings: SearchSettings, say: Callable[[str], None] = print) -> SearchOutcome:
+    """Start or resume the search `settings` describe; return when `max_trials` have ended."""
+    settings.validate()
+    space = spaces.load(settings.space)
+    settings.space_sha256 = space.source_hash()
+    project_dir = settings.project_dir
+    if settings.fresh and project_dir.exists():
+        say(f"--fresh: the previous search was moved to {set_aside(project_dir)}")
+    record_path = project_dir / state.SETTINGS_FILE
+    with state.SearchLock(project_dir):
+        recorded = state.read_json(record_path) if record_path.exists() else None
+        if recorded:
+            check_resume(recorded, settings)
+        images, source = data_module.load_training_images(settings.data)
+        split = data_module.make_split(
+            images, settings.train_size, settings.val_size, settings.seed
+        )
+        del images
+        if recorded:
+            check_split(recorded, split.record, settings)
+        else:
+            state.write_json(record_path, search_record(settings, split, source))
+        state.append_event(project_dir, event="run_start", max_trials=settings.max_trials)
+
+        from sweep import tuning  # TensorFlow loads here, after the quick checks above
+
+        tuner = tuning.make_tuner(settings, space, split, say)
+        tuner.announce_start()
+        started = time.monotonic()
+        tuner.search_until_done()
+        state.append_event(project_dir, event="run_end", seconds=time.monotonic() - started)
+        return tuner.outcome()
+
+
+def report_command(settings: SearchSettings) -> str:
+    """The command that shows this search's report."""
+    args = ["python -m sweep report"]
+    if settings.project:
+        args += ["--project", settings.project]
+    if settings.directory != "runs":
+        args += ["--dir", settings.directory]
+    return " ".join(args)

@@ -1,0 +1,149 @@
+"""Every file of a search is written here, atomically, so a crash never leaves half a file.
+
+KerasTuner 1.4.8 rewrites `oracle.json` and `trial.json` in place: a kill during the write
+leaves a truncated file and the next start dies with a JSON error. `install_atomic_json_writes`
+swaps its writer for ours (temp file + fsync + rename), so its files and ours share one
+crash-safe path.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sweep.errors import SweepError
+
+SETTINGS_FILE = "sweep.json"
+TRIAL_RECORD_FILE = "record.json"
+EVENTS_FILE = "events.jsonl"
+LOCK_FILE = ".lock"
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` so that readers see either the old file or the new one, whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _finite(obj: Any) -> Any:
+    """Replace NaN/inf by None: strict JSON has no literal for them."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> str:
+    text = json.dumps(_finite(obj), indent=1, default=str)
+    atomic_write_text(path, text)
+    return text
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file; a missing or unreadable file is a `SweepError` naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise SweepError(f"{path} is missing.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SweepError(f"{path} is unreadable ({e}).") from None
+
+
+def append_event(project_dir: Path, **event: Any) -> None:
+    """Append one line to the search's event log (a torn last line is skipped on reading)."""
+    with open(project_dir / EVENTS_FILE, "a") as f:
+        f.write(json.dumps(_finite(event), default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_events(project_dir: Path) -> list[dict]:
+    path = project_dir / EVENTS_FILE
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events
+
+
+def install_atomic_json_writes() -> None:
+    """Make KerasTuner write its state files through `write_json` (see module docstring)."""
+    from keras_tuner.src import utils as kt_utils
+
+    def save_json(path, obj):
+        return write_json(path, obj)
+
+    kt_utils.save_json = save_json
+
+
+class SearchLock:
+    """One search, one writer: an exclusive `flock` on `<project>/.lock`.
+
+    The kernel drops the lock when its process dies, so a lock left by a killed run is never
+    stale; the file only names the last holder for the error message.
+    """
+
+    def __init__(self, project_dir: Path):
+        self.path = project_dir / LOCK_FILE
+        self._file = None
+
+    def __enter__(self) -> "SearchLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise SweepError(
+                f"{self.path.parent} is in use by {holder}. "
+                "Wait for it to finish or stop it, then run the command again."
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()}")
+        f.flush()
+        self._file = f
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+
+
+def best_epoch(history: list[dict]) -> dict | None:
+    """The epoch of a trial's record with the highest validation accuracy (first on ties)."""
+    scored = [e for e in history if e.get("val_accuracy") is not None]
+    return max(scored, key=lambda e: e["val_accuracy"]) if scored else None
+
+
+def failure_reason(message: str | None) -> str:
+    """The last line of the traceback KerasTuner stores as a failed trial's message."""
+    lines = [line for line in (message or "").strip().splitlines() if line.strip()]
+    return lines[-1].split(": ", 1)[-1] if lines else ""

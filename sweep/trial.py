@@ -1,0 +1,149 @@
+"""What one trial does: seed, feed the fixed split, fit with per-epoch records and checkpoints.
+
+Each trial keeps `record.json` in its KerasTuner trial folder: its parameter count and one entry
+per finished epoch, written atomically after every epoch. A trial interrupted mid-way continues
+from its last epoch (Keras's `BackupAndRestore`, one backup folder per trial, removed when the
+trial ends) and its record keeps every epoch exactly once, so the curves stay whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+from keras_tuner import errors as kt_errors
+
+from sweep import state
+from sweep.data import Split
+
+BACKUP_DIR = "backup"
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The split as the model consumes it: one-hot labels (label smoothing needs them)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+    @classmethod
+    def from_split(cls, split: Split, num_classes: int) -> "TrainingData":
+        one_hot = np.eye(num_classes, dtype=np.float32)
+        return cls(split.x_train, one_hot[split.y_train], split.x_val, one_hot[split.y_val])
+
+
+def trial_seed(search_seed: int, values: dict) -> int:
+    """A seed from the search seed and the trial's hyperparameters: a re-run trial repeats."""
+    text = f"{search_seed}|" + "|".join(f"{k}={values[k]}" for k in sorted(values))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") % (2**31 - 1)
+
+
+def load_record(trial_dir: Path) -> dict:
+    path = trial_dir / state.TRIAL_RECORD_FILE
+    return state.read_json(path) if path.exists() else {"history": [], "train_seconds": 0.0}
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Writes the trial's record after every epoch, reports progress, and watches for NaN.
+
+    It runs before `BackupAndRestore` in the callback list, so the record is never behind the
+    backup: at worst it holds one epoch more, which the resumed epoch overwrites.
+    """
+
+    def __init__(self, trial_id: str, trial_dir: Path, record: dict, epochs: int, say):
+        super().__init__()
+        self.trial_id = trial_id
+        self.trial_dir = trial_dir
+        self.record = record
+        self.epochs = epochs
+        self.say = say
+        self.non_finite: str | None = None
+        self._epoch_start = 0.0
+        self._announced = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._announced:
+            state.append_event(
+                self.trial_dir.parent, event="train_start", trial=self.trial_id, epoch=epoch
+            )
+            if epoch:
+                self.say(f"  trial {self.trial_id}: resuming at epoch {epoch + 1}")
+            self._announced = True
+        self.record["history"] = [e for e in self.record["history"] if e["epoch"] < epoch]
+        self._epoch_start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        seconds = time.monotonic() - self._epoch_start
+        self.record["history"].append({"epoch": epoch, "seconds": seconds, **logs})
+        self.record["train_seconds"] = self.record.get("train_seconds", 0.0) + seconds
+        state.write_json(self.trial_dir / state.TRIAL_RECORD_FILE, self.record)
+        self.say(
+            f"  trial {self.trial_id} epoch {epoch + 1}/{self.epochs}: "
+            f"loss {logs.get('loss', math.nan):.4f} acc {logs.get('accuracy', math.nan):.4f} "
+            f"val_acc {logs.get('val_accuracy', math.nan):.4f} ({seconds:.1f} s)"
+        )
+        loss = logs.get("loss", 0.0)
+        if not math.isfinite(loss):
+            self.non_finite = f"loss became {loss} at epoch {epoch + 1}"
+            self.model.stop_training = True
+
+
+def fit(
+    model: keras.Model,
+    *,
+    trial_id: str,
+    trial_dir: Path,
+    batch_size: int,
+    data: TrainingData,
+    epochs: int,
+    initial_epoch: int,
+    patience: int,
+    parent_history: list[dict],
+    tuner_callbacks: list[keras.callbacks.Callback],
+    say: Callable[[str], None],
+) -> dict:
+    """Train one trial to `epochs` (resuming if a backup exists) and return its best metrics."""
+    record = load_record(trial_dir)
+    record["params"] = int(model.count_params())
+    if not record["history"] and parent_history:
+        # A Hyperband continuation starts from its parent's weights: show the parent's epochs.
+        record["history"] = [e for e in parent_history if e["epoch"] < initial_epoch]
+    recorder = EpochRecorder(trial_id, trial_dir, record, epochs, say)
+    callbacks = [
+        recorder,
+        keras.callbacks.BackupAndRestore(str(trial_dir / BACKUP_DIR)),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience),
+        *tuner_callbacks,
+    ]
+    model.fit(
+        data.x_train,
+        data.y_train,
+        batch_size=batch_size,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        validation_data=(data.x_val, data.y_val),
+        callbacks=callbacks,
+        shuffle=True,
+        verbose=0,
+    )
+    if recorder.non_finite:
+        raise kt_errors.FailedTrialError(recorder.non_finite)
+    best = state.best_epoch(record["history"])
+    if best is None:
+        raise kt_errors.FailedTrialError("no epoch finished with a validation accuracy")
+    return {k: v for k, v in best.items() if k not in ("epoch", "seconds")}
+
+
+def discard_backup(trial_dir: Path) -> None:
+    """A trial that ended (in any state) must not leave its backup for a later run to resume."""
+    shutil.rmtree(trial_dir / BACKUP_DIR, ignore_errors=True)

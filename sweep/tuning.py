@@ -1,0 +1,265 @@
+"""KerasTuner subclasses that run `sweep.trial` under KerasTuner's oracles.
+
+Importing this module loads TensorFlow; `sweep.search` imports it only after its quick checks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import keras
+import keras_tuner as kt
+from keras_tuner.src.engine import hyperparameters as hp_module
+
+from search_spaces.blocks import TrainingTask
+from sweep import state
+from sweep import trial as trial_module
+from sweep.data import CLASS_NAMES, Split
+from sweep.errors import SweepError
+from sweep.search import SearchOutcome, SearchSettings, report_command
+from sweep.spaces import Space
+
+state.install_atomic_json_writes()
+
+ENDED = ("COMPLETED", "FAILED", "INVALID")
+# KerasTuner aborts after this many failed trials in a row; a space that always fails is a bug.
+MAX_CONSECUTIVE_FAILURES = 3
+
+
+class DefaultFirst:
+    """Oracle mixin: the space's default point is the first trial of every search.
+
+    KerasTuner starts with a random point; a space's default is the model its author measured,
+    so trying it first gives every search a known-good baseline from its first trial on.
+    """
+
+    def default_values(self) -> dict:
+        hps = hp_module.HyperParameters()
+        for hp in self.hyperparameters.space:
+            hps.merge([hp])
+            if hps.is_active(hp):
+                hps.values[hp.name] = hp.default
+        return hps.values
+
+    def _random_values(self):
+        defaults = self.default_values()
+        if not self._duplicate(defaults):
+            return defaults
+        return super()._random_values()
+
+
+class RandomOracle(DefaultFirst, kt.oracles.RandomSearchOracle):
+    pass
+
+
+class BayesianOracle(DefaultFirst, kt.oracles.BayesianOptimizationOracle):
+    pass
+
+
+class HyperbandOracle(DefaultFirst, kt.oracles.HyperbandOracle):
+    pass
+
+
+class SpaceHyperModel(kt.HyperModel):
+    def __init__(self, space: Space, task: TrainingTask):
+        super().__init__(name=space.name)
+        self.space = space
+        self.task = task
+
+    def build(self, hp):
+        return self.space.build(hp, self.task)
+
+
+def format_values(values: dict, defaults: dict) -> str:
+    """The hyperparameters that differ from the space's default point."""
+    changed = {
+        k: v for k, v in values.items() if not k.startswith("tuner/") and defaults.get(k) != v
+    }
+    if not changed:
+        return "default point"
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in changed.items())
+
+
+def _format_duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
+
+
+class SweepTuner:
+    """Tuner mixin: our trial, crash-safe bookkeeping, and one progress line per trial."""
+
+    def __init__(self, *, oracle, hypermodel, settings: SearchSettings,
+                 data: trial_module.TrainingData, say: Callable[[str], None]):
+        kt.Tuner.__init__(
+            self,
+            oracle=oracle,
+            hypermodel=hypermodel,
+            directory=settings.directory,
+            project_name=settings.project_name,
+            overwrite=False,
+        )
+        self.settings = settings
+        self.data = data
+        self.say = say
+        # KerasTuner reloads a project only if <tuner_id>.json exists, which it first writes when
+        # a trial ends: written now, a kill during the first trial resumes instead of restarting.
+        self.save()
+
+    def trial_dir(self, trial_id: str) -> Path:
+        return Path(self.get_trial_dir(trial_id))
+
+    def _build_hypermodel(self, hp):
+        keras.utils.set_random_seed(trial_module.trial_seed(self.settings.seed, hp.values))
+        return super()._build_hypermodel(hp)
+
+    def _build_and_fit_model(self, trial, *args, **kwargs):
+        hp = trial.hyperparameters
+        model = self._try_build(hp)
+        # Hyperband rebuilds a continued trial from this config and its best checkpoint.
+        state.write_json(self._get_build_config_fname(trial.trial_id), model.get_build_config())
+        parent = hp.values.get("tuner/trial_id")
+        parent_history = (
+            trial_module.load_record(self.trial_dir(parent))["history"] if parent else []
+        )
+        return trial_module.fit(
+            model,
+            trial_id=trial.trial_id,
+            trial_dir=self.trial_dir(trial.trial_id),
+            batch_size=hp.get("batch_size"),
+            data=self.data,
+            epochs=kwargs.get("epochs", self.settings.max_epochs),
+            initial_epoch=kwargs.get("initial_epoch", 0),
+            patience=self.settings.patience,
+            parent_history=parent_history,
+            tuner_callbacks=kwargs.get("callbacks", []),
+            say=self.say if not self.settings.quiet else lambda _: None,
+        )
+
+    def on_trial_begin(self, trial):
+        super().on_trial_begin(trial)
+        summary = format_values(trial.hyperparameters.values, self.oracle.default_values())
+        self.say(f"trial {trial.trial_id} started: {summary}")
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        trial_module.discard_backup(self.trial_dir(trial.trial_id))
+        self.say(self._trial_line(trial))
+
+    def _trial_line(self, trial) -> str:
+        record = trial_module.load_record(self.trial_dir(trial.trial_id))
+        best = state.best_epoch(record["history"])
+        took = _format_duration(record.get("train_seconds", 0.0))
+        done = sum(t.status in ENDED for t in self.oracle.trials.values())
+        if trial.status == "COMPLETED" and best:
+            result = (
+                f"val_acc {best['val_accuracy']:.4f} at epoch {best['epoch'] + 1} "
+                f"(train {best.get('accuracy', float('nan')):.4f})"
+            )
+        else:
+            result = f"{trial.status}: {state.failure_reason(trial.message)}"
+        return (
+            f"trial {trial.trial_id} done [{done}/{self.settings.max_trials}]: {result}, "
+            f"{len(record['history'])} epochs in {took} | best so far {self._best_line()}"
+        )
+
+    def completed_trials(self) -> list:
+        completed = [t for t in self.oracle.trials.values() if t.status == "COMPLETED"]
+        return sorted(completed, key=lambda t: t.score, reverse=True)
+
+    def _best_line(self) -> str:
+        best = self.completed_trials()
+        return f"{best[0].score:.4f} (trial {best[0].trial_id})" if best else "none"
+
+    def announce_start(self) -> None:
+        s = self.settings
+        trials = self.oracle.trials.values()
+        ended = sum(t.status in ENDED for t in trials)
+        self.say(
+            f"search {s.project_name} in {s.project_dir}: space {s.space}, tuner {s.tuner}, "
+            f"{s.max_trials} trials of at most {s.max_epochs} epochs, "
+            f"split seed {s.seed} ({s.train_size} train / {s.val_size} val)"
+        )
+        if trials:
+            retry = self.oracle._retry_queue
+            pending = f", trial {', '.join(retry)} interrupted: continuing it" if retry else ""
+            self.say(f"resuming: {ended} trials finished and kept{pending}")
+
+    def search_until_done(self) -> None:
+        try:
+            self.search(verbose=0)
+        except RuntimeError as e:
+            if "consecutive" not in str(e):
+                raise
+            failed = [t for t in self.oracle.trials.values() if t.status == "FAILED"]
+            reason = state.failure_reason(failed[-1].message) if failed else str(e)
+            raise SweepError(
+                f"{MAX_CONSECUTIVE_FAILURES} trials failed in a row (last: {reason}). "
+                "Check the search space; the failed trials are kept in the search."
+            ) from None
+
+    def outcome(self) -> SearchOutcome:
+        trials = self.oracle.trials.values()
+        best = self.completed_trials()
+        outcome = SearchOutcome(
+            project_dir=self.settings.project_dir,
+            completed=sum(t.status == "COMPLETED" for t in trials),
+            failed=sum(t.status in ("FAILED", "INVALID") for t in trials),
+            best_trial=best[0].trial_id if best else None,
+            best_val_accuracy=best[0].score if best else None,
+        )
+        self.say(
+            f"search done: {outcome.completed} completed, {outcome.failed} failed; "
+            f"best {self._best_line()}. See: {report_command(self.settings)}"
+        )
+        return outcome
+
+
+class SearchTuner(SweepTuner, kt.Tuner):
+    pass
+
+
+class HyperbandSearchTuner(SweepTuner, kt.Hyperband):
+    pass
+
+
+def make_oracle(settings: SearchSettings):
+    common = dict(
+        objective=kt.Objective("val_accuracy", "max"),
+        # KerasTuner treats seed 0 as "random" (#9): shift the user's seed by one.
+        seed=settings.seed + 1,
+        max_consecutive_failed_trials=MAX_CONSECUTIVE_FAILURES,
+    )
+    if settings.tuner == "hyperband":
+        oracle = HyperbandOracle(max_epochs=settings.max_epochs, factor=3, **common)
+        # Hyperband has no trial count of its own; --max-trials caps it (see README).
+        oracle.max_trials = settings.max_trials
+        return oracle
+    oracle_class = BayesianOracle if settings.tuner == "bayesian" else RandomOracle
+    return oracle_class(max_trials=settings.max_trials, **common)
+
+
+def make_tuner(settings: SearchSettings, space: Space, split: Split, say) -> SweepTuner:
+    task = TrainingTask(
+        input_shape=split.x_train.shape[1:],
+        num_classes=len(CLASS_NAMES),
+        train_size=len(split.x_train),
+        epochs=settings.max_epochs,
+    )
+    tuner_class = HyperbandSearchTuner if settings.tuner == "hyperband" else SearchTuner
+    try:
+        return tuner_class(
+            oracle=make_oracle(settings),
+            hypermodel=SpaceHyperModel(space, task),
+            settings=settings,
+            data=trial_module.TrainingData.from_split(split, len(CLASS_NAMES)),
+            say=say,
+        )
+    except (json.JSONDecodeError, RuntimeError) as e:
+        raise SweepError(
+            f"Could not open the search in {settings.project_dir} ({e}). "
+            "Run with --fresh to start over (the old search is kept aside)."
+        ) from None
