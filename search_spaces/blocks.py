@@ -43,7 +43,7 @@ def conv_block(
         if batch_norm:
             block.append(layers.BatchNormalization())
         block.append(layers.Activation(activation))
-    block.append(layers.MaxPooling2D() if pooling == "max" else layers.AveragePooling2D())
+    block.append(layers.MaxPooling2D(2) if pooling == "max" else layers.AveragePooling2D(2))
     if dropout > 0:
         block.append(layers.Dropout(dropout))
     return block

@@ -17,6 +17,32 @@ from sweep.errors import SweepError
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow and find its devices with stderr muted.
+
+    Its C++ side logs through absl before `TF_CPP_MIN_LOG_LEVEL` applies (CUDA probes on
+    machines without a GPU, for example); a failed import still raises, after stderr is back.
+    """
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a short usage error: the message and where to find help, no usage dump."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _search_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--project", help="search name (default: the space's name)")
     parser.add_argument("--dir", default="runs", dest="directory",
@@ -27,10 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     from sweep.search import DEFAULT_TUNER, TUNERS, SearchSettings
 
     defaults = SearchSettings()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sweep", description="Search plain CNNs for CIFAR-10 under the challenge's rules."
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("run", help="start or resume a search",
                               description="Start a search, or resume it with the same command.")
@@ -38,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tuner", choices=TUNERS, default=DEFAULT_TUNER,
                      help=f"search algorithm (default: {DEFAULT_TUNER})")
     run.add_argument("--max-trials", type=int, default=defaults.max_trials,
-                     help=f"trials to finish, failed ones included (default: {defaults.max_trials})")
+                     help="trials to finish, failed ones included "
+                          f"(default: {defaults.max_trials})")
     run.add_argument("--max-epochs", type=int, default=defaults.max_epochs,
                      help=f"epochs per trial at most (default: {defaults.max_epochs})")
     run.add_argument("--patience", type=int, default=defaults.patience,
@@ -70,6 +97,7 @@ def _run(args: argparse.Namespace) -> int:
     from sweep.search import SearchSettings, run_search
 
     fields = {k: v for k, v in vars(args).items() if k != "command"}
+    import_tensorflow_quietly()
     try:
         run_search(SearchSettings(**fields), say=lambda line: print(line, flush=True))
     except KeyboardInterrupt:

@@ -145,7 +145,7 @@ def split_indices(n: int, train_size: int, val_size: int, seed: int) -> tuple[np
 
 def _class_counts(labels: np.ndarray) -> dict[str, int]:
     counts = np.bincount(labels, minlength=len(CLASS_NAMES))
-    return {name: int(c) for name, c in zip(CLASS_NAMES, counts)}
+    return {name: int(c) for name, c in zip(CLASS_NAMES, counts, strict=True)}
 
 
 def make_split(images: Images, train_size: int, val_size: int, seed: int) -> Split:

@@ -21,6 +21,7 @@ from sweep import state  # noqa: E402
 from sweep.errors import SweepError  # noqa: E402
 
 CHALLENGE_BASELINE = 0.667  # the hand-tuned model's validation accuracy in the challenge
+FAILED = ("FAILED", "INVALID")
 CURVES = 3  # best trials drawn in the curves figure
 SUMMARY_COLUMNS = ["rank", "trial", "val_accuracy", "train_accuracy", "best_epoch", "epochs",
                    "params", "minutes", "status"]
@@ -41,7 +42,9 @@ def find_project(directory: str | os.PathLike, project: str | None) -> Path:
         raise SweepError(f"No search under {directory}/. Start one with: python -m sweep run")
     if len(found) > 1:
         names = ", ".join(p.name for p in found)
-        raise SweepError(f"Several searches under {directory}/ ({names}): choose one with --project.")
+        raise SweepError(
+            f"Several searches under {directory}/ ({names}): choose one with --project."
+        )
     return found[0]
 
 
@@ -77,7 +80,7 @@ def _trial_row(trial_dir: Path, running: bool) -> dict:
         "epochs": len(history),
         "params": record.get("params", math.nan),
         "minutes": record.get("train_seconds", 0.0) / 60,
-        "reason": state.failure_reason(trial.get("message")) if status in ("FAILED", "INVALID") else "",
+        "reason": state.failure_reason(trial.get("message")) if status in FAILED else "",
         **trial["hyperparameters"]["values"],
     }
 
@@ -162,7 +165,7 @@ def plot_curves(project_dir: Path, df: pd.DataFrame, top: int, path: Path) -> Pa
     if not curves:
         return None
     fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.6), squeeze=False)
-    for ax, (trial_id, history) in zip(axes[0], curves.items()):
+    for ax, (trial_id, history) in zip(axes[0], curves.items(), strict=True):
         epochs = history["epoch"] + 1
         ax.plot(epochs, history["accuracy"], label="training", color="tab:blue")
         ax.plot(epochs, history["val_accuracy"], label="validation", color="tab:orange")
@@ -179,6 +182,15 @@ def plot_curves(project_dir: Path, df: pd.DataFrame, top: int, path: Path) -> Pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _left_aligned_text(table: pd.DataFrame) -> str:
+    width = int(table["hyperparameters"].str.len().max())
+    return table.to_string(
+        index=False,
+        float_format="{:.4f}".format,
+        formatters={"hyperparameters": lambda text: f"{text:<{width}}"},
+    )
 
 
 def write_report(
@@ -201,6 +213,5 @@ def write_report(
         written.append(curves)
     state.atomic_write_text(written[1], "\n".join(markdown))
     shown = table.head(top) if not table.empty else table
-    text = head + "\n\n" + (shown.to_string(index=False, float_format="{:.4f}".format)
-                            if not shown.empty else "no trials yet")
+    text = head + "\n\n" + (_left_aligned_text(shown) if not shown.empty else "no trials yet")
     return text, written

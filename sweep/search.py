@@ -13,11 +13,11 @@ from __future__ import annotations
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
 
 from sweep import data as data_module
 from sweep import spaces, state

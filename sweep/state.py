@@ -110,7 +110,7 @@ class SearchLock:
         self.path = project_dir / LOCK_FILE
         self._file = None
 
-    def __enter__(self) -> "SearchLock":
+    def __enter__(self) -> SearchLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         f = open(self.path, "a+")
         try:

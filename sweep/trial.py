@@ -2,8 +2,9 @@
 
 Each trial keeps `record.json` in its KerasTuner trial folder: its parameter count and one entry
 per finished epoch, written atomically after every epoch. A trial interrupted mid-way continues
-from its last epoch (Keras's `BackupAndRestore`, one backup folder per trial, removed when the
-trial ends) and its record keeps every epoch exactly once, so the curves stay whole.
+from its last epoch (Keras's `BackupAndRestore`, made atomic, one backup folder per trial,
+removed when the trial ends) and its record keeps every epoch exactly once, so the curves stay
+whole.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import hashlib
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import keras
 import numpy as np
@@ -36,7 +37,7 @@ class TrainingData:
     y_val: np.ndarray
 
     @classmethod
-    def from_split(cls, split: Split, num_classes: int) -> "TrainingData":
+    def from_split(cls, split: Split, num_classes: int) -> TrainingData:
         one_hot = np.eye(num_classes, dtype=np.float32)
         return cls(split.x_train, one_hot[split.y_train], split.x_val, one_hot[split.y_val])
 
@@ -98,6 +99,41 @@ class EpochRecorder(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras's `BackupAndRestore`, made safe against a kill while it writes.
+
+    Keras 3.15 rewrites `latest.weights.h5` in place, then the epoch number in a second file: a
+    SIGKILL during the first write leaves an unreadable HDF5 file (the trial then fails), and
+    one between the two writes pairs epoch k's weights with epoch k-1. Here each epoch's weights
+    go to their own file (temp + rename), and one atomic `state.json` names the file and epoch,
+    so a restore always sees a consistent pair.
+    """
+
+    def _state_path(self) -> Path:
+        return Path(self.backup_dir) / "state.json"
+
+    def on_train_begin(self, logs=None):
+        if not self._state_path().exists():
+            return
+        saved = state.read_json(self._state_path())
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(str(Path(self.backup_dir) / saved["weights"]))
+        self.model._initial_epoch = saved["epoch"]
+
+    def _save_model(self):
+        folder = Path(self.backup_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"epoch{self._current_epoch}.weights.h5"
+        temporary = folder / f"tmp-{name}"
+        self.model.save_weights(str(temporary), overwrite=True)
+        temporary.replace(folder / name)
+        state.write_json(self._state_path(), {"epoch": self._current_epoch, "weights": name})
+        for old in folder.glob("*.weights.h5"):
+            if old.name != name:
+                old.unlink()
+
+
 def fit(
     model: keras.Model,
     *,
@@ -121,7 +157,7 @@ def fit(
     recorder = EpochRecorder(trial_id, trial_dir, record, epochs, say)
     callbacks = [
         recorder,
-        keras.callbacks.BackupAndRestore(str(trial_dir / BACKUP_DIR)),
+        AtomicBackupAndRestore(str(trial_dir / BACKUP_DIR)),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience),
         *tuner_callbacks,
     ]

@@ -6,8 +6,8 @@ Importing this module loads TensorFlow; `sweep.search` imports it only after its
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import keras
 import keras_tuner as kt

@@ -1,0 +1,83 @@
+import tarfile
+
+import numpy as np
+import pytest
+
+from sweep import data
+from sweep.errors import SweepError
+
+
+def test_reads_batches_folder_its_parent_and_the_archive(tiny_cifar, tmp_path):
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tiny_cifar, arcname="cifar-10-batches-py")
+    loaded = [data.load_training_images(p)[0] for p in (tiny_cifar, tiny_cifar.parent, archive)]
+    for images in loaded:
+        assert images.x.shape == (1000, 32, 32, 3) and images.x.dtype == np.uint8
+        assert images.y.shape == (1000,)
+    assert len({data.checksum(images) for images in loaded}) == 1
+
+
+def test_environment_variable_gives_the_copy(tiny_cifar, monkeypatch):
+    monkeypatch.setenv(data.DATA_ENV, str(tiny_cifar))
+    assert data.resolve_source(None) == tiny_cifar
+
+
+def test_never_reads_the_test_batch(tmp_path):
+    from conftest import write_batches
+
+    folder = write_batches(tmp_path / "cifar-10-batches-py", per_batch=20, with_test=False)
+    images, _ = data.load_training_images(folder)
+    assert len(images.y) == 100
+
+
+def test_missing_copy_is_a_clear_error(tmp_path):
+    with pytest.raises(SweepError, match="--data PATH or SWEEP_DATA"):
+        data.load_training_images(tmp_path / "nowhere")
+
+
+def test_offline_without_copy_names_both_ways(monkeypatch):
+    import keras
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: no network")
+
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with pytest.raises(SweepError) as error:
+        data.load_training_images(None)
+    assert "--data PATH" in str(error.value) and "SWEEP_DATA" in str(error.value)
+
+
+def test_split_is_seeded_disjoint_and_sized():
+    train, val = data.split_indices(1000, 300, 200, seed=7)
+    assert len(train) == 300 and len(val) == 200
+    assert not set(train) & set(val)
+    again = data.split_indices(1000, 300, 200, seed=7)
+    assert all(np.array_equal(a, b) for a, b in zip((train, val), again, strict=True))
+    other = data.split_indices(1000, 300, 200, seed=8)
+    assert not np.array_equal(train, other[0])
+
+
+@pytest.mark.parametrize("sizes", [(0, 10), (10, 0), (600, 500)])
+def test_impossible_split_sizes_are_refused(sizes):
+    with pytest.raises(SweepError):
+        data.split_indices(1000, *sizes, seed=0)
+
+
+def test_split_record_and_training_only_normalization(tiny_cifar):
+    images, _ = data.load_training_images(tiny_cifar)
+    split = data.make_split(images, 600, 300, seed=3)
+    assert split.x_train.shape == (600, 32, 32, 3) and split.x_val.shape == (300, 32, 32, 3)
+    np.testing.assert_allclose(split.x_train.mean(axis=(0, 1, 2)), 0, atol=1e-4)
+    np.testing.assert_allclose(split.x_train.std(axis=(0, 1, 2)), 1, atol=1e-3)
+    # Validation images are scaled with the training statistics, not their own.
+    assert not np.allclose(split.x_val.mean(axis=(0, 1, 2)), 0, atol=1e-4)
+    record = split.record
+    assert sum(record["train_class_counts"].values()) == 600
+    assert sum(record["val_class_counts"].values()) == 300
+    assert record["data_sha256"] == data.checksum(images)
+    same = data.make_split(images, 600, 300, seed=3).record
+    assert data.split_differences(record, same) == []
+    other = data.make_split(images, 600, 300, seed=4).record
+    assert data.split_differences(record, other) == ["seed", "indices_sha256"]

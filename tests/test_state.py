@@ -1,0 +1,87 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sweep import state
+from sweep.errors import SweepError
+
+
+def test_write_json_replaces_the_file_whole(tmp_path):
+    path = tmp_path / "a.json"
+    state.write_json(path, {"n": 1})
+    inode = os.stat(path).st_ino
+    state.write_json(path, {"n": 2, "nan": float("nan")})
+    assert json.loads(path.read_text()) == {"n": 2, "nan": None}
+    assert os.stat(path).st_ino != inode  # a new file renamed into place, not rewritten
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "a.json"
+    state.write_json(path, {"n": 1})
+    with pytest.raises(TypeError):
+        state.atomic_write_text(path, object())
+    assert json.loads(path.read_text()) == {"n": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_unreadable_json_is_a_sweep_error(tmp_path):
+    path = tmp_path / "trial.json"
+    path.write_text('{"trial_id": "0", "stat')
+    with pytest.raises(SweepError, match="unreadable"):
+        state.read_json(path)
+
+
+def test_keras_tuner_state_goes_through_the_atomic_writer(tmp_path):
+    from keras_tuner.src import utils as kt_utils
+
+    state.install_atomic_json_writes()
+    path = tmp_path / "oracle.json"
+    kt_utils.save_json(str(path), {"a": 1})
+    inode = os.stat(path).st_ino
+    kt_utils.save_json(str(path), {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 2} and os.stat(path).st_ino != inode
+
+
+def test_event_log_skips_a_torn_last_line(tmp_path):
+    state.append_event(tmp_path, event="a")
+    with open(tmp_path / state.EVENTS_FILE, "a") as f:
+        f.write('{"event": "b"')
+    assert state.read_events(tmp_path) == [{"event": "a"}]
+
+
+def test_second_holder_is_refused_and_a_dead_holder_frees_the_lock(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path; from sweep.state import SearchLock\n"
+         "with SearchLock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(60)",
+         str(tmp_path)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with (
+            pytest.raises(SweepError, match=f"in use by process {holder.pid}"),
+            state.SearchLock(tmp_path),
+        ):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    time.sleep(0.1)
+    with state.SearchLock(tmp_path):
+        assert (tmp_path / state.LOCK_FILE).read_text() == f"process {os.getpid()}"
+
+
+def test_best_epoch_and_failure_reason():
+    history = [{"epoch": 0, "val_accuracy": 0.3}, {"epoch": 1, "val_accuracy": 0.5},
+               {"epoch": 2, "val_accuracy": 0.5}, {"epoch": 3, "val_accuracy": None}]
+    assert state.best_epoch(history)["epoch"] == 1
+    assert state.best_epoch([]) is None
+    message = "Traceback (most recent call last):\n  ...\nFailedTrialError: loss became nan\n"
+    assert state.failure_reason(message) == "loss became nan"

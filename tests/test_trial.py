@@ -1,0 +1,94 @@
+"""One trial on tiny synthetic images: records, NaN failure, seeding."""
+
+import keras
+import numpy as np
+import pytest
+from keras_tuner import errors as kt_errors
+
+from sweep import state
+from sweep import trial as trial_module
+
+
+def _data(n=64):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 8, 8, 3)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, size=n)]
+    return trial_module.TrainingData(x, y, x[:32], y[:32])
+
+
+def _model(learning_rate):
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
+                              keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def _fit(model, trial_dir, epochs=3, lines=None):
+    return trial_module.fit(
+        model, trial_id="0", trial_dir=trial_dir, batch_size=16, data=_data(), epochs=epochs,
+        initial_epoch=0, patience=10, parent_history=[], tuner_callbacks=[],
+        say=(lines.append if lines is not None else lambda _: None),
+    )
+
+
+def test_records_every_epoch_and_returns_the_best(tmp_path):
+    trial_dir = tmp_path / "trial_0"
+    trial_dir.mkdir()
+    lines = []
+    metrics = _fit(_model(0.01), trial_dir, lines=lines)
+    record = state.read_json(trial_dir / state.TRIAL_RECORD_FILE)
+    assert [e["epoch"] for e in record["history"]] == [0, 1, 2]
+    assert metrics["val_accuracy"] == max(e["val_accuracy"] for e in record["history"])
+    assert record["params"] == _model(0.01).count_params()
+    assert len(lines) == 3 and "epoch 3/3" in lines[-1]
+    assert not (trial_dir / trial_module.BACKUP_DIR).exists()  # removed when training ends
+    events = state.read_events(tmp_path)
+    assert events == [{"event": "train_start", "trial": "0", "epoch": 0}]
+
+
+def test_nan_loss_fails_the_trial_with_its_reason(tmp_path):
+    trial_dir = tmp_path / "trial_0"
+    trial_dir.mkdir()
+    with pytest.raises(kt_errors.FailedTrialError, match="loss became nan at epoch 1"):
+        _fit(_model(1e12), trial_dir)
+
+
+def test_trial_seed_depends_on_search_seed_and_values_only():
+    a = trial_module.trial_seed(0, {"x": 1, "y": 0.5})
+    assert a == trial_module.trial_seed(0, {"y": 0.5, "x": 1})
+    assert a != trial_module.trial_seed(1, {"x": 1, "y": 0.5})
+    assert a != trial_module.trial_seed(0, {"x": 2, "y": 0.5})
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashAfterEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise _Crash()
+
+
+def test_interrupted_fit_resumes_at_its_epoch_with_history_whole(tmp_path):
+    trial_dir = tmp_path / "trial_0"
+    trial_dir.mkdir()
+    with pytest.raises(_Crash):
+        trial_module.fit(
+            _model(0.01), trial_id="0", trial_dir=trial_dir, batch_size=16, data=_data(),
+            epochs=4, initial_epoch=0, patience=10, parent_history=[],
+            tuner_callbacks=[_CrashAfterEpoch(1)], say=lambda _: None,
+        )
+    backup = trial_dir / trial_module.BACKUP_DIR
+    assert state.read_json(backup / "state.json") == {"epoch": 2, "weights": "epoch2.weights.h5"}
+    assert [p.name for p in backup.glob("*.h5")] == ["epoch2.weights.h5"]
+    _fit(_model(0.01), trial_dir, epochs=4)
+    record = state.read_json(trial_dir / state.TRIAL_RECORD_FILE)
+    assert [e["epoch"] for e in record["history"]] == [0, 1, 2, 3]
+    starts = [e["epoch"] for e in state.read_events(tmp_path) if e["event"] == "train_start"]
+    assert starts == [0, 2]
