@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from sweep import state  # noqa: E402
 from sweep.errors import SweepError  # noqa: E402
@@ -172,6 +173,7 @@ def plot_curves(project_dir: Path, df: pd.DataFrame, top: int, path: Path) -> Pa
         ax.axhline(CHALLENGE_BASELINE, color="grey", linestyle=":", label="challenge 66.7 %")
         ax.set_title(f"trial {trial_id}: val {history['val_accuracy'].max():.1%}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("accuracy")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
