@@ -90,7 +90,53 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--top", type=int, help="show only the N best trials")
     report.add_argument("--output", type=Path,
                         help="folder for the report files (default: reports/<project>)")
+    commands.add_parser("spaces", help="list the built-in search spaces",
+                        description="List the built-in search spaces and their hyperparameters.")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="test accuracy of finished trials (reads the test images)",
+        description="Evaluate finished trials on the 10,000 test images and record the result. "
+                    "Default: the best trial by validation accuracy.")
+    _search_options(evaluate)
+    chosen = evaluate.add_mutually_exclusive_group()
+    chosen.add_argument("--trial", action="append", dest="trials", metavar="ID",
+                        help="a trial to evaluate (repeatable)")
+    chosen.add_argument("--top", type=int, help="evaluate the N best trials")
+    evaluate.add_argument("--data", help="local CIFAR-10, as for run")
     return parser
+
+
+def _spaces(args: argparse.Namespace) -> int:
+    import_tensorflow_quietly()
+    from sweep import spaces
+    from sweep.search import SearchSettings
+    from sweep.tuning import training_task
+
+    task = training_task(SearchSettings())
+    for name in spaces.available():
+        space = spaces.load(name)
+        print(f"{name}: {space.description}")
+        for line in spaces.describe(space, task):
+            print(f"    {line}")
+    print("\nYour own space: --space path/to/space.py or --space package.module, a module "
+          "with build(hp, task) -> keras.Model (see search_spaces/small_cnn.py).")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from sweep import report
+
+    project_dir = report.find_project(args.directory, args.project)
+    import_tensorflow_quietly()
+    from sweep import state
+    from sweep.evaluate import evaluate
+
+    results = evaluate(project_dir, args.data, args.trials, args.top)
+    for result in results:
+        print(f"trial {result['trial']}: test accuracy {result['test_accuracy']:.2%} "
+              f"(validation {result['val_accuracy']:.2%}) on {result['test_images']} test images")
+    print(f"recorded in {project_dir / state.EVALUATIONS_FILE}")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -121,7 +167,8 @@ def _report(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"run": _run, "report": _report}[args.command](args)
+        commands = {"run": _run, "report": _report, "spaces": _spaces, "evaluate": _evaluate}
+        return commands[args.command](args)
     except SweepError as e:
         print(f"sweep: error: {e}", file=sys.stderr)
         return 2

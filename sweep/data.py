@@ -20,6 +20,8 @@ from sweep.errors import SweepError
 
 DATA_ENV = "SWEEP_DATA"
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
+TEST_BATCH = "test_batch"
+IMAGE_SHAPE = (32, 32, 3)
 BATCHES_DIR = "cifar-10-batches-py"
 ARCHIVE = "cifar-10-python.tar.gz"
 CLASS_NAMES = [
@@ -125,6 +127,11 @@ def load_training_images(data: str | os.PathLike | None = None) -> tuple[Images,
     return _read(source, TRAIN_BATCHES), source
 
 
+def load_test_images(data: str | os.PathLike | None = None) -> Images:
+    """The 10,000 test images: only an explicit evaluation of finished models asks for them."""
+    return _read(resolve_source(data), [TEST_BATCH])
+
+
 def checksum(images: Images) -> str:
     digest = hashlib.sha256(images.x.tobytes())
     digest.update(images.y.astype(np.int64).tobytes())
@@ -148,13 +155,18 @@ def _class_counts(labels: np.ndarray) -> dict[str, int]:
     return {name: int(c) for name, c in zip(CLASS_NAMES, counts, strict=True)}
 
 
+def normalize(x: np.ndarray, mean, std) -> np.ndarray:
+    """uint8 images to float32, scaled with the given (training part's) statistics."""
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    return (x.astype(np.float32) / 255.0 - mean) / std
+
+
 def make_split(images: Images, train_size: int, val_size: int, seed: int) -> Split:
     """Cut the fixed split and normalize both parts with the training part's statistics only."""
     train_idx, val_idx = split_indices(len(images.y), train_size, val_size, seed)
-    x_train = images.x[train_idx].astype(np.float32) / 255.0
-    x_val = images.x[val_idx].astype(np.float32) / 255.0
-    mean = x_train.mean(axis=(0, 1, 2))
-    std = x_train.std(axis=(0, 1, 2)) + 1e-7
+    scaled_train = images.x[train_idx].astype(np.float32) / 255.0
+    mean = scaled_train.mean(axis=(0, 1, 2))
+    std = scaled_train.std(axis=(0, 1, 2)) + 1e-7
     indices_hash = hashlib.sha256(
         np.concatenate([train_idx, val_idx]).astype(np.int64).tobytes()
     ).hexdigest()
@@ -169,9 +181,9 @@ def make_split(images: Images, train_size: int, val_size: int, seed: int) -> Spl
         "normalization": {"mean": mean.tolist(), "std": std.tolist()},
     }
     return Split(
-        x_train=(x_train - mean) / std,
+        x_train=(scaled_train - mean) / std,
         y_train=images.y[train_idx],
-        x_val=(x_val - mean) / std,
+        x_val=normalize(images.x[val_idx], mean, std),
         y_val=images.y[val_idx],
         mean=mean,
         std=std,

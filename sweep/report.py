@@ -24,8 +24,8 @@ from sweep.errors import SweepError  # noqa: E402
 CHALLENGE_BASELINE = 0.667  # the hand-tuned model's validation accuracy in the challenge
 FAILED = ("FAILED", "INVALID")
 CURVES = 3  # best trials drawn in the curves figure
-SUMMARY_COLUMNS = ["rank", "trial", "val_accuracy", "train_accuracy", "best_epoch", "epochs",
-                   "params", "minutes", "status"]
+SUMMARY_COLUMNS = ["rank", "trial", "val_accuracy", "train_accuracy", "test_accuracy",
+                   "best_epoch", "epochs", "params", "minutes", "status"]
 
 
 def find_project(directory: str | os.PathLike, project: str | None) -> Path:
@@ -86,13 +86,23 @@ def _trial_row(trial_dir: Path, running: bool) -> dict:
     }
 
 
+def latest_evaluations(project_dir: Path) -> dict[str, dict]:
+    """The last explicit test-set evaluation of each evaluated trial (`sweep evaluate`)."""
+    return {e["trial"]: e for e in state.read_lines(project_dir / state.EVALUATIONS_FILE)}
+
+
 def load_trials(project_dir: Path) -> pd.DataFrame:
-    """One row per trial, ranked by best validation accuracy (trials without one last)."""
+    """One row per trial, ranked by best validation accuracy (trials without one last).
+
+    `test_accuracy` is set only for trials evaluated on the test images by `sweep evaluate`.
+    """
     running = search_is_running(project_dir)
     rows = [_trial_row(d, running) for d in sorted(project_dir.glob("trial_*")) if d.is_dir()]
     df = pd.DataFrame(rows, columns=None if rows else SUMMARY_COLUMNS)
     if df.empty:
         return df
+    evaluated = latest_evaluations(project_dir)
+    df["test_accuracy"] = [evaluated.get(t, {}).get("test_accuracy", math.nan) for t in df["trial"]]
     ranked = df["status"].eq("COMPLETED") & df["val_accuracy"].notna()
     df["rank"] = df["val_accuracy"].where(ranked).rank(ascending=False, method="min")
     df = df.sort_values(["rank", "trial"], na_position="last").reset_index(drop=True)
@@ -124,9 +134,11 @@ def _format_hyperparameters(row: pd.Series, columns: list[str]) -> str:
 
 
 def ranking_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The ranked trials as shown to people: summary columns, then hyperparameters in one cell."""
+    """The ranked trials as shown to people: summary columns, then hyperparameters in one cell.
+    The test accuracy column appears once a trial has been evaluated."""
     columns = hyperparameter_columns(df)
-    shown = df[SUMMARY_COLUMNS].copy()
+    summary = [c for c in SUMMARY_COLUMNS if c != "test_accuracy" or df[c].notna().any()]
+    shown = df[summary].copy()
     shown["hyperparameters"] = [
         _format_hyperparameters(row, columns) if row["status"] != "UNREADABLE" else row["reason"]
         for _, row in df.iterrows()
@@ -155,6 +167,12 @@ def headline(project_dir: Path, df: pd.DataFrame) -> str:
             f"({margin:+.1f} points vs the challenge's {CHALLENGE_BASELINE:.1%}), "
             f"train {top['train_accuracy']:.2%}"
         )
+    evaluated = df[df["test_accuracy"].notna()] if not df.empty else df
+    if not evaluated.empty:
+        scores = ", ".join(
+            f"trial {row.trial} {row.test_accuracy:.2%}" for row in evaluated.itertuples()
+        )
+        lines.append(f"test accuracy (explicitly evaluated on the test images): {scores}")
     return "\n".join(lines)
 
 

@@ -149,6 +149,9 @@ def run_search(settings: SearchSettings, say: Callable[[str], None] = print) -> 
         recorded = state.read_json(record_path) if record_path.exists() else None
         if recorded:
             check_resume(recorded, settings)
+        from sweep import tuning  # TensorFlow loads here, after the quick checks above
+
+        tuning.check_space(space, settings)
         images, source = data_module.load_training_images(settings.data)
         split = data_module.make_split(
             images, settings.train_size, settings.val_size, settings.seed
@@ -159,9 +162,6 @@ def run_search(settings: SearchSettings, say: Callable[[str], None] = print) -> 
         else:
             state.write_json(record_path, search_record(settings, split, source))
         state.append_event(project_dir, event="run_start", max_trials=settings.max_trials)
-
-        from sweep import tuning  # TensorFlow loads here, after the quick checks above
-
         tuner = tuning.make_tuner(settings, space, split, say)
         tuner.announce_start()
         started = time.monotonic()

@@ -1,10 +1,18 @@
-"""Find, load and describe search spaces (modules of `search_spaces/`)."""
+"""Find, load and describe search spaces.
+
+A space is a module with `build(hp, task) -> keras.Model` (and, ideally, a one-line
+`DESCRIPTION`): a built-in one in `search_spaces/` by name, a user's file by path
+(`my_space.py`), or an importable module by dotted name (`mypackage.my_space`). Every model any
+space builds goes through `sweep.rules` before it trains.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import pkgutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -13,6 +21,7 @@ import search_spaces
 from sweep.errors import SweepError
 
 SHARED_MODULES = {"blocks"}
+NO_DESCRIPTION = "(no DESCRIPTION)"
 
 
 @dataclass(frozen=True)
@@ -22,7 +31,7 @@ class Space:
 
     @property
     def description(self) -> str:
-        return self.module.DESCRIPTION
+        return getattr(self.module, "DESCRIPTION", NO_DESCRIPTION)
 
     def build(self, hp, task):
         return self.module.build(hp, task)
@@ -40,12 +49,97 @@ def available() -> list[str]:
     )
 
 
+def _import_file(path: Path) -> ModuleType:
+    if not path.is_file():
+        raise SweepError(f"Search space file {path} does not exist.")
+    module_name = f"sweep_user_space_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _import(name: str) -> ModuleType:
+    if name.endswith(".py") or "/" in name:
+        return _import_file(Path(name))
+    if name in available():
+        return importlib.import_module(f"search_spaces.{name}")
+    if "." in name:
+        return importlib.import_module(name)
+    raise SweepError(
+        f"Unknown search space {name!r}. Available: {', '.join(available())}; "
+        "or give a file (path/to/space.py) or a module (package.module)."
+    )
+
+
 def load(name: str) -> Space:
-    names = available()
-    if name not in names:
-        raise SweepError(f"Unknown search space {name!r}. Available: {', '.join(names)}.")
-    module = importlib.import_module(f"search_spaces.{name}")
-    missing = [attr for attr in ("DESCRIPTION", "build") if not hasattr(module, attr)]
-    if missing:
-        raise SweepError(f"Search space {name!r} does not define {', '.join(missing)}.")
+    """The space `name`, a built-in name, a .py file or a dotted module; errors are SweepErrors."""
+    try:
+        module = _import(name)
+    except SweepError:
+        raise
+    except ModuleNotFoundError as e:
+        raise SweepError(f"Search space {name!r} could not be imported: {e}.") from None
+    except Exception as e:  # noqa: BLE001 - the user's module may raise anything on import
+        raise SweepError(
+            f"Search space {name!r} failed on import: {type(e).__name__}: {e}"
+        ) from None
+    if not callable(getattr(module, "build", None)):
+        raise SweepError(
+            f"Search space {name!r} does not define build(hp, task) -> keras.Model."
+        )
     return Space(name, module)
+
+
+def sample_points(space: Space, task, count: int, seed: int) -> list[tuple]:
+    """The default point then `count` random points of `space`: (HyperParameters, model) pairs.
+
+    Building registers the hyperparameters; each random point draws every active one in turn,
+    so conditional ones (active only for some parent values) are drawn when active.
+    """
+    import keras_tuner as kt
+
+    registry = kt.HyperParameters()
+    points = [(registry, space.build(registry, task))]
+    for i in range(count):
+        point = kt.HyperParameters()
+        for entry in registry.space:
+            point.merge([entry])
+            if point.is_active(entry):
+                draw_seed = seed * 1000 + i * 100 + len(point.values)
+                point.values[entry.name] = entry.random_sample(draw_seed)
+        model = space.build(point, task)  # registers conditional entries first seen here
+        known = {entry.name for entry in registry.space}
+        registry.merge([entry for entry in point.space if entry.name not in known])
+        points.append((point, model))
+    return points
+
+
+def describe(space: Space, task) -> list[str]:
+    """One line per hyperparameter of `space`: its name, range or choices, and default."""
+    seen = {}
+    for point, _ in sample_points(space, task, count=8, seed=0):
+        for entry in point.space:
+            seen.setdefault(entry.name, entry)
+    return [_describe_entry(entry) for entry in seen.values()]
+
+
+def _describe_entry(entry) -> str:
+    config = entry.get_config()
+    kind = type(entry).__name__
+    if kind == "Choice":
+        what = " | ".join(str(v) for v in config["values"])
+    elif kind in ("Int", "Float"):
+        what = f"{config['min_value']} .. {config['max_value']}"
+        if config.get("step"):
+            what += f" step {config['step']}"
+        if config.get("sampling") == "log":
+            what += " (log)"
+    elif kind == "Boolean":
+        what = "True | False"
+    else:
+        what = f"fixed {config.get('value')}"
+    conditions = [c.get_config() for c in entry.conditions]
+    condition = "".join(f" (when {c['name']} in {c['values']})" for c in conditions)
+    return f"{entry.name}: {what}, default {entry.default}{condition}"

@@ -22,6 +22,7 @@ from sweep.errors import SweepError
 SETTINGS_FILE = "sweep.json"
 TRIAL_RECORD_FILE = "record.json"
 EVENTS_FILE = "events.jsonl"
+EVALUATIONS_FILE = "evaluations.jsonl"
 LOCK_FILE = ".lock"
 
 
@@ -69,16 +70,15 @@ def read_json(path: str | os.PathLike) -> Any:
         raise SweepError(f"{path} is unreadable ({e}).") from None
 
 
-def append_event(project_dir: Path, **event: Any) -> None:
-    """Append one line to the search's event log (a torn last line is skipped on reading)."""
-    with open(project_dir / EVENTS_FILE, "a") as f:
-        f.write(json.dumps(_finite(event), default=str) + "\n")
+def append_line(path: Path, entry: dict) -> None:
+    """Append one JSON line to a log file (a torn last line is skipped on reading)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(_finite(entry), default=str) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
 
-def read_events(project_dir: Path) -> list[dict]:
-    path = project_dir / EVENTS_FILE
+def read_lines(path: Path) -> list[dict]:
     if not path.exists():
         return []
     events = []
@@ -88,6 +88,15 @@ def read_events(project_dir: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return events
+
+
+def append_event(project_dir: Path, **event: Any) -> None:
+    """Append to the search's event log: runs, and every start of a trial's training."""
+    append_line(project_dir / EVENTS_FILE, event)
+
+
+def read_events(project_dir: Path) -> list[dict]:
+    return read_lines(project_dir / EVENTS_FILE)
 
 
 def install_atomic_json_writes() -> None:

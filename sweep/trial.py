@@ -20,11 +20,14 @@ from pathlib import Path
 import keras
 import numpy as np
 from keras_tuner import errors as kt_errors
+from keras_tuner.src.engine import tuner_utils
 
 from sweep import state
 from sweep.data import Split
 
 BACKUP_DIR = "backup"
+# KerasTuner's name for a trial's best weights: Hyperband continues a trial from this file.
+CHECKPOINT_FILE = "checkpoint.weights.h5"
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,11 @@ class EpochRecorder(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = {k: float(v) for k, v in (logs or {}).items()}
         seconds = time.monotonic() - self._epoch_start
+        best_before = state.best_epoch(self.record["history"])
+        if math.isfinite(logs.get("val_accuracy", math.nan)) and (
+            best_before is None or logs["val_accuracy"] > best_before["val_accuracy"]
+        ):
+            self._save_best_weights()
         self.record["history"].append({"epoch": epoch, "seconds": seconds, **logs})
         self.record["train_seconds"] = self.record.get("train_seconds", 0.0) + seconds
         state.write_json(self.trial_dir / state.TRIAL_RECORD_FILE, self.record)
@@ -97,6 +105,12 @@ class EpochRecorder(keras.callbacks.Callback):
         if not math.isfinite(loss):
             self.non_finite = f"loss became {loss} at epoch {epoch + 1}"
             self.model.stop_training = True
+
+    def _save_best_weights(self):
+        """The best epoch's weights, whole or not at all (KerasTuner's own writes in place)."""
+        temporary = self.trial_dir / f"tmp-{CHECKPOINT_FILE}"
+        self.model.save_weights(str(temporary), overwrite=True)
+        temporary.replace(self.trial_dir / CHECKPOINT_FILE)
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -159,7 +173,7 @@ def fit(
         recorder,
         AtomicBackupAndRestore(str(trial_dir / BACKUP_DIR)),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience),
-        *tuner_callbacks,
+        *[c for c in tuner_callbacks if not isinstance(c, tuner_utils.SaveBestEpoch)],
     ]
     model.fit(
         data.x_train,

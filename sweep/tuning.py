@@ -14,12 +14,14 @@ import keras_tuner as kt
 from keras_tuner.src.engine import hyperparameters as hp_module
 
 from search_spaces.blocks import TrainingTask
-from sweep import state
+from sweep import rules, spaces, state
 from sweep import trial as trial_module
-from sweep.data import CLASS_NAMES, Split
+from sweep.data import CLASS_NAMES, IMAGE_SHAPE, Split
 from sweep.errors import SweepError
 from sweep.search import SearchOutcome, SearchSettings, report_command
 from sweep.spaces import Space
+
+RULE_CHECK_POINTS = 4  # random points of a space checked (with its default) before a search
 
 state.install_atomic_json_writes()
 
@@ -69,7 +71,40 @@ class SpaceHyperModel(kt.HyperModel):
         self.task = task
 
     def build(self, hp):
-        return self.space.build(hp, self.task)
+        """Build and check the model: a trial whose model breaks a rule fails before training."""
+        model = self.space.build(hp, self.task)
+        try:
+            rules.check_model(model)
+        except rules.RuleViolation as e:
+            raise kt.errors.FailedTrialError(f"search space {self.space.name}: {e}") from None
+        return model
+
+
+def training_task(settings: SearchSettings) -> TrainingTask:
+    return TrainingTask(
+        input_shape=IMAGE_SHAPE,
+        num_classes=len(CLASS_NAMES),
+        train_size=settings.train_size,
+        epochs=settings.max_epochs,
+    )
+
+
+def check_space(space: Space, settings: SearchSettings) -> None:
+    """Build the space's default and a few random points and check each against the rules,
+    so a space that breaks them stops the search before any training."""
+    try:
+        points = spaces.sample_points(
+            space, training_task(settings), RULE_CHECK_POINTS, settings.seed
+        )
+    except Exception as e:  # noqa: BLE001 - a user's space may raise anything
+        raise SweepError(
+            f"Search space {space.name!r} failed to build a model: {type(e).__name__}: {e}"
+        ) from None
+    for _, model in points:
+        try:
+            rules.check_model(model)
+        except rules.RuleViolation as e:
+            raise SweepError(f"Search space {space.name!r}: {e}") from None
 
 
 def format_values(values: dict, defaults: dict) -> str:
@@ -243,12 +278,7 @@ def make_oracle(settings: SearchSettings):
 
 
 def make_tuner(settings: SearchSettings, space: Space, split: Split, say) -> SweepTuner:
-    task = TrainingTask(
-        input_shape=split.x_train.shape[1:],
-        num_classes=len(CLASS_NAMES),
-        train_size=len(split.x_train),
-        epochs=settings.max_epochs,
-    )
+    task = training_task(settings)
     tuner_class = HyperbandSearchTuner if settings.tuner == "hyperband" else SearchTuner
     try:
         return tuner_class(

@@ -27,3 +27,32 @@ def test_console_script_and_module_share_the_parser(tmp_path):
     for option in ("--space", "--tuner", "--max-trials", "--max-epochs", "--seed", "--project",
                    "--dir", "--data", "--fresh", "--train-size", "--val-size"):
         assert option in result.stdout
+
+
+def test_spaces_lists_each_space_with_its_hyperparameters(tmp_path):
+    result = run_sweep("spaces", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for name in ("small_cnn:", "tiny_cnn:", "large_cnn:"):
+        assert name in result.stdout
+    assert "    conv_blocks: 2 .. 4 step 1, default 3" in result.stdout
+    assert "--space path/to/space.py" in result.stdout
+
+
+def test_run_refuses_a_user_space_that_breaks_a_rule_before_training(tmp_path):
+    (tmp_path / "skip.py").write_text(
+        "import keras\n"
+        "def build(hp, task):\n"
+        "    x = keras.Input(task.input_shape)\n"
+        "    a = keras.layers.Conv2D(8, 3, padding='same')(x)\n"
+        "    b = keras.layers.Conv2D(8, 3, padding='same')(a)\n"
+        "    y = keras.layers.Flatten()(keras.layers.Add()([a, b]))\n"
+        "    m = keras.Model(x, keras.layers.Dense(task.num_classes, activation='softmax')(y))\n"
+        "    m.compile(loss='categorical_crossentropy')\n"
+        "    return m\n"
+    )
+    result = run_sweep("run", "--space", "skip.py", "--data", "/nowhere", cwd=tmp_path)
+    assert result.returncode == 2
+    assert ("Search space 'skip.py': layer 'add' (Add) breaks the rule: no skip or dense "
+            "connections") in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("runs/skip.py/trial_*"))

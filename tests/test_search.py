@@ -38,7 +38,9 @@ def _epochs_recorded(project: Path, trial_id: str) -> int:
         return 0
 
 
-def test_run_report_resume_extend_and_refuse_other_settings(real_cifar_train_only, tmp_path):
+def test_run_report_evaluate_resume_extend_refuse_other_settings(
+    real_cifar_train_only, real_cifar_batches, tmp_path
+):
     base = ["run", "--data", str(real_cifar_train_only), "--train-size", "300",
             "--val-size", "300", "--max-epochs", "2", "--quiet"]
     first = run_sweep(*base, "--max-trials", "2", cwd=tmp_path)
@@ -58,6 +60,22 @@ def test_run_report_resume_extend_and_refuse_other_settings(real_cifar_train_onl
     assert len(trials) == 2 and set(trials["status"]) == {"COMPLETED"}
     assert trials["val_accuracy"].between(0, 1).all() and "conv_blocks" in trials.columns
     assert (tmp_path / "reports" / "small_cnn" / "curves.png").stat().st_size > 10_000
+    assert "test_accuracy" not in shown.stdout  # nothing evaluated yet
+
+    # The test images: absent from the folder `run` used, read only by `evaluate`.
+    missing = run_sweep("evaluate", "--data", str(real_cifar_train_only), cwd=tmp_path)
+    assert missing.returncode == 2 and "lacks test_batch" in missing.stderr
+    evaluated = run_sweep("evaluate", "--data", str(real_cifar_batches), cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "test accuracy" in evaluated.stdout and "on 10000 test images" in evaluated.stdout
+    [entry] = state.read_lines(project / state.EVALUATIONS_FILE)
+    best = trials.sort_values("val_accuracy").iloc[-1]
+    assert entry["trial"] == str(best["trial"]) and 0.05 < entry["test_accuracy"] < 1
+    shown = run_sweep("report", cwd=tmp_path)
+    assert "test accuracy (explicitly evaluated on the test images): trial" in shown.stdout
+    unknown = run_sweep("evaluate", "--trial", "99", "--data", str(real_cifar_batches),
+                        cwd=tmp_path)
+    assert unknown.returncode == 2 and "No completed trial 99" in unknown.stderr
 
     again = run_sweep(*base, "--max-trials", "2", cwd=tmp_path)
     assert again.returncode == 0 and "resuming: 2 trials finished and kept" in again.stdout
