@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -80,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "download cache)")
     run.add_argument("--fresh", action="store_true",
                      help="start over; the old search is moved aside, never deleted")
+    run.add_argument("--time-budget", metavar="DURATION",
+                     help="stop this run after e.g. 45m, 3h or 1h30m: no trial is started that "
+                          "would not end in time (by the mean trial so far), a running trial "
+                          "stops at an epoch boundary; run again to continue")
     run.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
     _search_options(run)
 
@@ -139,10 +144,22 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt_once(signum, frame):
+    """First Ctrl-C or SIGTERM: unwind (state is saved after every epoch) and say how to resume.
+    A second one stops at once: every file is written atomically, so nothing is corrupted."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise KeyboardInterrupt
+
+
 def _run(args: argparse.Namespace) -> int:
-    from sweep.search import SearchSettings, run_search
+    from sweep.search import SearchSettings, parse_duration, run_search
 
     fields = {k: v for k, v in vars(args).items() if k != "command"}
+    if args.time_budget is not None:
+        fields["time_budget"] = parse_duration(args.time_budget)
+    signal.signal(signal.SIGINT, _interrupt_once)
+    signal.signal(signal.SIGTERM, _interrupt_once)
     import_tensorflow_quietly()
     try:
         run_search(SearchSettings(**fields), say=lambda line: print(line, flush=True))

@@ -7,3 +7,11 @@ and keeps its traceback.
 
 class SweepError(Exception):
     """A user-facing error: bad input, missing data, a search made with other settings."""
+
+
+class TimeBudgetReached(BaseException):  # noqa: N818 - a signal, not an error
+    """The run's `--time-budget` is spent: stop at an epoch boundary and leave the trial to resume.
+
+    A BaseException, like KeyboardInterrupt, so that KerasTuner does not catch it and mark the
+    trial failed: the trial stays RUNNING on disk and the next run continues it.
+    """

@@ -11,6 +11,7 @@ never ranked as best (#1, #11).
 from __future__ import annotations
 
 import platform
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ class SearchSettings:
     data: str | None = None
     fresh: bool = False
     quiet: bool = False
+    time_budget: float | None = None  # seconds for this run; None: no limit
     space_sha256: str = field(default="", repr=False)
 
     @property
@@ -63,6 +65,24 @@ class SearchSettings:
                 raise SweepError(f"--{name.replace('_', '-')} must be at least 1.")
         if self.seed < 0:
             raise SweepError("--seed must be 0 or more.")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise SweepError("--time-budget must be positive, e.g. 90m or 3h.")
+
+
+def parse_duration(text: str) -> float:
+    """'90m', '3h', '1h30m', '45s' or a number of seconds -> seconds."""
+    match = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?",
+                         text.strip())
+    if not text.strip() or not match:
+        raise SweepError(f"--time-budget {text!r} is not a duration: use e.g. 45m, 3h or 1h30m.")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def format_duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
 
 
 def package_versions() -> dict[str, str]:
@@ -162,6 +182,8 @@ def run_search(settings: SearchSettings, say: Callable[[str], None] = print) -> 
         else:
             state.write_json(record_path, search_record(settings, split, source))
         state.append_event(project_dir, event="run_start", max_trials=settings.max_trials)
+        for repaired in state.repair_keras_tuner_files(project_dir):
+            say(repaired)
         tuner = tuning.make_tuner(settings, space, split, say)
         tuner.announce_start()
         started = time.monotonic()

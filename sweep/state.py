@@ -99,14 +99,51 @@ def read_events(project_dir: Path) -> list[dict]:
     return read_lines(project_dir / EVENTS_FILE)
 
 
+GOOD_COPY_SUFFIX = ".good"
+
+
 def install_atomic_json_writes() -> None:
-    """Make KerasTuner write its state files through `write_json` (see module docstring)."""
+    """Make KerasTuner write its state files through `write_json` (see module docstring), each
+    with a second copy (`<name>.good`) that `repair_keras_tuner_files` restores from if the
+    first is ever damaged by something other than us (a full disk, a hand edit)."""
     from keras_tuner.src import utils as kt_utils
 
     def save_json(path, obj):
-        return write_json(path, obj)
+        text = write_json(path, obj)
+        atomic_write_text(f"{path}{GOOD_COPY_SUFFIX}", text)
+        return text
 
     kt_utils.save_json = save_json
+
+
+def _readable(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def repair_keras_tuner_files(project_dir: Path) -> list[str]:
+    """Restore each unreadable KerasTuner state file from its good copy; say what was restored.
+
+    KerasTuner cannot open a project with one unreadable file; a file with no good copy is a
+    `SweepError` that names it and says what to do."""
+    repaired = []
+    candidates = [*project_dir.glob("*.json"), *project_dir.glob("trial_*/trial.json")]
+    for path in candidates:
+        if path.name == SETTINGS_FILE or _readable(path):
+            continue
+        good = path.with_name(path.name + GOOD_COPY_SUFFIX)
+        if not _readable(good):
+            raise SweepError(
+                f"{path} is unreadable and has no good copy. Move the search aside and start "
+                "over with --fresh (the old search is kept), or restore the file from a backup."
+            )
+        atomic_write_text(path, good.read_text())
+        repaired.append(f"{path.relative_to(project_dir)} was unreadable: restored its last "
+                        "good copy")
+    return repaired
 
 
 class SearchLock:

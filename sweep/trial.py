@@ -24,6 +24,7 @@ from keras_tuner.src.engine import tuner_utils
 
 from sweep import state
 from sweep.data import Split
+from sweep.errors import TimeBudgetReached
 
 BACKUP_DIR = "backup"
 # KerasTuner's name for a trial's best weights: Hyperband continues a trial from this file.
@@ -63,8 +64,10 @@ class EpochRecorder(keras.callbacks.Callback):
     backup: at worst it holds one epoch more, which the resumed epoch overwrites.
     """
 
-    def __init__(self, trial_id: str, trial_dir: Path, record: dict, epochs: int, say):
+    def __init__(self, trial_id: str, trial_dir: Path, record: dict, epochs: int, say,
+                 deadline: float | None = None):
         super().__init__()
+        self.deadline = deadline
         self.trial_id = trial_id
         self.trial_dir = trial_dir
         self.record = record
@@ -75,6 +78,9 @@ class EpochRecorder(keras.callbacks.Callback):
         self._announced = False
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self._announced and self.deadline and time.monotonic() > self.deadline:
+            # The last epoch is recorded and backed up: stop here, the next run continues.
+            raise TimeBudgetReached()
         if not self._announced:
             state.append_event(
                 self.trial_dir.parent, event="train_start", trial=self.trial_id, epoch=epoch
@@ -161,6 +167,7 @@ def fit(
     parent_history: list[dict],
     tuner_callbacks: list[keras.callbacks.Callback],
     say: Callable[[str], None],
+    deadline: float | None = None,
 ) -> dict:
     """Train one trial to `epochs` (resuming if a backup exists) and return its best metrics."""
     record = load_record(trial_dir)
@@ -168,7 +175,7 @@ def fit(
     if not record["history"] and parent_history:
         # A Hyperband continuation starts from its parent's weights: show the parent's epochs.
         record["history"] = [e for e in parent_history if e["epoch"] < initial_epoch]
-    recorder = EpochRecorder(trial_id, trial_dir, record, epochs, say)
+    recorder = EpochRecorder(trial_id, trial_dir, record, epochs, say, deadline)
     callbacks = [
         recorder,
         AtomicBackupAndRestore(str(trial_dir / BACKUP_DIR)),

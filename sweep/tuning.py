@@ -6,6 +6,7 @@ Importing this module loads TensorFlow; `sweep.search` imports it only after its
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from search_spaces.blocks import TrainingTask
 from sweep import rules, spaces, state
 from sweep import trial as trial_module
 from sweep.data import CLASS_NAMES, IMAGE_SHAPE, Split
-from sweep.errors import SweepError
-from sweep.search import SearchOutcome, SearchSettings, report_command
+from sweep.errors import SweepError, TimeBudgetReached
+from sweep.search import SearchOutcome, SearchSettings, format_duration, report_command
 from sweep.spaces import Space
 
 RULE_CHECK_POINTS = 4  # random points of a space checked (with its default) before a search
@@ -118,12 +119,6 @@ def format_values(values: dict, defaults: dict) -> str:
                     for k, v in changed.items())
 
 
-def _format_duration(seconds: float) -> str:
-    minutes, seconds = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
-
-
 class SweepTuner:
     """Tuner mixin: our trial, crash-safe bookkeeping, and one progress line per trial."""
 
@@ -140,6 +135,8 @@ class SweepTuner:
         self.settings = settings
         self.data = data
         self.say = say
+        self.started = time.monotonic()
+        self.deadline = self.started + settings.time_budget if settings.time_budget else None
         # KerasTuner reloads a project only if <tuner_id>.json exists, which it first writes when
         # a trial ends: written now, a kill during the first trial resumes instead of restarting.
         self.save()
@@ -172,7 +169,20 @@ class SweepTuner:
             parent_history=parent_history,
             tuner_callbacks=kwargs.get("callbacks", []),
             say=self.say if not self.settings.quiet else lambda _: None,
+            deadline=self.deadline,
         )
+
+    def pre_create_trial(self):
+        """Start no trial that would not end within the time budget (by the mean trial so far)."""
+        if self.deadline is None:
+            return
+        durations = [
+            trial_module.load_record(self.trial_dir(t.trial_id)).get("train_seconds", 0.0)
+            for t in self.oracle.trials.values() if t.status in ENDED
+        ]
+        expected = sum(durations) / len(durations) if durations else 0.0
+        if time.monotonic() + expected > self.deadline:
+            raise TimeBudgetReached()
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
@@ -180,14 +190,23 @@ class SweepTuner:
         self.say(f"trial {trial.trial_id} started: {summary}")
 
     def on_trial_end(self, trial):
-        super().on_trial_end(trial)
+        try:
+            super().on_trial_end(trial)
+        except RuntimeError:
+            # KerasTuner raises on too many failures in a row before saving the last trial (#7):
+            # save it as ended, so a resume does not run it again.
+            self.oracle._save_trial(trial)
+            self.oracle.ongoing_trials.pop(self.tuner_id, None)
+            self.save()
+            trial_module.discard_backup(self.trial_dir(trial.trial_id))
+            raise
         trial_module.discard_backup(self.trial_dir(trial.trial_id))
         self.say(self._trial_line(trial))
 
     def _trial_line(self, trial) -> str:
         record = trial_module.load_record(self.trial_dir(trial.trial_id))
         best = state.best_epoch(record["history"])
-        took = _format_duration(record.get("train_seconds", 0.0))
+        took = format_duration(record.get("train_seconds", 0.0))
         done = sum(t.status in ENDED for t in self.oracle.trials.values())
         if trial.status == "COMPLETED" and best:
             result = (
@@ -226,6 +245,13 @@ class SweepTuner:
     def search_until_done(self) -> None:
         try:
             self.search(verbose=0)
+        except TimeBudgetReached:
+            ended = sum(t.status in ENDED for t in self.oracle.trials.values())
+            self.say(
+                f"time budget of {format_duration(self.settings.time_budget)} reached: "
+                f"{ended}/{self.settings.max_trials} trials ended, the rest saved. "
+                "Run the same command again to continue."
+            )
         except RuntimeError as e:
             if "consecutive" not in str(e):
                 raise
@@ -246,8 +272,10 @@ class SweepTuner:
             best_trial=best[0].trial_id if best else None,
             best_val_accuracy=best[0].score if best else None,
         )
+        ended = outcome.completed + outcome.failed
+        state_line = "search done" if ended >= self.settings.max_trials else "search stopped"
         self.say(
-            f"search done: {outcome.completed} completed, {outcome.failed} failed; "
+            f"{state_line}: {outcome.completed} completed, {outcome.failed} failed; "
             f"best {self._best_line()}. See: {report_command(self.settings)}"
         )
         return outcome

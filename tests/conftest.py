@@ -7,10 +7,13 @@ read the test images would fail.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +73,55 @@ def run_sweep(*args: str, cwd: Path, timeout: float = 600) -> subprocess.Complet
         [sys.executable, "-m", "sweep", *args],
         cwd=cwd, capture_output=True, text=True, timeout=timeout,
     )
+
+
+def start_sweep(*args: str, cwd: Path) -> subprocess.Popen:
+    """`python -m sweep ...` started in the background, its output collected."""
+    return subprocess.Popen([sys.executable, "-m", "sweep", *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(process: subprocess.Popen, condition, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline, "the search never reached the expected point"
+        time.sleep(0.05)
+
+
+def signal_when(process: subprocess.Popen, condition, signum=signal.SIGKILL,
+                timeout: float = 300) -> str:
+    """Send `signum` to `process` as soon as `condition()` holds; return what it printed."""
+    wait_for(process, condition, timeout)
+    process.send_signal(signum)
+    output = process.communicate(timeout=120)[0]
+    return output
+
+
+def train_starts(project: Path) -> list[tuple[str, int]]:
+    """Every start of a trial's training, with the epoch it started at, in order."""
+    from sweep import state
+
+    return [(e["trial"], e["epoch"]) for e in state.read_events(project)
+            if e["event"] == "train_start"]
+
+
+def statuses(project: Path) -> dict[str, str]:
+    return {p.parent.name: json.loads(p.read_text())["status"]
+            for p in project.glob("trial_*/trial.json")}
+
+
+def epochs_recorded(project: Path, trial_id: str) -> int:
+    path = project / f"trial_{trial_id}" / "record.json"
+    try:
+        return len(json.loads(path.read_text())["history"])
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
+def backed_up_epochs(project: Path, trial_id: str) -> int:
+    path = project / f"trial_{trial_id}" / "backup" / "state.json"
+    try:
+        return json.loads(path.read_text())["epoch"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0

@@ -1,0 +1,183 @@
+"""A search survives kills, Ctrl-C, NaN, damaged state files, a time budget and a second run.
+
+Real `python -m sweep run` processes on the real CIFAR-10 copy (tiny budgets), real signals.
+"""
+
+import json
+import random
+import signal
+import time
+
+import pytest
+from conftest import (
+    backed_up_epochs,
+    epochs_recorded,
+    run_sweep,
+    signal_when,
+    start_sweep,
+    statuses,
+    train_starts,
+    wait_for,
+)
+
+from sweep import state
+
+pytestmark = pytest.mark.cifar
+
+
+def _args(data, *extra, trials=3, epochs=3, space="tiny_cnn"):
+    return ["run", "--space", space, "--data", str(data), "--train-size", "500",
+            "--val-size", "300", "--max-trials", str(trials), "--max-epochs", str(epochs),
+            "--tuner", "random", *extra]
+
+
+def _assert_whole(project, trials, epochs):
+    """Every trial ended once, every epoch recorded once, no backup left, every file whole."""
+    assert statuses(project) == {f"trial_{i}": "COMPLETED" for i in range(trials)}
+    for trial_id in range(trials):
+        record = json.loads((project / f"trial_{trial_id}" / state.TRIAL_RECORD_FILE).read_text())
+        assert [e["epoch"] for e in record["history"]] == list(range(epochs))
+        assert not (project / f"trial_{trial_id}" / "backup").exists()
+    for path in project.rglob("*.json"):
+        json.loads(path.read_text())
+
+
+def test_sigkill_mid_trial_resumes_without_retraining(real_cifar_train_only, tmp_path):
+    args = _args(real_cifar_train_only, space="small_cnn", epochs=4)
+    project = tmp_path / "runs" / "small_cnn"
+
+    # Kill 1: inside the very first trial, right after its first epoch is recorded, often while
+    # its backup is being written (KerasTuner alone would restart the whole search here).
+    signal_when(start_sweep(*args, cwd=tmp_path), lambda: epochs_recorded(project, "0") >= 1)
+    # Kill 2: inside the second trial, once its first epoch is backed up.
+    output = signal_when(start_sweep(*args, cwd=tmp_path),
+                         lambda: backed_up_epochs(project, "1") >= 1)
+    assert "resuming: 0 trials finished and kept, trial 0 interrupted: continuing it" in output
+
+    final = run_sweep(*args, cwd=tmp_path)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert "resuming: 1 trials finished and kept, trial 1 interrupted" in final.stdout
+    assert "trial 1: resuming at epoch" in final.stdout
+    starts = train_starts(project)
+    assert [t for t, _ in starts] == ["0", "0", "1", "1", "2"], starts  # none trained twice
+    assert starts[3][1] >= 1, starts  # trial 1 continued from its backed-up epoch
+    _assert_whole(project, 3, 4)
+    shown = run_sweep("report", cwd=tmp_path)
+    assert shown.returncode == 0 and "trials: 3 completed" in shown.stdout
+
+
+def test_ctrl_c_saves_and_resumes_and_a_second_run_is_refused(real_cifar_train_only, tmp_path):
+    args = _args(real_cifar_train_only)
+    project = tmp_path / "runs" / "tiny_cnn"
+    search = start_sweep(*args, cwd=tmp_path)
+    wait_for(search, lambda: backed_up_epochs(project, "0") >= 1)
+
+    second = run_sweep(*args, cwd=tmp_path)
+    assert second.returncode == 2
+    assert f"is in use by process {search.pid}" in second.stderr
+
+    output = signal_when(search, lambda: True, signal.SIGINT)
+    assert search.returncode == 130
+    assert "interrupted: finished trials are saved. Run the same command again" in output
+    assert "Traceback" not in output
+    [interrupted] = [name.removeprefix("trial_") for name, status in statuses(project).items()
+                     if status == "RUNNING"]
+    saved_epoch = backed_up_epochs(project, interrupted)
+
+    final = run_sweep(*args, cwd=tmp_path)
+    assert final.returncode == 0, final.stdout + final.stderr
+    starts = train_starts(project)
+    assert starts.count((interrupted, saved_epoch)) == 1 + (saved_epoch == 0), starts
+    _assert_whole(project, 3, 3)
+
+
+NAN_SPACE = """
+import keras
+DESCRIPTION = "a space with an absurd learning rate"
+def build(hp, task):
+    lr = hp.Choice("learning_rate", [1e12, 1e-3], default=1e12)
+    hp.Fixed("batch_size", 100)
+    model = keras.Sequential([keras.Input(task.input_shape), keras.layers.Flatten(),
+                              keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(task.num_classes, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.SGD(lr), loss="categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+"""
+
+
+def test_nan_fails_its_trial_and_damaged_state_is_repaired(real_cifar_train_only, tmp_path):
+    (tmp_path / "nan_space.py").write_text(NAN_SPACE)
+    args = _args(real_cifar_train_only, trials=2, epochs=2, space="nan_space.py")
+    project = tmp_path / "runs" / "nan_space.py"
+    first = run_sweep(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "trial 0 done [1/2]: FAILED: loss became nan at epoch 1" in first.stdout
+    assert "search done: 1 completed, 1 failed" in first.stdout
+    shown = run_sweep("report", cwd=tmp_path)
+    assert "failed: loss became nan at epoch 1" in shown.stdout
+
+    # Damage two state files by hand, as a full disk or an editor could.
+    for path in (project / "oracle.json", project / "trial_1" / "trial.json"):
+        path.write_text(path.read_text()[:25])
+    shown = run_sweep("report", cwd=tmp_path)
+    assert shown.returncode == 0 and "UNREADABLE" in shown.stdout
+    repaired = run_sweep(*args, cwd=tmp_path)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert "oracle.json was unreadable: restored its last good copy" in repaired.stdout
+    assert "trial_1/trial.json was unreadable: restored" in repaired.stdout
+    assert [t for t, _ in train_starts(project)] == ["0", "1"]  # nothing retrained
+
+    # With no good copy left, a clear message and nothing touched.
+    (project / "oracle.json.good").unlink()
+    (project / "oracle.json").write_text("{")
+    refused = run_sweep(*args, cwd=tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "oracle.json is unreadable and has no good copy" in refused.stderr
+
+
+def test_time_budget_stops_at_an_epoch_and_the_next_run_continues(real_cifar_train_only,
+                                                                  tmp_path):
+    args = _args(real_cifar_train_only, trials=2, epochs=3)
+    project = tmp_path / "runs" / "tiny_cnn"
+    budgeted = run_sweep(*args, "--time-budget", "1s", cwd=tmp_path)
+    assert budgeted.returncode == 0, budgeted.stdout + budgeted.stderr
+    assert "time budget of 0m01s reached: 0/2 trials ended" in budgeted.stdout
+    assert epochs_recorded(project, "0") == 1 and statuses(project) == {"trial_0": "RUNNING"}
+
+    final = run_sweep(*args, cwd=tmp_path)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert train_starts(project) == [("0", 0), ("0", 1), ("1", 0)]
+    _assert_whole(project, 2, 3)
+
+
+def test_kill_torture(real_cifar_train_only, tmp_path):
+    """SIGKILL at seeded random moments (first trial included), resume each time, then check
+    that the search is whole: every trial once, every epoch once, every file readable."""
+    trials, epochs = 5, 2
+    args = _args(real_cifar_train_only, "--quiet", trials=trials, epochs=epochs)
+    project = tmp_path / "runs" / "tiny_cnn"
+    rng = random.Random(20261125)
+
+    def epochs_done():
+        return sum(epochs_recorded(project, str(t)) for t in range(trials))
+
+    targets = sorted(rng.sample(range(1, trials * epochs), 4))
+    targets[0] = 1  # once inside the first trial
+    for target in targets:
+        search = start_sweep(*args, cwd=tmp_path)
+        wait_for(search, lambda t=target: epochs_done() >= t)
+        # A random extra delay lands some kills mid-epoch and some in the middle of writes.
+        time.sleep(rng.uniform(0, 1.5))
+        signal_when(search, lambda: True)
+    final = run_sweep(*args, cwd=tmp_path)
+    assert final.returncode == 0, final.stdout + final.stderr
+    _assert_whole(project, trials, epochs)
+    started = [trial for trial, _ in train_starts(project)]
+    # Trials run one after the other: a trial started again after a later one began would be a
+    # finished trial trained twice. Each kill restarts at most the trial it interrupted.
+    assert started == sorted(started, key=int), started
+    assert sorted(set(started)) == [str(t) for t in range(trials)]
+    assert len(started) <= trials + len(targets)
+    shown = run_sweep("report", cwd=tmp_path)
+    assert shown.returncode == 0 and f"trials: {trials} completed" in shown.stdout
