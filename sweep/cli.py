@@ -13,28 +13,10 @@ import sys
 from pathlib import Path
 
 from sweep.errors import SweepError
+from sweep.search import import_tensorflow_quietly
 
 # TensorFlow's start-up chatter (oneDNN, CPU feature notes) hides the search's own output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow and find its devices with stderr muted.
-
-    Its C++ side logs through absl before `TF_CPP_MIN_LOG_LEVEL` applies (CUDA probes on
-    machines without a GPU, for example); a failed import still raises, after stderr is back.
-    """
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -93,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "trials.csv, summary.md and curves.png.")
     _search_options(report)
     report.add_argument("--top", type=int, help="show only the N best trials")
+    report.add_argument("--format", choices=("table", "markdown", "csv", "json"),
+                        default="table", help="what to print (files are written in any case)")
     report.add_argument("--output", type=Path,
                         help="folder for the report files (default: reports/<project>)")
     commands.add_parser("spaces", help="list the built-in search spaces",
@@ -108,6 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a trial to evaluate (repeatable)")
     chosen.add_argument("--top", type=int, help="evaluate the N best trials")
     evaluate.add_argument("--data", help="local CIFAR-10, as for run")
+
+    export = commands.add_parser(
+        "export", help="write a trial's model as a standalone .keras file",
+        description="Write a trial's model (default: the best) as a .keras file that includes "
+                    "its input normalization, plus a sidecar JSON.")
+    _search_options(export)
+    export.add_argument("--trial", help="the trial to export (default: the best)")
+    export.add_argument("--output", type=Path, default=Path("best.keras"),
+                        help="the .keras file to write (default: best.keras)")
+
+    predict = commands.add_parser(
+        "predict", help="classify image files with an exported model",
+        description="Print the class and probability of each image (resized to 32x32).")
+    predict.add_argument("model", type=Path, help="a .keras file written by export")
+    predict.add_argument("images", type=Path, nargs="+", help="PNG or JPEG files")
     return parser
 
 
@@ -129,18 +128,34 @@ def _spaces(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from sweep import report
+    from sweep import Search
 
-    project_dir = report.find_project(args.directory, args.project)
+    search = Search.open(args.directory, args.project, data=args.data)
     import_tensorflow_quietly()
-    from sweep import state
-    from sweep.evaluate import evaluate
-
-    results = evaluate(project_dir, args.data, args.trials, args.top)
-    for result in results:
+    for result in search.evaluate(args.trials, args.top):
         print(f"trial {result['trial']}: test accuracy {result['test_accuracy']:.2%} "
               f"(validation {result['val_accuracy']:.2%}) on {result['test_images']} test images")
-    print(f"recorded in {project_dir / state.EVALUATIONS_FILE}")
+    print(f"recorded in {search.project_dir / 'evaluations.jsonl'}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from sweep import Search
+
+    search = Search.open(args.directory, args.project)
+    import_tensorflow_quietly()
+    path = search.export(args.output, args.trial)
+    print(f"wrote {path} and {path.with_suffix('.json')}: load it with "
+          f"keras.saving.load_model({str(path)!r}); it takes raw uint8 32x32x3 images")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import_tensorflow_quietly()
+    from sweep.models import predict_files
+
+    for image, label, probability in predict_files(args.model, args.images):
+        print(f"{image}: {label} ({probability:.1%})")
     return 0
 
 
@@ -153,16 +168,15 @@ def _interrupt_once(signum, frame):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sweep.search import SearchSettings, parse_duration, run_search
+    from sweep import Search
 
-    fields = {k: v for k, v in vars(args).items() if k != "command"}
-    if args.time_budget is not None:
-        fields["time_budget"] = parse_duration(args.time_budget)
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "fresh")}
+    search = Search(**options)
     signal.signal(signal.SIGINT, _interrupt_once)
     signal.signal(signal.SIGTERM, _interrupt_once)
     import_tensorflow_quietly()
     try:
-        run_search(SearchSettings(**fields), say=lambda line: print(line, flush=True))
+        search.run(fresh=args.fresh, say=lambda line: print(line, flush=True))
     except KeyboardInterrupt:
         print("\ninterrupted: finished trials are saved. Run the same command again to resume.",
               file=sys.stderr)
@@ -171,20 +185,17 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from sweep import report
+    from sweep import Search
 
-    project_dir = report.find_project(args.directory, args.project)
-    output = args.output or Path("reports") / project_dir.name
-    text, written = report.write_report(project_dir, output, args.top)
-    print(text)
-    print("\nwrote " + ", ".join(str(p) for p in written))
+    print(Search.open(args.directory, args.project).report(args.format, args.output, args.top))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"run": _run, "report": _report, "spaces": _spaces, "evaluate": _evaluate}
+        commands = {"run": _run, "report": _report, "spaces": _spaces, "evaluate": _evaluate,
+                    "export": _export, "predict": _predict}
         return commands[args.command](args)
     except SweepError as e:
         print(f"sweep: error: {e}", file=sys.stderr)

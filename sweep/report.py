@@ -7,19 +7,17 @@ search in progress without disturbing it.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from sweep import state  # noqa: E402
-from sweep.errors import SweepError  # noqa: E402
+from sweep import state
+from sweep.errors import SweepError
 
 CHALLENGE_BASELINE = 0.667  # the hand-tuned model's validation accuracy in the challenge
 FAILED = ("FAILED", "INVALID")
@@ -176,14 +174,17 @@ def headline(project_dir: Path, df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(project_dir: Path, df: pd.DataFrame, top: int, path: Path) -> Path | None:
+def curves_figure(project_dir: Path, df: pd.DataFrame, top: int = CURVES):
     """The challenge's picture: training vs validation accuracy per epoch, best trials."""
     ranked = df[df["rank"].notna()].head(top) if not df.empty else df
     curves = histories(project_dir, list(ranked["trial"]))
     curves = {k: v for k, v in curves.items() if not v.empty}
     if not curves:
         return None
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.6), squeeze=False)
+    # Figures are made without pyplot: no GUI backend needed, and a notebook shows the figure
+    # a method returns.
+    fig = Figure(figsize=(4.5 * len(curves), 3.6))
+    axes = fig.subplots(1, len(curves), squeeze=False)
     for ax, (trial_id, history) in zip(axes[0], curves.items(), strict=True):
         epochs = history["epoch"] + 1
         ax.plot(epochs, history["accuracy"], label="training", color="tab:blue")
@@ -198,9 +199,41 @@ def plot_curves(project_dir: Path, df: pd.DataFrame, top: int, path: Path) -> Pa
         ax.legend(loc="lower right", fontsize="small")
     fig.suptitle(f"{project_dir.name}: training vs validation accuracy, best trials")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    return fig
+
+
+def progress_figure(project_dir: Path, df: pd.DataFrame):
+    """Each trial's best validation accuracy in the order trials ran, with the best so far."""
+    if df.empty:
+        return None
+    ordered = df.assign(order=df["trial"].astype(int)).sort_values("order")
+    scored = ordered["status"].eq("COMPLETED") & ordered["val_accuracy"].notna()
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.subplots()
+    ax.scatter(ordered["order"][scored], ordered["val_accuracy"][scored], label="trial",
+               color="tab:orange", zorder=3)
+    failed = ~scored
+    if failed.any():
+        ax.scatter(ordered["order"][failed], [0.0] * int(failed.sum()), marker="x",
+                   color="tab:red", label="failed / unfinished", zorder=3)
+    best = ordered["val_accuracy"].where(scored).cummax()
+    ax.step(ordered["order"], best, where="post", color="tab:blue", label="best so far")
+    ax.axhline(CHALLENGE_BASELINE, color="grey", linestyle=":", label="challenge 66.7 %")
+    ax.set_xlabel("trial (in the order they ran)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("best validation accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    ax.set_title(f"{project_dir.name}: search progress")
+    fig.tight_layout()
+    return fig
+
+
+def _save(fig, path: Path) -> Path | None:
+    if fig is None:
+        return None
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -213,25 +246,52 @@ def _left_aligned_text(table: pd.DataFrame) -> str:
     )
 
 
+FORMATS = ("table", "markdown", "csv", "json")
+
+
+def _as_json(project_dir: Path, df: pd.DataFrame) -> str:
+    record = state.read_json(project_dir / state.SETTINGS_FILE)
+    return json.dumps({
+        "search": project_dir.name,
+        "settings": record["settings"],
+        "split": {k: v for k, v in record["split"].items() if k != "normalization"},
+        "versions": record.get("versions", {}),
+        "challenge_baseline": CHALLENGE_BASELINE,
+        "trials": json.loads(df.to_json(orient="records")),
+    }, indent=1)
+
+
 def write_report(
-    project_dir: Path, output: Path, top: int | None = None
+    project_dir: Path, output: Path, top: int | None = None, fmt: str = "table"
 ) -> tuple[str, list[Path]]:
-    """Print-ready text (the `top` best trials, or all), plus trials.csv (all trials),
-    summary.md and curves.png (the best few trials) written under `output`."""
+    """The report in `fmt` (the `top` best trials, or all), plus trials.csv (all trials),
+    summary.md, curves.png (the best few trials) and progress.png written under `output`."""
+    if fmt not in FORMATS:
+        raise SweepError(f"Unknown report format {fmt!r}. Choose one of: {', '.join(FORMATS)}.")
     df = load_trials(project_dir)
     output.mkdir(parents=True, exist_ok=True)
     table = ranking_table(df) if not df.empty else df
+    shown = table.head(top) if not table.empty else table
     head = headline(project_dir, df)
     written = [output / "trials.csv", output / "summary.md"]
-    df.to_csv(written[0], index=False)
-    curves = plot_curves(project_dir, df, min(top or CURVES, CURVES), output / "curves.png")
+    state.atomic_write_text(written[0], df.to_csv(index=False))
+    curves = _save(curves_figure(project_dir, df, min(top or CURVES, CURVES)),
+                   output / "curves.png")
+    progress = _save(progress_figure(project_dir, df), output / "progress.png")
     markdown = [f"# {project_dir.name}", "", *[f"- {line}" for line in head.splitlines()], ""]
-    if not table.empty:
-        markdown += [table.head(top).to_markdown(index=False, floatfmt=".4f"), ""]
-    if curves:
-        markdown += [f"![training vs validation accuracy]({curves.name})", ""]
-        written.append(curves)
+    if not shown.empty:
+        markdown += [shown.to_markdown(index=False, floatfmt=".4f"), ""]
+    for figure, caption in ((curves, "training vs validation accuracy"),
+                            (progress, "search progress")):
+        if figure:
+            markdown += [f"![{caption}]({figure.name})", ""]
+            written.append(figure)
     state.atomic_write_text(written[1], "\n".join(markdown))
-    shown = table.head(top) if not table.empty else table
-    text = head + "\n\n" + (_left_aligned_text(shown) if not shown.empty else "no trials yet")
-    return text, written
+    texts = {
+        "table": lambda: head + "\n\n" + (_left_aligned_text(shown) if not shown.empty
+                                           else "no trials yet"),
+        "markdown": lambda: "\n".join(markdown),
+        "csv": lambda: df.to_csv(index=False),
+        "json": lambda: _as_json(project_dir, df),
+    }
+    return texts[fmt](), written

@@ -10,6 +10,7 @@ never ranked as best (#1, #11).
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import shutil
@@ -85,6 +86,25 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
 
 
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow and find its devices with stderr muted.
+
+    Its C++ side logs through absl before `TF_CPP_MIN_LOG_LEVEL` applies (CUDA probes on
+    machines without a GPU, for example); a failed import still raises, after stderr is back.
+    """
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in VERSIONED_PACKAGES:
@@ -156,20 +176,27 @@ class SearchOutcome:
     best_val_accuracy: float | None
 
 
-def run_search(settings: SearchSettings, say: Callable[[str], None] = print) -> SearchOutcome:
-    """Start or resume the search `settings` describe; return when `max_trials` have ended."""
+def run_search(settings: SearchSettings, say: Callable[[str], None] = print,
+               progress: Callable[[int, int, str], None] | None = None) -> SearchOutcome:
+    """Start or resume the search `settings` describe; return when `max_trials` have ended.
+
+    `say` gets each progress line; `progress`, if given, (trials ended, max trials, the line)
+    after each trial, for a progress bar."""
     settings.validate()
     space = spaces.load(settings.space)
     settings.space_sha256 = space.source_hash()
     project_dir = settings.project_dir
     if settings.fresh and project_dir.exists():
-        say(f"--fresh: the previous search was moved to {set_aside(project_dir)}")
+        with state.SearchLock(project_dir):  # never move a search another run is writing
+            kept = set_aside(project_dir)
+        say(f"--fresh: the previous search was moved to {kept}")
     record_path = project_dir / state.SETTINGS_FILE
     with state.SearchLock(project_dir):
         recorded = state.read_json(record_path) if record_path.exists() else None
         if recorded:
             check_resume(recorded, settings)
-        from sweep import tuning  # TensorFlow loads here, after the quick checks above
+        import_tensorflow_quietly()  # TensorFlow loads here, after the quick checks above
+        from sweep import tuning
 
         tuning.check_space(space, settings)
         images, source = data_module.load_training_images(settings.data)
@@ -184,7 +211,7 @@ def run_search(settings: SearchSettings, say: Callable[[str], None] = print) -> 
         state.append_event(project_dir, event="run_start", max_trials=settings.max_trials)
         for repaired in state.repair_keras_tuner_files(project_dir):
             say(repaired)
-        tuner = tuning.make_tuner(settings, space, split, say)
+        tuner = tuning.make_tuner(settings, space, split, say, progress)
         tuner.announce_start()
         started = time.monotonic()
         tuner.search_until_done()

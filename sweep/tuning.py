@@ -123,7 +123,7 @@ class SweepTuner:
     """Tuner mixin: our trial, crash-safe bookkeeping, and one progress line per trial."""
 
     def __init__(self, *, oracle, hypermodel, settings: SearchSettings,
-                 data: trial_module.TrainingData, say: Callable[[str], None]):
+                 data: trial_module.TrainingData, say: Callable[[str], None], progress=None):
         kt.Tuner.__init__(
             self,
             oracle=oracle,
@@ -135,6 +135,7 @@ class SweepTuner:
         self.settings = settings
         self.data = data
         self.say = say
+        self.progress = progress
         self.started = time.monotonic()
         self.deadline = self.started + settings.time_budget if settings.time_budget else None
         # KerasTuner reloads a project only if <tuner_id>.json exists, which it first writes when
@@ -201,7 +202,11 @@ class SweepTuner:
             trial_module.discard_backup(self.trial_dir(trial.trial_id))
             raise
         trial_module.discard_backup(self.trial_dir(trial.trial_id))
-        self.say(self._trial_line(trial))
+        line = self._trial_line(trial)
+        self.say(line)
+        if self.progress:
+            ended = sum(t.status in ENDED for t in self.oracle.trials.values())
+            self.progress(ended, self.settings.max_trials, line)
 
     def _trial_line(self, trial) -> str:
         record = trial_module.load_record(self.trial_dir(trial.trial_id))
@@ -305,7 +310,8 @@ def make_oracle(settings: SearchSettings):
     return oracle_class(max_trials=settings.max_trials, **common)
 
 
-def make_tuner(settings: SearchSettings, space: Space, split: Split, say) -> SweepTuner:
+def make_tuner(settings: SearchSettings, space: Space, split: Split, say,
+               progress=None) -> SweepTuner:
     task = training_task(settings)
     tuner_class = HyperbandSearchTuner if settings.tuner == "hyperband" else SearchTuner
     try:
@@ -315,6 +321,7 @@ def make_tuner(settings: SearchSettings, space: Space, split: Split, say) -> Swe
             settings=settings,
             data=trial_module.TrainingData.from_split(split, len(CLASS_NAMES)),
             say=say,
+            progress=progress,
         )
     except (json.JSONDecodeError, RuntimeError) as e:
         raise SweepError(

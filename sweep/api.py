@@ -1,0 +1,161 @@
+"""`sweep.Search`: the Python face of the tool, for scripts and notebooks.
+
+The command line is a thin layer over this class: `run`, `report`, `evaluate` and `export` go
+through the same methods, so a search driven from a notebook and one from a shell are the same
+search, with the same files. User mistakes raise `SweepError` with the messages the CLI prints.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from sweep import report as report_module
+from sweep.errors import SweepError
+from sweep.search import (
+    DEFAULT_TUNER,
+    SearchOutcome,
+    SearchSettings,
+    parse_duration,
+    run_search,
+)
+
+
+def in_notebook() -> bool:
+    return "ipykernel" in sys.modules
+
+
+class NotebookProgress:
+    """A tqdm.auto bar over the search's trials (a widget in Jupyter), for `Search.run`."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, ended: int, total: int, line: str) -> None:
+        from tqdm.auto import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc="trials", unit="trial")
+        self.bar.total = total
+        self.bar.n = ended
+        self.bar.set_postfix_str(line.split("| ")[-1])
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Search:
+    """One search: `run()` starts or resumes it; the other methods read what it found.
+
+    >>> search = Search("small_cnn", max_trials=5, data="~/cifar10")  # doctest: +SKIP
+    >>> search.run(); search.trials().head()                          # doctest: +SKIP
+    """
+
+    def __init__(self, space: str = "small_cnn", *, project: str | None = None,
+                 directory: str = "runs", data: str | None = None, seed: int = 0,
+                 tuner: str = DEFAULT_TUNER, max_trials: int = 20, max_epochs: int = 35,
+                 patience: int = 8, train_size: int = 5000, val_size: int = 5000,
+                 time_budget: str | float | None = None, quiet: bool | None = None):
+        if isinstance(time_budget, str):
+            time_budget = parse_duration(time_budget)
+        self.settings = SearchSettings(
+            space=space, tuner=tuner, max_trials=max_trials, max_epochs=max_epochs,
+            patience=patience, seed=seed, train_size=train_size, val_size=val_size,
+            project=project, directory=str(directory), data=data, time_budget=time_budget,
+            quiet=in_notebook() if quiet is None else quiet,
+        )
+
+    @classmethod
+    def open(cls, directory: str = "runs", project: str | None = None,
+             data: str | None = None) -> Search:
+        """An existing search (the only one under `directory` when `project` is None)."""
+        from sweep.state import SETTINGS_FILE, read_json
+
+        project_dir = report_module.find_project(directory, project)
+        record = read_json(project_dir / SETTINGS_FILE)
+        s = record["settings"]
+        return cls(s["space"], project=project_dir.name, directory=str(project_dir.parent),
+                   seed=s["seed"], tuner=s["tuner"], max_epochs=s["max_epochs"],
+                   max_trials=s.get("max_trials", 20), train_size=s["train_size"],
+                   val_size=s["val_size"], data=data)
+
+    @property
+    def project_dir(self) -> Path:
+        return self.settings.project_dir
+
+    def _existing(self) -> Path:
+        return report_module.find_project(self.settings.directory, self.settings.project_name)
+
+    def run(self, fresh: bool = False, say=print) -> SearchOutcome:
+        """Start the search, or resume it exactly where it stopped (see the README)."""
+        settings = replace(self.settings, fresh=fresh)
+        progress = NotebookProgress() if in_notebook() else None
+        try:
+            return run_search(settings, say=say, progress=progress)
+        finally:
+            if progress:
+                progress.close()
+
+    def trials(self) -> pd.DataFrame:
+        """One row per trial, ranked; the same columns as `trials.csv`."""
+        return report_module.load_trials(self._existing())
+
+    def best(self) -> dict:
+        """The best completed trial: id, hyperparameters and scores."""
+        df = self.trials()
+        ranked = df[df["rank"].notna()] if not df.empty else df
+        if ranked.empty:
+            raise SweepError(f"{self.project_dir} has no completed trial yet.")
+        row = ranked.iloc[0]
+        columns = report_module.hyperparameter_columns(df)
+        return {
+            "trial": row["trial"],
+            "val_accuracy": float(row["val_accuracy"]),
+            "train_accuracy": float(row["train_accuracy"]),
+            "test_accuracy": None if pd.isna(row["test_accuracy"]) else row["test_accuracy"],
+            "best_epoch": int(row["best_epoch"]),
+            "params": int(row["params"]),
+            "hyperparameters": {c: row[c] for c in columns if not _missing(row[c])},
+        }
+
+    def report(self, format: str = "table", output: str | Path | None = None,
+               top: int | None = None) -> str:
+        """The report as text in `format` (table, markdown, csv, json); files go to `output`
+        (default `reports/<project>/`)."""
+        project_dir = self._existing()
+        folder = Path(output) if output else Path("reports") / project_dir.name
+        text, _ = report_module.write_report(project_dir, folder, top, format)
+        return text
+
+    def evaluate(self, trials: list[str] | None = None, top: int | None = None) -> list[dict]:
+        """Test accuracy of finished trials (default: the best); recorded in the search."""
+        from sweep.evaluate import evaluate
+
+        return evaluate(self._existing(), self.settings.data, trials, top)
+
+    def export(self, path: str | Path, trial: str | None = None) -> Path:
+        """A standalone .keras model of `trial` (default: the best) with its normalization
+        inside, and a sidecar JSON of its trial, hyperparameters, split and scores."""
+        from sweep import models
+
+        trial = trial or self.best()["trial"]
+        model_path, _ = models.export(self._existing(), str(trial), Path(path))
+        return model_path
+
+    def plot_history(self, top: int = 3):
+        """Training vs validation accuracy per epoch of the `top` best trials (a Figure)."""
+        project_dir = self._existing()
+        return report_module.curves_figure(project_dir, self.trials(), top)
+
+    def plot_progress(self):
+        """Each trial's validation accuracy in the order trials ran, with the best so far."""
+        return report_module.progress_figure(self._existing(), self.trials())
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and pd.isna(value))

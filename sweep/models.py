@@ -1,0 +1,114 @@
+"""A finished trial's model, rebuilt from its hyperparameters and best weights, and exported.
+
+The exported file is a plain Keras model that includes its input normalization (the training
+part's statistics as a `Normalization` layer), so `keras.saving.load_model` predicts on raw uint8
+32x32x3 images with no code from this project.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import keras_tuner as kt
+import numpy as np
+
+from sweep import report, spaces, state
+from sweep import trial as trial_module
+from sweep.data import CLASS_NAMES
+from sweep.errors import SweepError
+from sweep.search import SearchSettings
+
+
+def recorded_settings(project_dir: Path) -> SearchSettings:
+    """The settings a search was made with, as recorded in its `sweep.json`."""
+    record = state.read_json(project_dir / state.SETTINGS_FILE)
+    s = record["settings"]
+    return SearchSettings(
+        space=s["space"], tuner=s["tuner"], seed=s["seed"], max_epochs=s["max_epochs"],
+        train_size=record["split"]["train_size"], val_size=record["split"]["val_size"],
+        project=project_dir.name, directory=str(project_dir.parent),
+    )
+
+
+def load_trial_model(project_dir: Path, trial_id: str) -> keras.Model:
+    """The trial's model with the weights of its best epoch."""
+    from sweep import tuning
+
+    record = state.read_json(project_dir / state.SETTINGS_FILE)
+    space = spaces.load(record["settings"]["space"])
+    if space.source_hash() != record["settings"]["space_sha256"]:
+        raise SweepError(
+            f"The code of search space {space.name!r} changed since {project_dir} was made: "
+            "its trials can no longer be rebuilt."
+        )
+    trial_dir = project_dir / f"trial_{trial_id}"
+    checkpoint = trial_dir / trial_module.CHECKPOINT_FILE
+    if not checkpoint.is_file():
+        raise SweepError(f"Trial {trial_id} of {project_dir} has no saved weights.")
+    config = state.read_json(trial_dir / "trial.json")["hyperparameters"]
+    task = tuning.training_task(recorded_settings(project_dir))
+    model = space.build(kt.HyperParameters.from_config(config), task)
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)  # the checkpoint holds its state too
+    model.load_weights(str(checkpoint))
+    return model
+
+
+def export(project_dir: Path, trial_id: str, path: Path) -> tuple[Path, Path]:
+    """Write the trial's model, normalization included, to `path` (.keras) and a sidecar JSON."""
+    if path.suffix != ".keras":
+        raise SweepError(f"--output {path} must end in .keras.")
+    record = state.read_json(project_dir / state.SETTINGS_FILE)
+    trained = load_trial_model(project_dir, trial_id)
+    normalization = record["split"]["normalization"]
+    mean = np.asarray(normalization["mean"], np.float32) * 255.0
+    std = np.asarray(normalization["std"], np.float32) * 255.0
+    standalone = keras.Sequential(
+        [keras.Input(trained.input_shape[1:]),
+         keras.layers.Normalization(mean=mean, variance=std**2, name="training_statistics"),
+         *trained.layers],
+        name=f"{project_dir.name}_trial_{trial_id}",
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".tmp-{path.name}")
+    standalone.save(temporary)
+    temporary.replace(path)
+    row = report.load_trials(project_dir).set_index("trial").loc[trial_id]
+    sidecar = path.with_suffix(".json")
+    state.write_json(sidecar, {
+        "trial": trial_id,
+        "search": str(project_dir),
+        "space": record["settings"]["space"],
+        "hyperparameters": state.read_json(project_dir / f"trial_{trial_id}" / "trial.json")
+        ["hyperparameters"]["values"],
+        "split": {k: record["split"][k] for k in ("seed", "train_size", "val_size",
+                                                  "indices_sha256", "data_sha256")},
+        "val_accuracy": row["val_accuracy"],
+        "train_accuracy": row["train_accuracy"],
+        "test_accuracy": row["test_accuracy"],
+        "classes": CLASS_NAMES,
+        "input": "uint8 RGB images, shape (N, 32, 32, 3); normalization is inside the model",
+    })
+    return path, sidecar
+
+
+def predict_files(model_path: Path, image_paths: list[Path]) -> list[tuple[str, str, float]]:
+    """(image, class, probability) for each image file, resized to 32x32 when needed."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not model_path.is_file():
+        raise SweepError(f"No model at {model_path}. Make one with: python -m sweep export")
+    images = []
+    for image_path in image_paths:
+        try:
+            with Image.open(image_path) as image:
+                images.append(np.asarray(image.convert("RGB").resize((32, 32)), np.uint8))
+        except (OSError, UnidentifiedImageError) as e:
+            raise SweepError(f"Cannot read image {image_path}: {e}") from None
+    model = keras.saving.load_model(model_path)
+    probabilities = model.predict(np.stack(images), verbose=0)
+    return [
+        (str(p), CLASS_NAMES[int(np.argmax(row))], float(np.max(row)))
+        for p, row in zip(image_paths, probabilities, strict=True)
+    ]
