@@ -67,8 +67,9 @@ def test_sigkill_mid_trial_resumes_without_retraining(real_cifar_train_only, tmp
 
 
 def test_ctrl_c_saves_and_resumes_and_a_second_run_is_refused(real_cifar_train_only, tmp_path):
-    args = _args(real_cifar_train_only)
-    project = tmp_path / "runs" / "tiny_cnn"
+    # small_cnn and 6 epochs: the search must still run while the second run starts and fails.
+    args = _args(real_cifar_train_only, space="small_cnn", trials=2, epochs=6)
+    project = tmp_path / "runs" / "small_cnn"
     search = start_sweep(*args, cwd=tmp_path)
     wait_for(search, lambda: backed_up_epochs(project, "0") >= 1)
 
@@ -88,7 +89,7 @@ def test_ctrl_c_saves_and_resumes_and_a_second_run_is_refused(real_cifar_train_o
     assert final.returncode == 0, final.stdout + final.stderr
     starts = train_starts(project)
     assert starts.count((interrupted, saved_epoch)) == 1 + (saved_epoch == 0), starts
-    _assert_whole(project, 3, 3)
+    _assert_whole(project, 2, 6)
 
 
 NAN_SPACE = """
