@@ -174,6 +174,17 @@ def headline(project_dir: Path, df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _finish_accuracy_axes(ax, xlabel: str, ylabel: str) -> None:
+    """The challenge's baseline, integer steps on x, accuracy 0-1 on y, grid and legend."""
+    ax.axhline(CHALLENGE_BASELINE, color="grey", linestyle=":", label="challenge 66.7 %")
+    ax.set_xlabel(xlabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+
+
 def curves_figure(project_dir: Path, df: pd.DataFrame, top: int = CURVES):
     """The challenge's picture: training vs validation accuracy per epoch, best trials."""
     ranked = df[df["rank"].notna()].head(top) if not df.empty else df
@@ -189,14 +200,8 @@ def curves_figure(project_dir: Path, df: pd.DataFrame, top: int = CURVES):
         epochs = history["epoch"] + 1
         ax.plot(epochs, history["accuracy"], label="training", color="tab:blue")
         ax.plot(epochs, history["val_accuracy"], label="validation", color="tab:orange")
-        ax.axhline(CHALLENGE_BASELINE, color="grey", linestyle=":", label="challenge 66.7 %")
         ax.set_title(f"trial {trial_id}: val {history['val_accuracy'].max():.1%}")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("accuracy")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize="small")
+        _finish_accuracy_axes(ax, "epoch", "accuracy")
     fig.suptitle(f"{project_dir.name}: training vs validation accuracy, best trials")
     fig.tight_layout()
     return fig
@@ -218,13 +223,7 @@ def progress_figure(project_dir: Path, df: pd.DataFrame):
                    color="tab:red", label="failed / unfinished", zorder=3)
     best = ordered["val_accuracy"].where(scored).cummax()
     ax.step(ordered["order"], best, where="post", color="tab:blue", label="best so far")
-    ax.axhline(CHALLENGE_BASELINE, color="grey", linestyle=":", label="challenge 66.7 %")
-    ax.set_xlabel("trial (in the order they ran)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("best validation accuracy")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
+    _finish_accuracy_axes(ax, "trial (in the order they ran)", "best validation accuracy")
     ax.set_title(f"{project_dir.name}: search progress")
     fig.tight_layout()
     return fig

@@ -83,3 +83,20 @@ def test_finds_the_only_search_or_asks_for_one(project):
         report.find_project(runs, None)
     with pytest.raises(SweepError, match="No search at"):
         report.find_project(runs, "missing")
+
+
+def test_formats_json_csv_markdown_and_the_progress_plot(project, tmp_path):
+    import io
+    import json
+
+    text, written = report.write_report(project, tmp_path / "out", fmt="json")
+    parsed = json.loads(text)
+    assert [t["trial"] for t in parsed["trials"]] == ["1", "0", "2", "3"]
+    assert parsed["challenge_baseline"] == 0.667 and parsed["split"]["seed"] == 0
+    csv_text, _ = report.write_report(project, tmp_path / "out", fmt="csv")
+    assert len(pd.read_csv(io.StringIO(csv_text))) == 4
+    markdown, _ = report.write_report(project, tmp_path / "out", fmt="markdown")
+    assert markdown.startswith("# demo") and "![search progress](progress.png)" in markdown
+    assert (tmp_path / "out" / "progress.png").stat().st_size > 10_000
+    with pytest.raises(SweepError, match="Unknown report format 'pdf'"):
+        report.write_report(project, tmp_path / "out", fmt="pdf")
