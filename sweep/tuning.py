@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,9 @@ from sweep.spaces import Space
 RULE_CHECK_POINTS = 4  # random points of a space checked (with its default) before a search
 
 state.install_atomic_json_writes()
+# Hyperband continues a trial from its parent's weights with a fresh optimizer (KerasTuner's
+# design); Keras warns that it skips the checkpoint's optimizer variables each time.
+warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
 
 ENDED = ("COMPLETED", "FAILED", "INVALID")
 # KerasTuner aborts after this many failed trials in a row; a space that always fails is a bug.

@@ -72,3 +72,23 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
     kept = list((tmp_path / "runs").glob("small_cnn.previous-*"))
     assert len(kept) == 1 and len(statuses(kept[0])) == 3
     assert len(statuses(project)) == 1
+
+
+def test_hyperband_is_capped_by_max_trials_and_continues_trials(real_cifar_train_only, tmp_path):
+    result = run_sweep("run", "--space", "tiny_cnn", "--tuner", "hyperband", "--data",
+                       str(real_cifar_train_only), "--train-size", "500", "--val-size", "300",
+                       "--max-trials", "6", "--max-epochs", "3", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "search done: 6 completed, 0 failed" in result.stdout
+    assert "WARNING" not in result.stdout + result.stderr
+    project = tmp_path / "runs" / "tiny_cnn"
+    trials = {p.parent.name: json.loads(p.read_text())
+              for p in project.glob("trial_*/trial.json")}
+    assert len(trials) == 6
+    continued = [t for t in trials.values() if "tuner/trial_id" in t["hyperparameters"]["values"]]
+    assert continued  # Hyperband's successive halving ran
+    for trial in continued:
+        values = trial["hyperparameters"]["values"]
+        record = json.loads((project / f"trial_{trial['trial_id']}" / "record.json").read_text())
+        epochs = [e["epoch"] for e in record["history"]]
+        assert epochs == list(range(values["tuner/epochs"]))  # parent's epochs, then its own
