@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sweep import figures
 from sweep import report as report_module
 from sweep.errors import SweepError
 from sweep.search import (
@@ -60,14 +61,15 @@ class Search:
                  directory: str = "runs", data: str | None = None, seed: int = 0,
                  tuner: str = DEFAULT_TUNER, max_trials: int = 20, max_epochs: int = 35,
                  patience: int = 8, train_size: int = 5000, val_size: int = 5000,
-                 time_budget: str | float | None = None, quiet: bool | None = None):
+                 time_budget: str | float | None = None, quiet: bool | None = None,
+                 tensorboard: bool = False):
         if isinstance(time_budget, str):
             time_budget = parse_duration(time_budget)
         self.settings = SearchSettings(
             space=space, tuner=tuner, max_trials=max_trials, max_epochs=max_epochs,
             patience=patience, seed=seed, train_size=train_size, val_size=val_size,
             project=project, directory=str(directory), data=data, time_budget=time_budget,
-            quiet=in_notebook() if quiet is None else quiet,
+            quiet=in_notebook() if quiet is None else quiet, tensorboard=tensorboard,
         )
 
     @classmethod
@@ -150,11 +152,11 @@ class Search:
     def plot_history(self, top: int = 3):
         """Training vs validation accuracy per epoch of the `top` best trials (a Figure)."""
         project_dir = self._existing()
-        return report_module.curves_figure(project_dir, self.trials(), top)
+        return figures.curves_figure(project_dir, self.trials(), top)
 
     def plot_progress(self):
         """Each trial's validation accuracy in the order trials ran, with the best so far."""
-        return report_module.progress_figure(self._existing(), self.trials())
+        return figures.progress_figure(self._existing(), self.trials())
 
 
 def _missing(value) -> bool:

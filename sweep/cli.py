@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop this run after e.g. 45m, 3h or 1h30m: no trial is started that "
                           "would not end in time (by the mean trial so far), a running trial "
                           "stops at an epoch boundary; run again to continue")
+    run.add_argument("--tensorboard", action="store_true",
+                     help="also write TensorBoard logs per trial (runs/<project>/trial_*/"
+                          "tensorboard; browse with: tensorboard --logdir runs/<project>)")
     run.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
     _search_options(run)
 
@@ -75,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "trials.csv, summary.md and curves.png.")
     _search_options(report)
     report.add_argument("--top", type=int, help="show only the N best trials")
-    report.add_argument("--format", choices=("table", "markdown", "csv", "json"),
+    report.add_argument("--format", choices=("table", "markdown", "csv", "json", "html"),
                         default="table", help="what to print (files are written in any case)")
     report.add_argument("--output", type=Path,
                         help="folder for the report files (default: reports/<project>)")

@@ -13,15 +13,12 @@ import os
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
-from sweep import state
+from sweep import state, webpage
 from sweep.errors import SweepError
+from sweep.figures import CHALLENGE_BASELINE, CURVES, curves_figure, progress_figure
 
-CHALLENGE_BASELINE = 0.667  # the hand-tuned model's validation accuracy in the challenge
 FAILED = ("FAILED", "INVALID")
-CURVES = 3  # best trials drawn in the curves figure
 SUMMARY_COLUMNS = ["rank", "trial", "val_accuracy", "train_accuracy", "test_accuracy",
                    "best_epoch", "epochs", "params", "minutes", "status"]
 
@@ -108,15 +105,6 @@ def load_trials(project_dir: Path) -> pd.DataFrame:
     return df[[*SUMMARY_COLUMNS, *[c for c in df.columns if c not in SUMMARY_COLUMNS]]]
 
 
-def histories(project_dir: Path, trial_ids: list[str]) -> dict[str, pd.DataFrame]:
-    out = {}
-    for trial_id in trial_ids:
-        path = project_dir / f"trial_{trial_id}" / state.TRIAL_RECORD_FILE
-        if path.exists():
-            out[trial_id] = pd.DataFrame(state.read_json(path)["history"])
-    return out
-
-
 def hyperparameter_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if c not in (*SUMMARY_COLUMNS, "reason")]
 
@@ -174,61 +162,6 @@ def headline(project_dir: Path, df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _finish_accuracy_axes(ax, xlabel: str, ylabel: str) -> None:
-    """The challenge's baseline, integer steps on x, accuracy 0-1 on y, grid and legend."""
-    ax.axhline(CHALLENGE_BASELINE, color="grey", linestyle=":", label="challenge 66.7 %")
-    ax.set_xlabel(xlabel)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
-
-
-def curves_figure(project_dir: Path, df: pd.DataFrame, top: int = CURVES):
-    """The challenge's picture: training vs validation accuracy per epoch, best trials."""
-    ranked = df[df["rank"].notna()].head(top) if not df.empty else df
-    curves = histories(project_dir, list(ranked["trial"]))
-    curves = {k: v for k, v in curves.items() if not v.empty}
-    if not curves:
-        return None
-    # Figures are made without pyplot: no GUI backend needed, and a notebook shows the figure
-    # a method returns.
-    fig = Figure(figsize=(4.5 * len(curves), 3.6))
-    axes = fig.subplots(1, len(curves), squeeze=False)
-    for ax, (trial_id, history) in zip(axes[0], curves.items(), strict=True):
-        epochs = history["epoch"] + 1
-        ax.plot(epochs, history["accuracy"], label="training", color="tab:blue")
-        ax.plot(epochs, history["val_accuracy"], label="validation", color="tab:orange")
-        ax.set_title(f"trial {trial_id}: val {history['val_accuracy'].max():.1%}")
-        _finish_accuracy_axes(ax, "epoch", "accuracy")
-    fig.suptitle(f"{project_dir.name}: training vs validation accuracy, best trials")
-    fig.tight_layout()
-    return fig
-
-
-def progress_figure(project_dir: Path, df: pd.DataFrame):
-    """Each trial's best validation accuracy in the order trials ran, with the best so far."""
-    if df.empty:
-        return None
-    ordered = df.assign(order=df["trial"].astype(int)).sort_values("order")
-    scored = ordered["status"].eq("COMPLETED") & ordered["val_accuracy"].notna()
-    fig = Figure(figsize=(7, 3.6))
-    ax = fig.subplots()
-    ax.scatter(ordered["order"][scored], ordered["val_accuracy"][scored], label="trial",
-               color="tab:orange", zorder=3)
-    failed = ~scored
-    if failed.any():
-        ax.scatter(ordered["order"][failed], [0.0] * int(failed.sum()), marker="x",
-                   color="tab:red", label="failed / unfinished", zorder=3)
-    best = ordered["val_accuracy"].where(scored).cummax()
-    ax.step(ordered["order"], best, where="post", color="tab:blue", label="best so far")
-    _finish_accuracy_axes(ax, "trial (in the order they ran)", "best validation accuracy")
-    ax.set_title(f"{project_dir.name}: search progress")
-    fig.tight_layout()
-    return fig
-
-
 def _save(fig, path: Path) -> Path | None:
     if fig is None:
         return None
@@ -245,7 +178,27 @@ def _left_aligned_text(table: pd.DataFrame) -> str:
     )
 
 
-FORMATS = ("table", "markdown", "csv", "json")
+FORMATS = ("table", "markdown", "csv", "json", "html")
+MIN_TRIALS_FOR_IMPORTANCE = 5
+
+
+def hyperparameter_importance(df: pd.DataFrame) -> pd.DataFrame | None:
+    """How much each hyperparameter explains validation accuracy across completed trials: a
+    random forest's impurity importance (scikit-learn), choices one-hot encoded and summed back."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    completed = df[df["rank"].notna()] if not df.empty else df
+    columns = [c for c in hyperparameter_columns(df) if not c.startswith("tuner/")]
+    if len(completed) < MIN_TRIALS_FOR_IMPORTANCE or not columns:
+        return None
+    features = pd.get_dummies(completed[columns].astype(object).fillna("inactive"),
+                              prefix_sep="=").astype(float)
+    forest = RandomForestRegressor(n_estimators=300, random_state=0)
+    forest.fit(features, completed["val_accuracy"])
+    by_column = pd.Series(forest.feature_importances_, index=features.columns)
+    owner = [name.split("=", 1)[0] for name in features.columns]
+    totals = by_column.groupby(owner).sum().sort_values(ascending=False)
+    return pd.DataFrame({"hyperparameter": totals.index, "importance": totals.to_numpy()})
 
 
 def _as_json(project_dir: Path, df: pd.DataFrame) -> str:
@@ -272,7 +225,7 @@ def write_report(
     table = ranking_table(df) if not df.empty else df
     shown = table.head(top) if not table.empty else table
     head = headline(project_dir, df)
-    written = [output / "trials.csv", output / "summary.md"]
+    written = [output / "trials.csv", output / "summary.md", output / "report.html"]
     state.atomic_write_text(written[0], df.to_csv(index=False))
     curves = _save(curves_figure(project_dir, df, min(top or CURVES, CURVES)),
                    output / "curves.png")
@@ -286,11 +239,14 @@ def write_report(
             markdown += [f"![{caption}]({figure.name})", ""]
             written.append(figure)
     state.atomic_write_text(written[1], "\n".join(markdown))
+    importance = hyperparameter_importance(df)
+    state.atomic_write_text(written[2], webpage.render(project_dir, df, table, head, importance))
     texts = {
         "table": lambda: head + "\n\n" + (_left_aligned_text(shown) if not shown.empty
                                            else "no trials yet"),
         "markdown": lambda: "\n".join(markdown),
         "csv": lambda: df.to_csv(index=False),
         "json": lambda: _as_json(project_dir, df),
+        "html": lambda: f"wrote {written[2]}",
     }
     return texts[fmt](), written

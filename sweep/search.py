@@ -48,6 +48,7 @@ class SearchSettings:
     fresh: bool = False
     quiet: bool = False
     time_budget: float | None = None  # seconds for this run; None: no limit
+    tensorboard: bool = False  # TensorBoard logs per trial, in trial_<id>/tensorboard
     space_sha256: str = field(default="", repr=False)
 
     @property

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,8 @@ def read_lines(path: Path) -> list[dict]:
 
 def append_event(project_dir: Path, **event: Any) -> None:
     """Append to the search's event log: runs, and every start of a trial's training."""
-    append_line(project_dir / EVENTS_FILE, event)
+    stamp = datetime.now().isoformat(timespec="seconds")
+    append_line(project_dir / EVENTS_FILE, {**event, "time": stamp})
 
 
 def read_events(project_dir: Path) -> list[dict]:

@@ -27,6 +27,7 @@ from sweep.data import Split
 from sweep.errors import TimeBudgetReached
 
 BACKUP_DIR = "backup"
+TENSORBOARD_DIR = "tensorboard"
 # KerasTuner's name for a trial's best weights: Hyperband continues a trial from this file.
 CHECKPOINT_FILE = "checkpoint.weights.h5"
 
@@ -168,10 +169,12 @@ def fit(
     tuner_callbacks: list[keras.callbacks.Callback],
     say: Callable[[str], None],
     deadline: float | None = None,
+    tensorboard: bool = False,
 ) -> dict:
     """Train one trial to `epochs` (resuming if a backup exists) and return its best metrics."""
     record = load_record(trial_dir)
     record["params"] = int(model.count_params())
+    record["layers"] = layer_table(model)
     if not record["history"] and parent_history:
         # A Hyperband continuation starts from its parent's weights: show the parent's epochs.
         record["history"] = [e for e in parent_history if e["epoch"] < initial_epoch]
@@ -182,6 +185,8 @@ def fit(
         keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience),
         *[c for c in tuner_callbacks if not isinstance(c, tuner_utils.SaveBestEpoch)],
     ]
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(trial_dir / TENSORBOARD_DIR)))
     model.fit(
         data.x_train,
         data.y_train,
@@ -198,7 +203,30 @@ def fit(
     best = state.best_epoch(record["history"])
     if best is None:
         raise kt_errors.FailedTrialError("no epoch finished with a validation accuracy")
+    record["confusion"] = best_epoch_confusion(model, trial_dir, data)
+    state.write_json(trial_dir / state.TRIAL_RECORD_FILE, record)
     return {k: v for k, v in best.items() if k not in ("epoch", "seconds")}
+
+
+def layer_table(model: keras.Model) -> list[dict]:
+    """The architecture as the report shows it: layer, kind, output shape, parameters."""
+    return [
+        {"layer": layer.name, "kind": type(layer).__name__,
+         "output_shape": str(tuple(layer.output.shape)), "params": int(layer.count_params())}
+        for layer in model.layers
+    ]
+
+
+def best_epoch_confusion(model: keras.Model, trial_dir: Path, data: TrainingData) -> list:
+    """Confusion matrix (true class x predicted class) of the best epoch's weights on the
+    validation images, for the report; computed once, when the trial ends."""
+    model.load_weights(str(trial_dir / CHECKPOINT_FILE))
+    predicted = np.argmax(model.predict(data.x_val, batch_size=500, verbose=0), axis=1)
+    true = np.argmax(data.y_val, axis=1)
+    classes = data.y_val.shape[1]
+    matrix = np.zeros((classes, classes), dtype=int)
+    np.add.at(matrix, (true, predicted), 1)
+    return matrix.tolist()
 
 
 def discard_backup(trial_dir: Path) -> None:

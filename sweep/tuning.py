@@ -175,6 +175,7 @@ class SweepTuner:
             tuner_callbacks=kwargs.get("callbacks", []),
             say=self.say if not self.settings.quiet else lambda _: None,
             deadline=self.deadline,
+            tensorboard=self.settings.tensorboard,
         )
 
     def pre_create_trial(self):

@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 
 from sweep import report, state
+from sweep.data import CLASS_NAMES
 from sweep.errors import SweepError
 
 
-def _trial(project, trial_id, status, val_accs, message=None, values=None):
+def _trial(project, trial_id, status, val_accs, message=None, values=None, extra=None):
     trial_dir = project / f"trial_{trial_id}"
     state.write_json(trial_dir / "trial.json", {
         "trial_id": trial_id, "status": status, "message": message,
@@ -18,7 +19,8 @@ def _trial(project, trial_id, status, val_accs, message=None, values=None):
     history = [{"epoch": i, "accuracy": a + 0.1, "val_accuracy": a, "loss": 1.0}
                for i, a in enumerate(val_accs)]
     state.write_json(trial_dir / state.TRIAL_RECORD_FILE,
-                     {"history": history, "params": 1234, "train_seconds": 60.0 * len(val_accs)})
+                     {"history": history, "params": 1234, "train_seconds": 60.0 * len(val_accs),
+                      **(extra or {})})
 
 
 @pytest.fixture
@@ -27,10 +29,16 @@ def project(tmp_path):
     state.write_json(project / state.SETTINGS_FILE, {
         "settings": {"space": "small_cnn", "tuner": "bayesian"},
         "split": {"seed": 0, "train_size": 100, "val_size": 100,
-                  "indices_sha256": "ab" * 32, "data_sha256": "cd" * 32},
+                  "indices_sha256": "ab" * 32, "data_sha256": "cd" * 32,
+                  "train_class_counts": {c: 10 + i for i, c in enumerate(CLASS_NAMES)},
+                  "val_class_counts": {c: 12 - i for i, c in enumerate(CLASS_NAMES)}},
     })
     _trial(project, "0", "COMPLETED", [0.5, 0.62, 0.6])
-    _trial(project, "1", "COMPLETED", [0.7, 0.71], values={"filters": 64, "learning_rate": 0.01})
+    confusion = [[90 if i == j else 1 for j in range(10)] for i in range(10)]
+    layers = [{"layer": "conv2d", "kind": "Conv2D", "output_shape": "(None, 32, 32, 8)",
+               "params": 224}]
+    _trial(project, "1", "COMPLETED", [0.7, 0.71], values={"filters": 64, "learning_rate": 0.01},
+           extra={"confusion": confusion, "layers": layers})
     _trial(project, "2", "FAILED", [0.1],
            message="Traceback...\nkeras_tuner.errors.FailedTrialError: loss became nan at epoch 1")
     _trial(project, "3", "RUNNING", [0.4])
@@ -100,3 +108,53 @@ def test_formats_json_csv_markdown_and_the_progress_plot(project, tmp_path):
     assert (tmp_path / "out" / "progress.png").stat().st_size > 10_000
     with pytest.raises(SweepError, match="Unknown report format 'pdf'"):
         report.write_report(project, tmp_path / "out", fmt="pdf")
+
+
+def _chromium(*args):
+    """Headless Chromium as root on a closed network (flags from the project's notes)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    binary = shutil.which("chromium")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is required in CI (.ci/run installs Debian's chromium)")
+        pytest.skip("chromium is not installed")
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run(
+            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={profile}", *args],
+            capture_output=True, text=True, timeout=120,
+        )
+
+
+def test_html_page_renders_its_sections_and_images_in_chromium(project, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    for trial_id in "4567":  # enough completed trials for the importance ranking
+        _trial(project, trial_id, "COMPLETED", [0.5 + int(trial_id) / 100],
+               values={"filters": 16 * int(trial_id), "learning_rate": 0.001 * int(trial_id)})
+    text, written = report.write_report(project, tmp_path / "out", fmt="html")
+    page = tmp_path / "out" / "report.html"
+    assert text == f"wrote {page}" and page in written
+    assert "src=\"http" not in page.read_text()  # self-contained: images are embedded
+
+    dom = _chromium("--dump-dom", page.as_uri()).stdout
+    for section in ("summary", "ranking", "curves", "progress", "effects", "split",
+                    "best-trial", "failed", "provenance"):
+        assert f'<section id="{section}">' in dom
+    # curves, progress, effects, split, confusion: each decoded by the browser
+    assert 'data-images-loaded="5/5"' in dom
+    assert "importance" in dom and "learning_rate" in dom
+
+    shot = tmp_path / "shot.png"
+    _chromium("--window-size=1280,3000", f"--screenshot={shot}", page.as_uri())
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert pixels.shape[:2] == (3000, 1280)
+    not_white = (pixels.sum(axis=2) < 720).mean()
+    orange = ((pixels[..., 0] > 200) & (pixels[..., 1] > 100) & (pixels[..., 1] < 160)
+              & (pixels[..., 2] < 80)).sum()  # matplotlib's tab:orange: the plots are drawn
+    assert not_white > 0.05 and orange > 500

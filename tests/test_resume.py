@@ -76,6 +76,8 @@ def test_ctrl_c_saves_and_resumes_and_a_second_run_is_refused(real_cifar_train_o
     second = run_sweep(*args, cwd=tmp_path)
     assert second.returncode == 2
     assert f"is in use by process {search.pid}" in second.stderr
+    live = run_sweep("report", cwd=tmp_path)  # reads a running search without disturbing it
+    assert live.returncode == 0 and "RUNNING" in live.stdout
 
     output = signal_when(search, lambda: True, signal.SIGINT)
     assert search.returncode == 130

@@ -37,6 +37,7 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
     assert len(trials) == 2 and set(trials["status"]) == {"COMPLETED"}
     assert trials["val_accuracy"].between(0, 1).all() and "conv_blocks" in trials.columns
     assert (tmp_path / "reports" / "small_cnn" / "curves.png").stat().st_size > 10_000
+    assert (tmp_path / "reports" / "small_cnn" / "report.html").stat().st_size > 50_000
     assert "test_accuracy" not in shown.stdout  # nothing evaluated yet
 
     # The test images: absent from the folder `run` used, read only by `evaluate`.

@@ -43,8 +43,11 @@ def test_records_every_epoch_and_returns_the_best(tmp_path):
     assert record["params"] == _model(0.01).count_params()
     assert len(lines) == 3 and "epoch 3/3" in lines[-1]
     assert not (trial_dir / trial_module.BACKUP_DIR).exists()  # removed when training ends
-    events = state.read_events(tmp_path)
-    assert events == [{"event": "train_start", "trial": "0", "epoch": 0}]
+    [event] = state.read_events(tmp_path)
+    assert {k: event[k] for k in ("event", "trial", "epoch")} == {
+        "event": "train_start", "trial": "0", "epoch": 0}
+    assert len(record["confusion"]) == 10 and sum(map(sum, record["confusion"])) == 32
+    assert [layer["kind"] for layer in record["layers"]] == ["Conv2D", "Flatten", "Dense"]
 
 
 def test_nan_loss_fails_the_trial_with_its_reason(tmp_path):

@@ -1,0 +1,136 @@
+"""The report as one self-contained HTML page: every figure embedded, readable offline.
+
+A small script in the page counts the images the browser really decoded and writes the count
+into `body[data-images-loaded]`, so a headless browser can prove the page renders.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from sweep import figures, state
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
+h1 { margin-bottom: 0.2rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; }
+table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0; }
+th, td { border: 1px solid #ddd; padding: 0.25rem 0.5rem; text-align: left; }
+th { background: #f3f3f3; } img { max-width: 100%; } .note { color: #666; }
+.best { font-size: 1.3rem; font-weight: bold; }
+"""
+COUNT_IMAGES = """
+window.addEventListener("load", () => {
+  const images = [...document.images];
+  document.body.dataset.imagesLoaded =
+    images.filter(i => i.complete && i.naturalWidth > 0).length + "/" + images.length;
+});
+"""
+
+
+def _image(fig, alt: str) -> str:
+    if fig is None:
+        return '<p class="note">nothing to show yet</p>'
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(df: pd.DataFrame) -> str:
+    if df is None or df.empty:
+        return '<p class="note">none</p>'
+    return df.to_html(index=False, border=0, float_format=lambda v: f"{v:.4f}", na_rep="")
+
+
+def _section(anchor: str, title: str, *parts: str) -> str:
+    return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{"".join(parts)}</section>'
+
+
+def _provenance(project_dir: Path, df: pd.DataFrame, record: dict) -> pd.DataFrame:
+    events = state.read_events(project_dir)
+    times = [e["time"] for e in events if "time" in e]
+    compute = df["minutes"].fillna(0).sum() if not df.empty else 0.0
+    split = record["split"]
+    rows = {
+        **{f"setting: {k}": v for k, v in record["settings"].items()},
+        "split indices sha256": split["indices_sha256"],
+        "data sha256": split["data_sha256"],
+        "data source": record.get("data_source", ""),
+        **{f"version: {k}": v for k, v in record.get("versions", {}).items()},
+        "created": record.get("created", ""),
+        "first event": times[0] if times else "",
+        "last event": times[-1] if times else "",
+        "total training time": f"{compute:.1f} minutes",
+    }
+    return pd.DataFrame({"what": list(rows), "value": [str(v) for v in rows.values()]})
+
+
+def _best_trial_parts(project_dir: Path, df: pd.DataFrame) -> list[str]:
+    ranked = df[df["rank"].notna()] if not df.empty else df
+    if ranked.empty:
+        return ['<p class="note">no completed trial yet</p>']
+    best = ranked.iloc[0]
+    record = state.read_json(project_dir / f"trial_{best['trial']}" / state.TRIAL_RECORD_FILE)
+    test = best["test_accuracy"]
+    parts = [f"<p>trial {html.escape(str(best['trial']))}: validation "
+             f"{best['val_accuracy']:.2%}, training {best['train_accuracy']:.2%}, test "
+             + (f"{test:.2%} (explicitly evaluated)" if not math.isnan(test)
+                else "not evaluated (python -m sweep evaluate)") + "</p>"]
+    parts.append("<h3>Architecture</h3>" + _table(pd.DataFrame(record.get("layers", []))))
+    if record.get("confusion"):
+        matrix = pd.DataFrame(record["confusion"], index=figures.CLASS_NAMES)
+        per_class = pd.DataFrame({
+            "class": figures.CLASS_NAMES,
+            "validation images": matrix.sum(axis=1).to_numpy(),
+            "accuracy": [matrix.iloc[i, i] / max(1, matrix.iloc[i].sum())
+                         for i in range(len(matrix))],
+        })
+        parts += ["<h3>Confusion matrix and per-class accuracy (validation)</h3>",
+                  _image(figures.confusion_figure(record["confusion"], best["trial"]),
+                         "confusion matrix"),
+                  _table(per_class)]
+    return parts
+
+
+def render(project_dir: Path, df: pd.DataFrame, table: pd.DataFrame, head: str,
+           importance: pd.DataFrame | None) -> str:
+    """The whole page as a string."""
+    record = state.read_json(project_dir / state.SETTINGS_FILE)
+    columns = [c for c in df.columns if c not in (*table.columns, "reason")] if not df.empty else []
+    failed = df[df["status"].isin(["FAILED", "INVALID", "INTERRUPTED", "UNREADABLE"])] \
+        if not df.empty else df
+    lines = head.splitlines()
+    best_line = next((line for line in lines if line.startswith("best:")), "no completed trial")
+    sections = [
+        _section("summary", "Summary", f'<p class="best">{html.escape(best_line)}</p>',
+                 "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"),
+        _section("ranking", "Trials ranked by validation accuracy", _table(table)),
+        _section("curves", "Training vs validation accuracy per epoch",
+                 _image(figures.curves_figure(project_dir, df), "training vs validation")),
+        _section("progress", "Search progress",
+                 _image(figures.progress_figure(project_dir, df), "search progress")),
+        _section("effects", "Hyperparameter effects",
+                 _image(figures.effects_figure(df, columns), "hyperparameter effects"),
+                 "<h3>Importance (random forest on completed trials)</h3>",
+                 _table(importance) if importance is not None
+                 else '<p class="note">needs at least 5 completed trials</p>'),
+        _section("split", "The split", _image(figures.split_figure(record), "class counts")),
+        _section("best-trial", "Best trial", *_best_trial_parts(project_dir, df)),
+        _section("failed", "Failed and interrupted trials",
+                 _table(failed[["trial", "status", "reason"]] if not failed.empty else None)),
+        _section("provenance", "Settings and provenance",
+                 _table(_provenance(project_dir, df, record))),
+    ]
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>sweep report: {html.escape(project_dir.name)}</title>"
+        f"<style>{STYLE}</style><script>{COUNT_IMAGES}</script></head><body>"
+        f"<h1>sweep report: {html.escape(project_dir.name)}</h1>"
+        + "".join(sections) + "</body></html>"
+    )
