@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep import state, webpage
+from sweep import figures, state, webpage
 from sweep.errors import SweepError
-from sweep.figures import CHALLENGE_BASELINE, CURVES, curves_figure, progress_figure
+from sweep.figures import CHALLENGE_BASELINE, CURVES
 
 FAILED = ("FAILED", "INVALID")
 SUMMARY_COLUMNS = ["rank", "trial", "val_accuracy", "train_accuracy", "test_accuracy",
@@ -213,34 +213,83 @@ def _as_json(project_dir: Path, df: pd.DataFrame) -> str:
     }, indent=1)
 
 
+def best_record(project_dir: Path, df: pd.DataFrame) -> tuple[str, dict] | None:
+    """The best completed trial's id and its record (history, layers, confusion)."""
+    ranked = df[df["rank"].notna()] if not df.empty else df
+    if ranked.empty:
+        return None
+    trial_id = ranked.iloc[0]["trial"]
+    path = project_dir / f"trial_{trial_id}" / state.TRIAL_RECORD_FILE
+    return trial_id, state.read_json(path)
+
+
+def make_figures(project_dir: Path, df: pd.DataFrame, top: int | None) -> dict:
+    """Every figure of the report, by file name (None where there is nothing to draw yet)."""
+    record = state.read_json(project_dir / state.SETTINGS_FILE)
+    best = best_record(project_dir, df)
+    return {
+        "curves.png": figures.curves_figure(project_dir, df, min(top or CURVES, CURVES)),
+        "progress.png": figures.progress_figure(project_dir, df),
+        "effects.png": figures.effects_figure(df, hyperparameter_columns(df)),
+        "split.png": figures.split_figure(record),
+        "confusion.png": (figures.confusion_figure(best[1]["confusion"], best[0])
+                          if best and best[1].get("confusion") else None),
+    }
+
+
+CAPTIONS = {
+    "curves.png": "training vs validation accuracy and loss, best trials",
+    "progress.png": "search progress",
+    "effects.png": "validation accuracy by hyperparameter",
+    "split.png": "class counts of the split",
+    "confusion.png": "best trial: confusion on the validation images",
+}
+
+
+def _split_line(project_dir: Path) -> str:
+    split = state.read_json(project_dir / state.SETTINGS_FILE)["split"]
+    parts = []
+    for part in ("train", "val"):
+        counts = split[f"{part}_class_counts"]
+        low, high = min(counts, key=counts.get), max(counts, key=counts.get)
+        parts.append(f"{part} {counts[low]} ({low}) to {counts[high]} ({high}) images a class")
+    return "split (random, not stratified): " + "; ".join(parts)
+
+
 def write_report(
     project_dir: Path, output: Path, top: int | None = None, fmt: str = "table"
 ) -> tuple[str, list[Path]]:
     """The report in `fmt` (the `top` best trials, or all), plus trials.csv (all trials),
-    summary.md, curves.png (the best few trials) and progress.png written under `output`."""
+    summary.md, report.html and the figures as PNG, written under `output`."""
     if fmt not in FORMATS:
         raise SweepError(f"Unknown report format {fmt!r}. Choose one of: {', '.join(FORMATS)}.")
     df = load_trials(project_dir)
     output.mkdir(parents=True, exist_ok=True)
     table = ranking_table(df) if not df.empty else df
     shown = table.head(top) if not table.empty else table
-    head = headline(project_dir, df)
+    importance = hyperparameter_importance(df)
+    head = headline(project_dir, df) + "\n" + _split_line(project_dir)
+    if importance is not None:
+        leaders = importance.head(3).itertuples()
+        head += "\nmost important hyperparameters: " + ", ".join(
+            f"{row.hyperparameter} ({row.importance:.2f})" for row in leaders)
     written = [output / "trials.csv", output / "summary.md", output / "report.html"]
     state.atomic_write_text(written[0], df.to_csv(index=False))
-    curves = _save(curves_figure(project_dir, df, min(top or CURVES, CURVES)),
-                   output / "curves.png")
-    progress = _save(progress_figure(project_dir, df), output / "progress.png")
+    figs = make_figures(project_dir, df, top)
     markdown = [f"# {project_dir.name}", "", *[f"- {line}" for line in head.splitlines()], ""]
     if not shown.empty:
         markdown += [shown.to_markdown(index=False, floatfmt=".4f"), ""]
-    for figure, caption in ((curves, "training vs validation accuracy"),
-                            (progress, "search progress")):
-        if figure:
-            markdown += [f"![{caption}]({figure.name})", ""]
-            written.append(figure)
+    if importance is not None:
+        markdown += ["## Hyperparameter importance", "",
+                     importance.to_markdown(index=False, floatfmt=".3f"), ""]
+    for name, fig in figs.items():
+        path = _save(fig, output / name)
+        if path:
+            markdown += [f"![{CAPTIONS[name]}]({name})", ""]
+            written.append(path)
     state.atomic_write_text(written[1], "\n".join(markdown))
-    importance = hyperparameter_importance(df)
-    state.atomic_write_text(written[2], webpage.render(project_dir, df, table, head, importance))
+    page = webpage.render(project_dir, df, table, head, importance, figs)
+    state.atomic_write_text(written[2], page)
     texts = {
         "table": lambda: head + "\n\n" + (_left_aligned_text(shown) if not shown.empty
                                            else "no trials yet"),

@@ -71,7 +71,7 @@ def _provenance(project_dir: Path, df: pd.DataFrame, record: dict) -> pd.DataFra
     return pd.DataFrame({"what": list(rows), "value": [str(v) for v in rows.values()]})
 
 
-def _best_trial_parts(project_dir: Path, df: pd.DataFrame) -> list[str]:
+def _best_trial_parts(project_dir: Path, df: pd.DataFrame, confusion_png) -> list[str]:
     ranked = df[df["rank"].notna()] if not df.empty else df
     if ranked.empty:
         return ['<p class="note">no completed trial yet</p>']
@@ -92,17 +92,14 @@ def _best_trial_parts(project_dir: Path, df: pd.DataFrame) -> list[str]:
                          for i in range(len(matrix))],
         })
         parts += ["<h3>Confusion matrix and per-class accuracy (validation)</h3>",
-                  _image(figures.confusion_figure(record["confusion"], best["trial"]),
-                         "confusion matrix"),
-                  _table(per_class)]
+                  _image(confusion_png, "confusion matrix"), _table(per_class)]
     return parts
 
 
 def render(project_dir: Path, df: pd.DataFrame, table: pd.DataFrame, head: str,
-           importance: pd.DataFrame | None) -> str:
-    """The whole page as a string."""
+           importance: pd.DataFrame | None, figs: dict) -> str:
+    """The whole page as a string, with `figs` (file name -> Figure) embedded."""
     record = state.read_json(project_dir / state.SETTINGS_FILE)
-    columns = [c for c in df.columns if c not in (*table.columns, "reason")] if not df.empty else []
     failed = df[df["status"].isin(["FAILED", "INVALID", "INTERRUPTED", "UNREADABLE"])] \
         if not df.empty else df
     lines = head.splitlines()
@@ -112,16 +109,16 @@ def render(project_dir: Path, df: pd.DataFrame, table: pd.DataFrame, head: str,
                  "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"),
         _section("ranking", "Trials ranked by validation accuracy", _table(table)),
         _section("curves", "Training vs validation accuracy per epoch",
-                 _image(figures.curves_figure(project_dir, df), "training vs validation")),
-        _section("progress", "Search progress",
-                 _image(figures.progress_figure(project_dir, df), "search progress")),
+                 _image(figs["curves.png"], "training vs validation")),
+        _section("progress", "Search progress", _image(figs["progress.png"], "search progress")),
         _section("effects", "Hyperparameter effects",
-                 _image(figures.effects_figure(df, columns), "hyperparameter effects"),
+                 _image(figs["effects.png"], "hyperparameter effects"),
                  "<h3>Importance (random forest on completed trials)</h3>",
                  _table(importance) if importance is not None
                  else '<p class="note">needs at least 5 completed trials</p>'),
-        _section("split", "The split", _image(figures.split_figure(record), "class counts")),
-        _section("best-trial", "Best trial", *_best_trial_parts(project_dir, df)),
+        _section("split", "The split", _image(figs["split.png"], "class counts")),
+        _section("best-trial", "Best trial",
+                 *_best_trial_parts(project_dir, df, figs["confusion.png"])),
         _section("failed", "Failed and interrupted trials",
                  _table(failed[["trial", "status", "reason"]] if not failed.empty else None)),
         _section("provenance", "Settings and provenance",
