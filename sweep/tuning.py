@@ -13,6 +13,7 @@ from pathlib import Path
 
 import keras
 import keras_tuner as kt
+from keras_tuner.src import config as kt_config
 from keras_tuner.src.engine import hyperparameters as hp_module
 
 from search_spaces.blocks import TrainingTask
@@ -26,6 +27,9 @@ from sweep.spaces import Space
 RULE_CHECK_POINTS = 4  # random points of a space checked (with its default) before a search
 
 state.install_atomic_json_writes()
+# KerasTuner 1.4.8 ships with DEBUG on: every failed trial dumps its traceback on stderr. Our
+# trial line gives the reason, the report too, and trial.json keeps the whole traceback.
+kt_config.DEBUG = False
 # Hyperband continues a trial from its parent's weights with a fresh optimizer (KerasTuner's
 # design); Keras warns that it skips the checkpoint's optimizer variables each time.
 warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")

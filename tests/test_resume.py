@@ -184,3 +184,17 @@ def test_kill_torture(real_cifar_train_only, tmp_path):
     assert len(started) <= trials + len(targets)
     shown = run_sweep("report", cwd=tmp_path)
     assert shown.returncode == 0 and f"trials: {trials} completed" in shown.stdout
+
+
+def test_failures_in_a_row_stop_the_search_with_every_failed_trial_saved(
+    real_cifar_train_only, tmp_path
+):
+    always_nan = NAN_SPACE.replace("[1e12, 1e-3], default=1e12", "[1e12, 1e13, 1e14], default=1e12")
+    (tmp_path / "always_nan.py").write_text(always_nan)
+    args = _args(real_cifar_train_only, trials=5, epochs=1, space="always_nan.py")
+    stopped = run_sweep(*args, cwd=tmp_path)
+    assert stopped.returncode == 2 and "Traceback" not in stopped.stderr
+    assert "3 trials failed in a row (last: loss became nan at epoch 1)" in stopped.stderr
+    # KerasTuner alone leaves the last one RUNNING, to be run again on resume.
+    assert statuses(tmp_path / "runs" / "always_nan.py") == {
+        f"trial_{i}": "FAILED" for i in range(3)}

@@ -95,3 +95,14 @@ def test_interrupted_fit_resumes_at_its_epoch_with_history_whole(tmp_path):
     assert [e["epoch"] for e in record["history"]] == [0, 1, 2, 3]
     starts = [e["epoch"] for e in state.read_events(tmp_path) if e["event"] == "train_start"]
     assert starts == [0, 2]
+
+
+def test_tensorboard_logs_per_trial_when_asked(tmp_path):
+    trial_dir = tmp_path / "trial_0"
+    trial_dir.mkdir()
+    trial_module.fit(
+        _model(0.01), trial_id="0", trial_dir=trial_dir, batch_size=16, data=_data(), epochs=1,
+        initial_epoch=0, patience=10, parent_history=[], tuner_callbacks=[],
+        say=lambda _: None, tensorboard=True,
+    )
+    assert list((trial_dir / trial_module.TENSORBOARD_DIR).rglob("events.out.tfevents.*"))
