@@ -1,11 +1,9 @@
-"""KerasTuner glue: the search's settings, its record on disk, and the tuner that runs it.
+"""A search's settings, its record on disk, and the run that starts or resumes it.
 
-KerasTuner decides what to try (its oracles: random, bayesian, hyperband) and keeps the trial
-state; this module pairs an oracle with our trial (`sweep.trial`) and guards the places where
-KerasTuner 1.4.8 loses or mixes up work (see shared KERASTUNER_PITFALLS.md, cited as #n):
-atomic state files (#3), reload after a kill in the first trial (#4), mid-trial resume (#5, #10),
-NaN trials failed (#6), settings that changed on resume refused (#8), seed 0 (#9), failed trials
-never ranked as best (#1, #11).
+KerasTuner (driven by `sweep.tuning`) decides what to try and keeps the trial state; this module
+checks, before any training, that a resumed search is the same search: KerasTuner 1.4.8 would
+silently keep its saved settings over changed ones (KERASTUNER_PITFALLS.md #8). The fixed split
+is checked here too, then the run is handed to the tuner.
 """
 
 from __future__ import annotations
@@ -53,7 +51,10 @@ class SearchSettings:
 
     @property
     def project_name(self) -> str:
-        return self.project or self.space
+        """`--project`, else the space's name (a space file's name without `.py`)."""
+        if self.project:
+            return self.project
+        return Path(self.space).stem if spaces.is_file_space(self.space) else self.space
 
     @property
     def project_dir(self) -> Path:

@@ -60,8 +60,12 @@ def _import_file(path: Path) -> ModuleType:
     return module
 
 
+def is_file_space(name: str) -> bool:
+    return name.endswith(".py") or "/" in name
+
+
 def _import(name: str) -> ModuleType:
-    if name.endswith(".py") or "/" in name:
+    if is_file_space(name):
         return _import_file(Path(name))
     if name in available():
         return importlib.import_module(f"search_spaces.{name}")

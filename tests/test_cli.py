@@ -55,4 +55,4 @@ def test_run_refuses_a_user_space_that_breaks_a_rule_before_training(tmp_path):
     assert ("Search space 'skip.py': layer 'add' (Add) breaks the rule: no skip or dense "
             "connections") in result.stderr
     assert "Traceback" not in result.stderr
-    assert not list(tmp_path.glob("runs/skip.py/trial_*"))
+    assert not list(tmp_path.glob("runs/skip/trial_*"))

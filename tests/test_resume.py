@@ -112,7 +112,7 @@ def build(hp, task):
 def test_nan_fails_its_trial_and_damaged_state_is_repaired(real_cifar_train_only, tmp_path):
     (tmp_path / "nan_space.py").write_text(NAN_SPACE)
     args = _args(real_cifar_train_only, trials=2, epochs=2, space="nan_space.py")
-    project = tmp_path / "runs" / "nan_space.py"
+    project = tmp_path / "runs" / "nan_space"
     first = run_sweep(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "trial 0 done [1/2]: FAILED: loss became nan at epoch 1" in first.stdout
@@ -196,5 +196,5 @@ def test_failures_in_a_row_stop_the_search_with_every_failed_trial_saved(
     assert stopped.returncode == 2 and "Traceback" not in stopped.stderr
     assert "3 trials failed in a row (last: loss became nan at epoch 1)" in stopped.stderr
     # KerasTuner alone leaves the last one RUNNING, to be run again on resume.
-    assert statuses(tmp_path / "runs" / "always_nan.py") == {
+    assert statuses(tmp_path / "runs" / "always_nan") == {
         f"trial_{i}": "FAILED" for i in range(3)}
