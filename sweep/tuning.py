@@ -5,6 +5,8 @@ Importing this module loads TensorFlow; `sweep.search` imports it only after its
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import time
 import warnings
@@ -324,14 +326,16 @@ def make_tuner(settings: SearchSettings, space: Space, split: Split, say,
     task = training_task(settings)
     tuner_class = HyperbandSearchTuner if settings.tuner == "hyperband" else SearchTuner
     try:
-        return tuner_class(
-            oracle=make_oracle(settings),
-            hypermodel=SpaceHyperModel(space, task),
-            settings=settings,
-            data=trial_module.TrainingData.from_split(split, len(CLASS_NAMES)),
-            say=say,
-            progress=progress,
-        )
+        # KerasTuner prints "Reloading Tuner from ..."; `announce_start` says it our way.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return tuner_class(
+                oracle=make_oracle(settings),
+                hypermodel=SpaceHyperModel(space, task),
+                settings=settings,
+                data=trial_module.TrainingData.from_split(split, len(CLASS_NAMES)),
+                say=say,
+                progress=progress,
+            )
     except (json.JSONDecodeError, RuntimeError) as e:
         raise SweepError(
             f"Could not open the search in {settings.project_dir} ({e}). "
