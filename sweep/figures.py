@@ -110,6 +110,8 @@ def effects_figure(df: pd.DataFrame, columns: list[str]) -> Figure | None:
             ax.scatter(values[column], values["val_accuracy"], color="tab:orange")
             if (values[column] > 0).all() and values[column].max() > 20 * values[column].min():
                 ax.set_xscale("log")
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(4))
         else:
             groups = {str(k): g["val_accuracy"].to_numpy()
                       for k, g in values.groupby(values[column].astype(str))}

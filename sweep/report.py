@@ -173,6 +173,7 @@ def _left_aligned_text(table: pd.DataFrame) -> str:
     width = int(table["hyperparameters"].str.len().max())
     return table.to_string(
         index=False,
+        na_rep="",
         float_format="{:.4f}".format,
         formatters={"hyperparameters": lambda text: f"{text:<{width}}"},
     )
