@@ -21,6 +21,7 @@ from sweep.search import (
     SearchOutcome,
     SearchSettings,
     parse_duration,
+    recorded_settings,
     run_search,
 )
 
@@ -76,15 +77,11 @@ class Search:
     def open(cls, directory: str = "runs", project: str | None = None,
              data: str | None = None) -> Search:
         """An existing search (the only one under `directory` when `project` is None)."""
-        from sweep.state import SETTINGS_FILE, read_json
-
         project_dir = report_module.find_project(directory, project)
-        record = read_json(project_dir / SETTINGS_FILE)
-        s = record["settings"]
-        return cls(s["space"], project=project_dir.name, directory=str(project_dir.parent),
-                   seed=s["seed"], tuner=s["tuner"], max_epochs=s["max_epochs"],
-                   max_trials=s.get("max_trials", 20), train_size=s["train_size"],
-                   val_size=s["val_size"], data=data)
+        search = cls.__new__(cls)
+        search.settings = replace(recorded_settings(project_dir), data=data,
+                                  quiet=in_notebook())
+        return search
 
     @property
     def project_dir(self) -> Path:

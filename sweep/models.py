@@ -17,18 +17,7 @@ from sweep import report, spaces, state
 from sweep import trial as trial_module
 from sweep.data import CLASS_NAMES
 from sweep.errors import SweepError
-from sweep.search import SearchSettings
-
-
-def recorded_settings(project_dir: Path) -> SearchSettings:
-    """The settings a search was made with, as recorded in its `sweep.json`."""
-    record = state.read_json(project_dir / state.SETTINGS_FILE)
-    s = record["settings"]
-    return SearchSettings(
-        space=s["space"], tuner=s["tuner"], seed=s["seed"], max_epochs=s["max_epochs"],
-        train_size=record["split"]["train_size"], val_size=record["split"]["val_size"],
-        project=project_dir.name, directory=str(project_dir.parent),
-    )
+from sweep.search import recorded_settings
 
 
 def load_trial_model(project_dir: Path, trial_id: str) -> keras.Model:

@@ -149,6 +149,18 @@ def check_resume(recorded: dict, settings: SearchSettings) -> None:
         )
 
 
+def recorded_settings(project_dir: Path) -> SearchSettings:
+    """The settings a search was made with, as recorded in its `sweep.json`."""
+    record = state.read_json(project_dir / state.SETTINGS_FILE)
+    s = record["settings"]
+    return SearchSettings(
+        space=s["space"], tuner=s["tuner"], seed=s["seed"], max_epochs=s["max_epochs"],
+        max_trials=s.get("max_trials", SearchSettings.max_trials), patience=s["patience"],
+        train_size=record["split"]["train_size"], val_size=record["split"]["val_size"],
+        project=project_dir.name, directory=str(project_dir.parent),
+    )
+
+
 def check_split(recorded: dict, split_record: dict, settings: SearchSettings) -> None:
     differences = data_module.split_differences(recorded["split"], split_record)
     if differences:
