@@ -1,4 +1,4 @@
-"""`python -m sweep` / `sweep`: a thin command line over `sweep.search` and `sweep.report`.
+"""`python -m sweep` / `sweep`: a thin command line over `sweep.Search` (sweep/api.py).
 
 A `SweepError` (a mistake the user can fix) becomes one line on stderr and exit status 2;
 Ctrl-C stops with status 130 after saying how to resume.
