@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sweep.errors import SweepError
 from sweep.search import import_tensorflow_quietly
+from sweep.state import EVALUATIONS_FILE
 
 # TensorFlow's start-up chatter (oneDNN, CPU feature notes) hides the search's own output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -138,7 +139,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     for result in search.evaluate(args.trials, args.top):
         print(f"trial {result['trial']}: test accuracy {result['test_accuracy']:.2%} "
               f"(validation {result['val_accuracy']:.2%}) on {result['test_images']} test images")
-    print(f"recorded in {search.project_dir / 'evaluations.jsonl'}")
+    print(f"recorded in {search.project_dir / EVALUATIONS_FILE}")
     return 0
 
 

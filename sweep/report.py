@@ -134,8 +134,7 @@ def ranking_table(df: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-def headline(project_dir: Path, df: pd.DataFrame) -> str:
-    record = state.read_json(project_dir / state.SETTINGS_FILE)
+def headline(project_dir: Path, df: pd.DataFrame, record: dict) -> str:
     s, split = record["settings"], record["split"]
     lines = [
         f"search {project_dir.name} ({project_dir}): space {s['space']}, tuner {s['tuner']}, "
@@ -202,8 +201,7 @@ def hyperparameter_importance(df: pd.DataFrame) -> pd.DataFrame | None:
     return pd.DataFrame({"hyperparameter": totals.index, "importance": totals.to_numpy()})
 
 
-def _as_json(project_dir: Path, df: pd.DataFrame) -> str:
-    record = state.read_json(project_dir / state.SETTINGS_FILE)
+def _as_json(project_dir: Path, df: pd.DataFrame, record: dict) -> str:
     return json.dumps({
         "search": project_dir.name,
         "settings": record["settings"],
@@ -224,9 +222,8 @@ def best_record(project_dir: Path, df: pd.DataFrame) -> tuple[str, dict] | None:
     return trial_id, state.read_json(path)
 
 
-def make_figures(project_dir: Path, df: pd.DataFrame, top: int | None) -> dict:
+def make_figures(project_dir: Path, df: pd.DataFrame, top: int | None, record: dict) -> dict:
     """Every figure of the report, by file name (None where there is nothing to draw yet)."""
-    record = state.read_json(project_dir / state.SETTINGS_FILE)
     best = best_record(project_dir, df)
     return {
         "curves.png": figures.curves_figure(project_dir, df, min(top or CURVES, CURVES)),
@@ -247,8 +244,8 @@ CAPTIONS = {
 }
 
 
-def _split_line(project_dir: Path) -> str:
-    split = state.read_json(project_dir / state.SETTINGS_FILE)["split"]
+def _split_line(record: dict) -> str:
+    split = record["split"]
     parts = []
     for part in ("train", "val"):
         counts = split[f"{part}_class_counts"]
@@ -269,14 +266,15 @@ def write_report(
     table = ranking_table(df) if not df.empty else df
     shown = table.head(top) if not table.empty else table
     importance = hyperparameter_importance(df)
-    head = headline(project_dir, df) + "\n" + _split_line(project_dir)
+    record = state.read_json(project_dir / state.SETTINGS_FILE)
+    head = headline(project_dir, df, record) + "\n" + _split_line(record)
     if importance is not None:
         leaders = importance.head(3).itertuples()
         head += "\nmost important hyperparameters: " + ", ".join(
             f"{row.hyperparameter} ({row.importance:.2f})" for row in leaders)
     written = [output / "trials.csv", output / "summary.md", output / "report.html"]
     state.atomic_write_text(written[0], df.to_csv(index=False))
-    figs = make_figures(project_dir, df, top)
+    figs = make_figures(project_dir, df, top, record)
     markdown = [f"# {project_dir.name}", "", *[f"- {line}" for line in head.splitlines()], ""]
     if not shown.empty:
         markdown += [shown.to_markdown(index=False, floatfmt=".4f"), ""]
@@ -289,14 +287,14 @@ def write_report(
             markdown += [f"![{CAPTIONS[name]}]({name})", ""]
             written.append(path)
     state.atomic_write_text(written[1], "\n".join(markdown))
-    page = webpage.render(project_dir, df, table, head, importance, figs)
+    page = webpage.render(project_dir, record, df, table, head, importance, figs)
     state.atomic_write_text(written[2], page)
     texts = {
         "table": lambda: head + "\n\n" + (_left_aligned_text(shown) if not shown.empty
                                            else "no trials yet"),
         "markdown": lambda: "\n".join(markdown),
         "csv": lambda: df.to_csv(index=False),
-        "json": lambda: _as_json(project_dir, df),
+        "json": lambda: _as_json(project_dir, df, record),
         "html": lambda: f"wrote {written[2]}",
     }
     return texts[fmt](), written

@@ -216,14 +216,14 @@ class SweepTuner:
         line = self._trial_line(trial)
         self.say(line)
         if self.progress:
-            ended = sum(t.status in ENDED for t in self.oracle.trials.values())
+            ended = self.ended_trials()
             self.progress(ended, self.settings.max_trials, line)
 
     def _trial_line(self, trial) -> str:
         record = trial_module.load_record(self.trial_dir(trial.trial_id))
         best = state.best_epoch(record["history"])
         took = format_duration(record.get("train_seconds", 0.0))
-        done = sum(t.status in ENDED for t in self.oracle.trials.values())
+        done = self.ended_trials()
         if trial.status == "COMPLETED" and best:
             result = (
                 f"val_acc {best['val_accuracy']:.4f} at epoch {best['epoch'] + 1} "
@@ -236,6 +236,10 @@ class SweepTuner:
             f"{len(record['history'])} epochs in {took} | best so far {self._best_line()}"
         )
 
+    def ended_trials(self) -> int:
+        """Trials that will not run again: completed or failed."""
+        return sum(t.status in ENDED for t in self.oracle.trials.values())
+
     def completed_trials(self) -> list:
         completed = [t for t in self.oracle.trials.values() if t.status == "COMPLETED"]
         return sorted(completed, key=lambda t: t.score, reverse=True)
@@ -247,7 +251,7 @@ class SweepTuner:
     def announce_start(self) -> None:
         s = self.settings
         trials = self.oracle.trials.values()
-        ended = sum(t.status in ENDED for t in trials)
+        ended = self.ended_trials()
         self.say(
             f"search {s.project_name} in {s.project_dir}: space {s.space}, tuner {s.tuner}, "
             f"{s.max_trials} trials of at most {s.max_epochs} epochs, "
@@ -262,7 +266,7 @@ class SweepTuner:
         try:
             self.search(verbose=0)
         except TimeBudgetReached:
-            ended = sum(t.status in ENDED for t in self.oracle.trials.values())
+            ended = self.ended_trials()
             self.say(
                 f"time budget of {format_duration(self.settings.time_budget)} reached: "
                 f"{ended}/{self.settings.max_trials} trials ended, the rest saved. "

@@ -96,10 +96,10 @@ def _best_trial_parts(project_dir: Path, df: pd.DataFrame, confusion_png) -> lis
     return parts
 
 
-def render(project_dir: Path, df: pd.DataFrame, table: pd.DataFrame, head: str,
+def render(project_dir: Path, record: dict, df: pd.DataFrame, table: pd.DataFrame, head: str,
            importance: pd.DataFrame | None, figs: dict) -> str:
-    """The whole page as a string, with `figs` (file name -> Figure) embedded."""
-    record = state.read_json(project_dir / state.SETTINGS_FILE)
+    """The whole page as a string, with `figs` (file name -> Figure) embedded; `record` is the
+    search's `sweep.json`."""
     failed = df[df["status"].isin(["FAILED", "INVALID", "INTERRUPTED", "UNREADABLE"])] \
         if not df.empty else df
     lines = head.splitlines()
