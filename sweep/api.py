@@ -100,6 +100,17 @@ class Search:
             if progress:
                 progress.close()
 
+    def serve(self, port: int, *, host: str = "0.0.0.0", worker_timeout: float = 120.0,
+              fresh: bool = False, say=print) -> SearchOutcome:
+        """Serve this search to workers (`python -m sweep worker`) until it is done.
+
+        Workers share `directory` with the chief; a worker silent for `worker_timeout` seconds
+        loses its trial to the next free worker (see the README, "Several machines")."""
+        from sweep.distributed import run_chief
+
+        settings = replace(self.settings, fresh=fresh)
+        return run_chief(settings, port=port, host=host, worker_timeout=worker_timeout, say=say)
+
     def trials(self) -> pd.DataFrame:
         """One row per trial, ranked; the same columns as `trials.csv`."""
         return report_module.load_trials(self._existing())

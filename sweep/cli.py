@@ -33,8 +33,35 @@ def _search_options(parser: argparse.ArgumentParser) -> None:
                         help="folder where searches live (default: runs)")
 
 
+def _definition_options(parser: argparse.ArgumentParser, defaults) -> None:
+    """What defines a search: `run` and `chief` take the same."""
+    from sweep.search import DEFAULT_TUNER, TUNERS
+
+    parser.add_argument("--space", default=defaults.space,
+                        help="search space (default: small_cnn)")
+    parser.add_argument("--tuner", choices=TUNERS, default=DEFAULT_TUNER,
+                        help=f"search algorithm (default: {DEFAULT_TUNER})")
+    parser.add_argument("--max-trials", type=int, default=defaults.max_trials,
+                        help="trials to finish, failed ones included "
+                             f"(default: {defaults.max_trials})")
+    parser.add_argument("--max-epochs", type=int, default=defaults.max_epochs,
+                        help=f"epochs per trial at most (default: {defaults.max_epochs})")
+    parser.add_argument("--patience", type=int, default=defaults.patience,
+                        help="stop a trial after this many epochs without a better validation "
+                             f"accuracy (default: {defaults.patience})")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help=f"seed of the split and the search (default: {defaults.seed})")
+    parser.add_argument("--train-size", type=int, default=defaults.train_size)
+    parser.add_argument("--val-size", type=int, default=defaults.val_size)
+    parser.add_argument("--data", help="local CIFAR-10: a cifar-10-batches-py folder or "
+                                       "cifar-10-python.tar.gz (default: $SWEEP_DATA, else "
+                                       "Keras's download cache)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over; the old search is moved aside, never deleted")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from sweep.search import DEFAULT_TUNER, TUNERS, SearchSettings
+    from sweep.search import SearchSettings
 
     defaults = SearchSettings()
     parser = _Parser(
@@ -44,26 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="start or resume a search",
                               description="Start a search, or resume it with the same command.")
-    run.add_argument("--space", default=defaults.space, help="search space (default: small_cnn)")
-    run.add_argument("--tuner", choices=TUNERS, default=DEFAULT_TUNER,
-                     help=f"search algorithm (default: {DEFAULT_TUNER})")
-    run.add_argument("--max-trials", type=int, default=defaults.max_trials,
-                     help="trials to finish, failed ones included "
-                          f"(default: {defaults.max_trials})")
-    run.add_argument("--max-epochs", type=int, default=defaults.max_epochs,
-                     help=f"epochs per trial at most (default: {defaults.max_epochs})")
-    run.add_argument("--patience", type=int, default=defaults.patience,
-                     help="stop a trial after this many epochs without a better validation "
-                          f"accuracy (default: {defaults.patience})")
-    run.add_argument("--seed", type=int, default=defaults.seed,
-                     help=f"seed of the split and the search (default: {defaults.seed})")
-    run.add_argument("--train-size", type=int, default=defaults.train_size)
-    run.add_argument("--val-size", type=int, default=defaults.val_size)
-    run.add_argument("--data", help="local CIFAR-10: a cifar-10-batches-py folder or "
-                                    "cifar-10-python.tar.gz (default: $SWEEP_DATA, else Keras's "
-                                    "download cache)")
-    run.add_argument("--fresh", action="store_true",
-                     help="start over; the old search is moved aside, never deleted")
+    _definition_options(run, defaults)
     run.add_argument("--time-budget", metavar="DURATION",
                      help="stop this run after e.g. 45m, 3h or 1h30m: no trial is started that "
                           "would not end in time (by the mean trial so far), a running trial "
@@ -73,6 +81,40 @@ def build_parser() -> argparse.ArgumentParser:
                           "tensorboard; browse with: tensorboard --logdir runs/<project>)")
     run.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
     _search_options(run)
+
+    chief = commands.add_parser(
+        "chief", help="serve a search to workers on other processes or machines",
+        description="Start or resume a search that workers train (python -m sweep worker). "
+                    "Chief and workers must share the --dir folder. Run the same command "
+                    "again to resume.")
+    _definition_options(chief, defaults)
+    chief.add_argument("--port", type=int, required=True, help="port to serve workers on")
+    chief.add_argument("--host", default="0.0.0.0",
+                       help="address to listen on (default: 0.0.0.0, every interface)")
+    chief.add_argument("--worker-timeout", metavar="DURATION", default="2m",
+                       help="a worker silent this long loses its trial to the next free "
+                            "worker (default: 2m)")
+    _search_options(chief)
+
+    worker = commands.add_parser(
+        "worker", help="train trials for a chief",
+        description="Train the trials a chief hands out until its search is done. Restarted "
+                    "with the same --id, a worker takes back the trial it was training.")
+    worker.add_argument("--chief", required=True, metavar="HOST:PORT",
+                        help="where the chief listens, e.g. 192.168.1.10:8000")
+    worker.add_argument("--id", dest="worker_id",
+                        help="this worker's name, unique in the search (default: host name)")
+    worker.add_argument("--data", help="local CIFAR-10, as for run (must give the chief's split)")
+    worker.add_argument("--wait", metavar="DURATION", default="30m",
+                        help="how long to wait for an unreachable chief (default: 30m)")
+    worker.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
+    _search_options(worker)
+
+    status = commands.add_parser(
+        "status", help="where a search stands: trials, running work, workers",
+        description="Show a search's progress: trials ended, best so far, running trials and, "
+                    "for a distributed search, the chief and each worker.")
+    _search_options(status)
 
     report = commands.add_parser("report", help="rank the trials of a search",
                                  description="Rank trials by validation accuracy; write "
@@ -171,20 +213,76 @@ def _interrupt_once(signum, frame):
     raise KeyboardInterrupt
 
 
-def _run(args: argparse.Namespace) -> int:
-    from sweep import Search
+def _say(line: str) -> None:
+    print(line, flush=True)
 
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "fresh")}
-    search = Search(**options)
+
+def _until_interrupted(work, resume_hint: str) -> int:
+    """Run `work()`; Ctrl-C or SIGTERM ends it with status 130 and `resume_hint`."""
     signal.signal(signal.SIGINT, _interrupt_once)
     signal.signal(signal.SIGTERM, _interrupt_once)
-    import_tensorflow_quietly()
     try:
-        search.run(fresh=args.fresh, say=lambda line: print(line, flush=True))
+        work()
     except KeyboardInterrupt:
-        print("\ninterrupted: finished trials are saved. Run the same command again to resume.",
-              file=sys.stderr)
+        print(f"\ninterrupted: {resume_hint}", file=sys.stderr)
         return 130
+    return 0
+
+
+def _search(args: argparse.Namespace, *not_settings: str):
+    from sweep import Search
+
+    skipped = ("command", "fresh", *not_settings)
+    return Search(**{k: v for k, v in vars(args).items() if k not in skipped})
+
+
+def _run(args: argparse.Namespace) -> int:
+    search = _search(args)
+    import_tensorflow_quietly()
+    return _until_interrupted(
+        lambda: search.run(fresh=args.fresh, say=_say),
+        "finished trials are saved. Run the same command again to resume.",
+    )
+
+
+def _chief(args: argparse.Namespace) -> int:
+    from sweep.search import parse_duration
+
+    search = _search(args, "port", "host", "worker_timeout")
+    timeout = parse_duration(args.worker_timeout, "--worker-timeout")
+    import_tensorflow_quietly()
+    return _until_interrupted(
+        lambda: search.serve(args.port, host=args.host, worker_timeout=timeout,
+                             fresh=args.fresh, say=_say),
+        "finished trials are saved; workers wait for the chief (their --wait). "
+        "Run the same command again to resume.",
+    )
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from sweep import cluster
+    from sweep.search import parse_duration
+
+    host, port = cluster.parse_address(args.chief)
+    worker_id = cluster.check_worker_id(args.worker_id or cluster.default_worker_id())
+    wait = parse_duration(args.wait, "--wait")
+    import_tensorflow_quietly()
+    from sweep.distributed import run_worker
+
+    return _until_interrupted(
+        lambda: run_worker(host, port, worker_id, directory=args.directory,
+                           project=args.project, data=args.data, wait=wait, quiet=args.quiet,
+                           say=_say),
+        "this worker's trial continues from its last epoch when it, or another worker, "
+        "picks it up.",
+    )
+
+
+def _status(args: argparse.Namespace) -> int:
+    from sweep.report import find_project
+    from sweep.status import search_status
+
+    print(search_status(find_project(args.directory, args.project)))
     return 0
 
 
@@ -198,7 +296,8 @@ def _report(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"run": _run, "report": _report, "spaces": _spaces, "evaluate": _evaluate,
+        commands = {"run": _run, "chief": _chief, "worker": _worker, "status": _status,
+                    "report": _report, "spaces": _spaces, "evaluate": _evaluate,
                     "export": _export, "predict": _predict}
         return commands[args.command](args)
     except SweepError as e:

@@ -20,7 +20,8 @@ from sweep.figures import CHALLENGE_BASELINE, CURVES
 
 FAILED = ("FAILED", "INVALID")
 SUMMARY_COLUMNS = ["rank", "trial", "val_accuracy", "train_accuracy", "test_accuracy",
-                   "best_epoch", "epochs", "params", "minutes", "status"]
+                   "best_epoch", "epochs", "params", "minutes", "status", "worker"]
+SHOWN_WHEN_SET = ("test_accuracy", "worker")  # columns the ranking shows only when filled in
 
 
 def find_project(directory: str | os.PathLike, project: str | None) -> Path:
@@ -76,6 +77,7 @@ def _trial_row(trial_dir: Path, running: bool) -> dict:
         "epochs": len(history),
         "params": record.get("params", math.nan),
         "minutes": record.get("train_seconds", 0.0) / 60,
+        "worker": record.get("worker"),  # set in a distributed search
         "reason": state.failure_reason(trial.get("message")) if status in FAILED else "",
         **trial["hyperparameters"]["values"],
     }
@@ -121,9 +123,10 @@ def _format_hyperparameters(row: pd.Series, columns: list[str]) -> str:
 
 def ranking_table(df: pd.DataFrame) -> pd.DataFrame:
     """The ranked trials as shown to people: summary columns, then hyperparameters in one cell.
-    The test accuracy column appears once a trial has been evaluated."""
+    The test accuracy column appears once a trial has been evaluated, the worker column in a
+    distributed search."""
     columns = hyperparameter_columns(df)
-    summary = [c for c in SUMMARY_COLUMNS if c != "test_accuracy" or df[c].notna().any()]
+    summary = [c for c in SUMMARY_COLUMNS if c not in SHOWN_WHEN_SET or df[c].notna().any()]
     shown = df[summary].copy()
     shown["hyperparameters"] = [
         _format_hyperparameters(row, columns) if row["status"] != "UNREADABLE" else row["reason"]

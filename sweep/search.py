@@ -8,6 +8,7 @@ is checked here too, then the run is handed to the tuner.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -72,12 +73,12 @@ class SearchSettings:
             raise SweepError("--time-budget must be positive, e.g. 90m or 3h.")
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, option: str = "--time-budget") -> float:
     """'90m', '3h', '1h30m', '45s' or a number of seconds -> seconds."""
     match = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?",
                          text.strip())
     if not text.strip() or not match:
-        raise SweepError(f"--time-budget {text!r} is not a duration: use e.g. 45m, 3h or 1h30m.")
+        raise SweepError(f"{option} {text!r} is not a duration: use e.g. 45m, 3h or 1h30m.")
     hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
     return hours * 3600 + minutes * 60 + seconds
 
@@ -192,12 +193,13 @@ class SearchOutcome:
     best_val_accuracy: float | None
 
 
-def run_search(settings: SearchSettings, say: Callable[[str], None] = print,
-               progress: Callable[[int, int, str], None] | None = None) -> SearchOutcome:
-    """Start or resume the search `settings` describe; return when `max_trials` have ended.
+@contextlib.contextmanager
+def opened_search(settings: SearchSettings, say: Callable[[str], None], event: str = "run_start"):
+    """Check, lock and open the search `settings` describe; yield its space and split.
 
-    `say` gets each progress line; `progress`, if given, (trials ended, max trials, the line)
-    after each trial, for a progress bar."""
+    Everything a user can get wrong is checked before TensorFlow loads and before any training:
+    the settings, a resumed search's fixed settings (#8), the space's models against the rules,
+    the data and the recorded split. The lock is held until the block ends."""
     settings.validate()
     space = spaces.load(settings.space)
     settings.space_sha256 = space.source_hash()
@@ -215,23 +217,39 @@ def run_search(settings: SearchSettings, say: Callable[[str], None] = print,
         from sweep import tuning
 
         tuning.check_space(space, settings)
-        images, source = data_module.load_training_images(settings.data)
-        split = data_module.make_split(
-            images, settings.train_size, settings.val_size, settings.seed
-        )
-        del images
+        split, source = load_split(settings)
         if recorded:
             check_split(recorded, split.record, settings)
         else:
             state.write_json(record_path, search_record(settings, split, source))
-        state.append_event(project_dir, event="run_start", max_trials=settings.max_trials)
+        state.append_event(project_dir, event=event, max_trials=settings.max_trials)
         for repaired in state.repair_keras_tuner_files(project_dir):
             say(repaired)
+        yield space, split
+
+
+def load_split(settings: SearchSettings) -> tuple[data_module.Split, Path]:
+    """The search's split of the 50,000 training images, and where they were read from."""
+    images, source = data_module.load_training_images(settings.data)
+    split = data_module.make_split(images, settings.train_size, settings.val_size, settings.seed)
+    return split, source
+
+
+def run_search(settings: SearchSettings, say: Callable[[str], None] = print,
+               progress: Callable[[int, int, str], None] | None = None) -> SearchOutcome:
+    """Start or resume the search `settings` describe; return when `max_trials` have ended.
+
+    `say` gets each progress line; `progress`, if given, (trials ended, max trials, the line)
+    after each trial, for a progress bar."""
+    with opened_search(settings, say) as (space, split):
+        from sweep import tuning
+
         tuner = tuning.make_tuner(settings, space, split, say, progress)
         tuner.announce_start()
         started = time.monotonic()
         tuner.search_until_done()
-        state.append_event(project_dir, event="run_end", seconds=time.monotonic() - started)
+        state.append_event(settings.project_dir, event="run_end",
+                           seconds=time.monotonic() - started)
         return tuner.outcome()
 
 

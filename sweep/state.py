@@ -92,8 +92,8 @@ def read_lines(path: Path) -> list[dict]:
 
 
 def append_event(project_dir: Path, **event: Any) -> None:
-    """Append to the search's event log: runs, and every start of a trial's training."""
-    stamp = datetime.now().isoformat(timespec="seconds")
+    """Append to the search's event log: runs, trial starts and ends (times to the ms)."""
+    stamp = datetime.now().isoformat(timespec="milliseconds")
     append_line(project_dir / EVENTS_FILE, {**event, "time": stamp})
 
 

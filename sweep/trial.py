@@ -66,8 +66,9 @@ class EpochRecorder(keras.callbacks.Callback):
     """
 
     def __init__(self, trial_id: str, trial_dir: Path, record: dict, epochs: int, say,
-                 deadline: float | None = None):
+                 deadline: float | None = None, worker: str | None = None):
         super().__init__()
+        self.worker = worker
         self.deadline = deadline
         self.trial_id = trial_id
         self.trial_dir = trial_dir
@@ -83,9 +84,9 @@ class EpochRecorder(keras.callbacks.Callback):
             # The last epoch is recorded and backed up: stop here, the next run continues.
             raise TimeBudgetReached()
         if not self._announced:
-            state.append_event(
-                self.trial_dir.parent, event="train_start", trial=self.trial_id, epoch=epoch
-            )
+            where = {"worker": self.worker} if self.worker else {}
+            state.append_event(self.trial_dir.parent, event="train_start", trial=self.trial_id,
+                               epoch=epoch, **where)
             if epoch:
                 self.say(f"  trial {self.trial_id}: resuming at epoch {epoch + 1}")
             self._announced = True
@@ -170,15 +171,21 @@ def fit(
     say: Callable[[str], None],
     deadline: float | None = None,
     tensorboard: bool = False,
+    worker: str | None = None,
 ) -> dict:
-    """Train one trial to `epochs` (resuming if a backup exists) and return its best metrics."""
+    """Train one trial to `epochs` (resuming if a backup exists) and return its best metrics.
+
+    `worker` names the distributed worker training it (the report shows it), None on one machine.
+    """
     record = load_record(trial_dir)
+    if worker:
+        record["worker"] = worker
     record["params"] = int(model.count_params())
     record["layers"] = layer_table(model)
     if not record["history"] and parent_history:
         # A Hyperband continuation starts from its parent's weights: show the parent's epochs.
         record["history"] = [e for e in parent_history if e["epoch"] < initial_epoch]
-    recorder = EpochRecorder(trial_id, trial_dir, record, epochs, say, deadline)
+    recorder = EpochRecorder(trial_id, trial_dir, record, epochs, say, deadline, worker)
     callbacks = [
         recorder,
         AtomicBackupAndRestore(str(trial_dir / BACKUP_DIR)),

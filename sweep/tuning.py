@@ -17,6 +17,7 @@ import keras
 import keras_tuner as kt
 from keras_tuner.src import config as kt_config
 from keras_tuner.src.engine import hyperparameters as hp_module
+from keras_tuner.src.engine import trial as kt_trial
 
 from search_spaces.blocks import TrainingTask
 from sweep import rules, spaces, state
@@ -41,6 +42,16 @@ ENDED = ("COMPLETED", "FAILED", "INVALID")
 MAX_CONSECUTIVE_FAILURES = 3
 
 
+def default_values(space: hp_module.HyperParameters) -> dict:
+    """The default point of a space: each active hyperparameter at its default."""
+    hps = hp_module.HyperParameters()
+    for hp in space.space:
+        hps.merge([hp])
+        if hps.is_active(hp):
+            hps.values[hp.name] = hp.default
+    return hps.values
+
+
 class DefaultFirst:
     """Oracle mixin: the space's default point is the first trial of every search.
 
@@ -48,30 +59,112 @@ class DefaultFirst:
     so trying it first gives every search a known-good baseline from its first trial on.
     """
 
-    def default_values(self) -> dict:
-        hps = hp_module.HyperParameters()
-        for hp in self.hyperparameters.space:
-            hps.merge([hp])
-            if hps.is_active(hp):
-                hps.values[hp.name] = hp.default
-        return hps.values
-
     def _random_values(self):
-        defaults = self.default_values()
+        defaults = default_values(self.hyperparameters)
         if not self._duplicate(defaults):
             return defaults
         return super()._random_values()
 
 
-class RandomOracle(DefaultFirst, kt.oracles.RandomSearchOracle):
+class SafeOracle:
+    """Oracle mixin: what KerasTuner's oracle lacks when processes die or trials keep failing.
+
+    - A reloaded search never re-runs an ended trial. `end_trial` saves `oracle.json` before it
+      drops the trial from `ongoing_trials`, and a reload requeues every ongoing trial
+      (KERASTUNER_PITFALLS.md #13): a chief killed in between, or one restarted after the last
+      trial, would train it again.
+    - Too many failures in a row stop the search cleanly (#7). KerasTuner raises inside
+      `end_trial` before saving the trial, and its `synchronized` lock is never released on an
+      exception: a distributed chief would hang for good (keras-tuner#915). Here the trial is
+      saved, the lock released, and every worker is told to stop.
+    - A chief can hand a silent worker's trial to another one (`release_trial`) and, after a
+      restart, let workers still training keep theirs (`keep_ongoing`).
+    """
+
+    stop_reason: str | None = None  # why the search stopped early, for the user
+    exhausted = False  # KerasTuner answered STOPPED: the space or Hyperband's brackets ran out
+
+    def reload(self):
+        super().reload()
+        self._retry_queue = [t for t in self._retry_queue if self.trials[t].status not in ENDED]
+
+    @kt.synchronized
+    def create_trial(self, tuner_id):
+        if self.stop_reason:
+            self.tuner_ids.discard(tuner_id)
+            return kt_trial.Trial(self.get_space(), status="STOPPED")
+        trial = super().create_trial(tuner_id)
+        self.exhausted = self.exhausted or trial.status == "STOPPED"
+        return trial
+
+    @kt.synchronized
+    def end_trial(self, trial):
+        ongoing = {t.trial_id for t in self.ongoing_trials.values()}
+        if trial.trial_id not in ongoing and self.trials[trial.trial_id].status in ENDED:
+            return  # a worker repeating a call the chief answered before it restarted
+        try:
+            super().end_trial(trial)
+        except RuntimeError as e:
+            if "consecutive" not in str(e):
+                raise
+            ended = self.trials[trial.trial_id]
+            self._save_trial(ended)
+            self._drop_ongoing(trial.trial_id)
+            self.save()
+            self.stop_reason = (
+                f"{MAX_CONSECUTIVE_FAILURES} trials failed in a row "
+                f"(last: {state.failure_reason(ended.message)})"
+            )
+
+    def _drop_ongoing(self, trial_id: str) -> None:
+        for tuner_id, ongoing in list(self.ongoing_trials.items()):
+            if ongoing.trial_id == trial_id:
+                del self.ongoing_trials[tuner_id]
+
+    @kt.synchronized
+    def release_trial(self, tuner_id: str) -> str | None:
+        """Forget a worker; its trial, if any, goes back to the queue. Returns the trial id."""
+        self.tuner_ids.discard(tuner_id)
+        trial = self.ongoing_trials.pop(tuner_id, None)
+        if trial is None:
+            return None
+        self._retry_queue.append(trial.trial_id)
+        self.save()
+        return trial.trial_id
+
+    @kt.synchronized
+    def keep_ongoing(self, ongoing: dict[str, str]) -> None:
+        """After a chief restart, give the trials that were running back to their workers (a
+        reload queued them): a worker still training finishes its trial; a dead one loses it
+        after the timeout, like any silent worker."""
+        for tuner_id, trial_id in ongoing.items():
+            if trial_id in self._retry_queue:
+                self._retry_queue.remove(trial_id)
+                self.ongoing_trials[tuner_id] = self.trials[trial_id]
+                self.tuner_ids.add(tuner_id)
+        self.save()
+
+    @kt.synchronized
+    def ongoing_workers(self) -> dict[str, str]:
+        return {tuner_id: trial.trial_id for tuner_id, trial in self.ongoing_trials.items()}
+
+    @kt.synchronized
+    def search_done(self) -> bool:
+        """Nothing running or queued, and nothing more to start."""
+        if self.ongoing_trials or self._retry_queue:
+            return False
+        return bool(self.stop_reason) or self.exhausted or len(self.trials) >= self.max_trials
+
+
+class RandomOracle(DefaultFirst, SafeOracle, kt.oracles.RandomSearchOracle):
     pass
 
 
-class BayesianOracle(DefaultFirst, kt.oracles.BayesianOptimizationOracle):
+class BayesianOracle(DefaultFirst, SafeOracle, kt.oracles.BayesianOptimizationOracle):
     pass
 
 
-class HyperbandOracle(DefaultFirst, kt.oracles.HyperbandOracle):
+class HyperbandOracle(DefaultFirst, SafeOracle, kt.oracles.HyperbandOracle):
     pass
 
 
@@ -133,7 +226,8 @@ class SweepTuner:
     """Tuner mixin: our trial, crash-safe bookkeeping, and one progress line per trial."""
 
     def __init__(self, *, oracle, hypermodel, settings: SearchSettings,
-                 data: trial_module.TrainingData, say: Callable[[str], None], progress=None):
+                 data: trial_module.TrainingData, say: Callable[[str], None], progress=None,
+                 worker: str | None = None):
         kt.Tuner.__init__(
             self,
             oracle=oracle,
@@ -146,6 +240,8 @@ class SweepTuner:
         self.data = data
         self.say = say
         self.progress = progress
+        self.worker = worker  # this process's id in a distributed search, else None
+        self.ended_here = 0  # trials this process ended
         self.started = time.monotonic()
         self.deadline = self.started + settings.time_budget if settings.time_budget else None
         # KerasTuner reloads a project only if <tuner_id>.json exists, which it first writes when
@@ -182,6 +278,7 @@ class SweepTuner:
             say=self.say if not self.settings.quiet else lambda _: None,
             deadline=self.deadline,
             tensorboard=self.settings.tensorboard,
+            worker=self.worker,
         )
 
     def pre_create_trial(self):
@@ -190,7 +287,7 @@ class SweepTuner:
             return
         durations = [
             trial_module.load_record(self.trial_dir(t.trial_id)).get("train_seconds", 0.0)
-            for t in self.oracle.trials.values() if t.status in ENDED
+            for t in self.known_trials() if t.status in ENDED
         ]
         expected = sum(durations) / len(durations) if durations else 0.0
         if time.monotonic() + expected > self.deadline:
@@ -198,28 +295,23 @@ class SweepTuner:
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
-        summary = format_values(trial.hyperparameters.values, self.oracle.default_values())
+        summary = format_values(trial.hyperparameters.values, default_values(trial.hyperparameters))
         self.say(f"trial {trial.trial_id} started: {summary}")
 
     def on_trial_end(self, trial):
-        try:
-            super().on_trial_end(trial)
-        except RuntimeError:
-            # KerasTuner raises on too many failures in a row before saving the last trial (#7):
-            # save it as ended, so a resume does not run it again.
-            self.oracle._save_trial(trial)
-            self.oracle.ongoing_trials.pop(self.tuner_id, None)
-            self.save()
-            trial_module.discard_backup(self.trial_dir(trial.trial_id))
-            raise
+        super().on_trial_end(trial)
+        self.ended_here += 1
+        where = {"worker": self.worker} if self.worker else {}
+        state.append_event(Path(self.project_dir), event="trial_end", trial=trial.trial_id,
+                           status=trial.status, **where)
         trial_module.discard_backup(self.trial_dir(trial.trial_id))
-        line = self._trial_line(trial)
+        line = self.trial_line(trial)
         self.say(line)
         if self.progress:
             ended = self.ended_trials()
             self.progress(ended, self.settings.max_trials, line)
 
-    def _trial_line(self, trial) -> str:
+    def trial_line(self, trial, worker: str | None = None) -> str:
         record = trial_module.load_record(self.trial_dir(trial.trial_id))
         best = state.best_epoch(record["history"])
         took = format_duration(record.get("train_seconds", 0.0))
@@ -231,17 +323,26 @@ class SweepTuner:
             )
         else:
             result = f"{trial.status}: {state.failure_reason(trial.message)}"
+        where = f" on {worker}" if worker else ""
         return (
-            f"trial {trial.trial_id} done [{done}/{self.settings.max_trials}]: {result}, "
+            f"trial {trial.trial_id} done{where} [{done}/{self.settings.max_trials}]: {result}, "
             f"{len(record['history'])} epochs in {took} | best so far {self._best_line()}"
         )
 
+    def known_trials(self) -> list:
+        """Every trial of the search: the oracle's own, or on a worker (whose oracle lives in the
+        chief) what the chief last wrote to the shared folder."""
+        if self._is_worker():
+            return [kt_trial.Trial.load(str(path))
+                    for path in Path(self.project_dir).glob("trial_*/trial.json")]
+        return list(self.oracle.trials.values())
+
     def ended_trials(self) -> int:
         """Trials that will not run again: completed or failed."""
-        return sum(t.status in ENDED for t in self.oracle.trials.values())
+        return sum(t.status in ENDED for t in self.known_trials())
 
     def completed_trials(self) -> list:
-        completed = [t for t in self.oracle.trials.values() if t.status == "COMPLETED"]
+        completed = [t for t in self.known_trials() if t.status == "COMPLETED"]
         return sorted(completed, key=lambda t: t.score, reverse=True)
 
     def _best_line(self) -> str:
@@ -250,7 +351,7 @@ class SweepTuner:
 
     def announce_start(self) -> None:
         s = self.settings
-        trials = self.oracle.trials.values()
+        trials = self.known_trials()
         ended = self.ended_trials()
         self.say(
             f"search {s.project_name} in {s.project_dir}: space {s.space}, tuner {s.tuner}, "
@@ -272,18 +373,17 @@ class SweepTuner:
                 f"{ended}/{self.settings.max_trials} trials ended, the rest saved. "
                 "Run the same command again to continue."
             )
-        except RuntimeError as e:
-            if "consecutive" not in str(e):
-                raise
-            failed = [t for t in self.oracle.trials.values() if t.status == "FAILED"]
-            reason = state.failure_reason(failed[-1].message) if failed else str(e)
+        self.raise_if_stopped_early()
+
+    def raise_if_stopped_early(self) -> None:
+        if self.oracle.stop_reason:
             raise SweepError(
-                f"{MAX_CONSECUTIVE_FAILURES} trials failed in a row (last: {reason}). "
+                f"{self.oracle.stop_reason}. "
                 "Check the search space; the failed trials are kept in the search."
-            ) from None
+            )
 
     def outcome(self) -> SearchOutcome:
-        trials = self.oracle.trials.values()
+        trials = self.known_trials()
         best = self.completed_trials()
         outcome = SearchOutcome(
             project_dir=self.settings.project_dir,
@@ -326,7 +426,7 @@ def make_oracle(settings: SearchSettings):
 
 
 def make_tuner(settings: SearchSettings, space: Space, split: Split, say,
-               progress=None) -> SweepTuner:
+               progress=None, worker: str | None = None) -> SweepTuner:
     task = training_task(settings)
     tuner_class = HyperbandSearchTuner if settings.tuner == "hyperband" else SearchTuner
     try:
@@ -339,6 +439,7 @@ def make_tuner(settings: SearchSettings, space: Space, split: Split, say,
                 data=trial_module.TrainingData.from_split(split, len(CLASS_NAMES)),
                 say=say,
                 progress=progress,
+                worker=worker,
             )
     except (json.JSONDecodeError, RuntimeError) as e:
         raise SweepError(

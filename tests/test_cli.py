@@ -12,6 +12,13 @@ from conftest import run_sweep
     (["run", "--tuner", "grid"], "invalid choice: 'grid'"),
     (["report", "--dir", "no_runs_here"], "No search under no_runs_here/"),
     (["report", "--project", "missing"], "No search at runs/missing"),
+    (["status", "--dir", "no_runs_here"], "No search under no_runs_here/"),
+    (["worker", "--chief", "localhost"], "--chief 'localhost' is not HOST:PORT"),
+    (["worker", "--chief", "127.0.0.1:1", "--id", "my-chief"], "not the word 'chief'"),
+    (["worker", "--chief", "127.0.0.1:1", "--wait", "soon"], "--wait 'soon' is not a duration"),
+    (["worker", "--chief", "127.0.0.1:1", "--wait", "1s"], "No chief answered at 127.0.0.1:1"),
+    (["chief", "--port", "70000"], "--port 70000 is not a port number"),
+    (["chief", "--port", "8000", "--worker-timeout", "0"], "--worker-timeout must be positive"),
 ])
 def test_usage_errors_exit_2_without_traceback(tmp_path, args, message):
     result = run_sweep(*args, cwd=tmp_path)

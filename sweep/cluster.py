@@ -1,0 +1,181 @@
+"""Who works on a distributed search: heartbeat files in `<project>/cluster/`.
+
+The chief and every worker rewrite their own small JSON file every few seconds, on the
+filesystem they share. The chief judges a worker alive by whether its file still changes, timed on
+the chief's own clock, so the machines' clocks need not agree; `status` shows wall-clock ages for
+people. This module reads and writes files only (no TensorFlow), so `status` stays instant.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+
+from sweep import state
+from sweep.errors import SweepError
+
+CLUSTER_DIR = "cluster"
+CHIEF_FILE = "chief.json"
+WORKER_PREFIX = "worker-"
+HEARTBEAT_SECONDS = 2.0
+DEFAULT_WORKER_TIMEOUT = 120.0  # seconds of silence after which a worker's trial is requeued
+WORKER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def chief_path(project_dir: Path) -> Path:
+    return project_dir / CLUSTER_DIR / CHIEF_FILE
+
+
+def worker_path(project_dir: Path, worker_id: str) -> Path:
+    return project_dir / CLUSTER_DIR / f"{WORKER_PREFIX}{worker_id}.json"
+
+
+def read_heartbeat(path: Path) -> dict | None:
+    try:
+        return state.read_json(path)
+    except (SweepError, FileNotFoundError):
+        return None
+
+
+def read_workers(project_dir: Path) -> dict[str, dict]:
+    """Every worker that ever joined the search, by id, with its last heartbeat."""
+    found = {}
+    for path in sorted((project_dir / CLUSTER_DIR).glob(f"{WORKER_PREFIX}*.json")):
+        beat = read_heartbeat(path)
+        if beat:
+            found[beat["id"]] = beat
+    return found
+
+
+class Heartbeat(threading.Thread):
+    """Rewrites `path` every HEARTBEAT_SECONDS with who we are and a fresh time, until stopped."""
+
+    def __init__(self, path: Path, **identity):
+        super().__init__(daemon=True, name=f"heartbeat {path.name}")
+        self.path = path
+        self.identity = {"host": socket.gethostname(), "pid": os.getpid(),
+                         "started": time.time(), **identity}
+        self._stop_event = threading.Event()
+        self.beat()
+
+    def beat(self) -> None:
+        state.write_json(self.path, {**self.identity, "updated": time.time()})
+
+    def run(self) -> None:
+        while not self._stop_event.wait(HEARTBEAT_SECONDS):
+            self.beat()
+
+    def stop(self) -> None:
+        """Stop beating and say so in the file: `status` then shows the process as gone."""
+        self._stop_event.set()
+        self.join()
+        state.write_json(self.path, {**self.identity, "updated": time.time(),
+                                     "stopped": time.time()})
+
+
+class SilenceWatch:
+    """On the chief: how long each worker's heartbeat file has not changed, by the chief's clock.
+
+    A worker never seen is timed from the first question about it, so a worker that died before
+    writing any heartbeat still loses its trial after the timeout.
+    """
+
+    def __init__(self, project_dir: Path):
+        self.project_dir = project_dir
+        self._last: dict[str, tuple[float | None, float]] = {}
+
+    def silent_for(self, worker_id: str) -> float:
+        beat = read_heartbeat(worker_path(self.project_dir, worker_id))
+        updated = beat["updated"] if beat else None
+        now = time.monotonic()
+        previous = self._last.get(worker_id)
+        if previous is None or previous[0] != updated:
+            self._last[worker_id] = (updated, now)
+            return 0.0
+        return now - previous[1]
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """'HOST:PORT' -> (host, port), with a clear error for anything else."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SweepError(f"--chief {text!r} is not HOST:PORT, e.g. 192.168.1.10:8000.")
+    return host.strip("[]"), int(port)
+
+
+def check_port(port: int) -> int:
+    if not 0 < port < 65536:
+        raise SweepError(f"--port {port} is not a port number (1-65535).")
+    return port
+
+
+def default_worker_id() -> str:
+    """This machine's name: a worker restarted on the same machine takes its trial back."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()).strip("-.") or "worker"
+    return name.replace("chief", "chf")
+
+
+def check_worker_id(worker_id: str) -> str:
+    # KerasTuner makes any process whose id contains "chief" a second chief.
+    if not WORKER_ID.fullmatch(worker_id) or "chief" in worker_id:
+        raise SweepError(
+            f"--id {worker_id!r}: use letters, digits, '.', '_' or '-' (at most 63), "
+            "and not the word 'chief'."
+        )
+    return worker_id
+
+
+def _alive_here(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_worker_id_free(project_dir: Path, worker_id: str, timeout: float) -> None:
+    """Refuse a second live worker with the same id: KerasTuner would give both the same trial.
+
+    A worker that died may be restarted under its id at once (that is how it takes its trial
+    back): on the same machine its process is gone; elsewhere its heartbeat must be stale.
+    """
+    beat = read_heartbeat(worker_path(project_dir, worker_id))
+    if not beat or (beat["host"] == socket.gethostname() and beat["pid"] == os.getpid()):
+        return
+    if beat["host"] == socket.gethostname():
+        taken = _alive_here(beat["pid"])
+    else:
+        taken = time.time() - beat["updated"] < timeout
+    if taken:
+        raise SweepError(
+            f"Worker id {worker_id!r} is in use by process {beat['pid']} on {beat['host']}: "
+            "give this worker another --id."
+        )
+
+
+def find_project(directory: Path, port: int, project: str | None) -> Path:
+    """The search whose chief serves `port`, from the chief files under the shared `directory`."""
+    if project:
+        chief = read_heartbeat(chief_path(directory / project))
+        if not chief:
+            raise SweepError(f"No distributed search at {directory / project}: start its chief "
+                             f"first (python -m sweep chief ... --dir {directory}).")
+        if chief["port"] != port:
+            raise SweepError(f"The chief of {directory / project} serves port {chief['port']}, "
+                             f"not {port}.")
+        return directory / project
+    beats = [(beat["updated"], path.parent.parent)
+             for path in directory.glob(f"*/{CLUSTER_DIR}/{CHIEF_FILE}")
+             if (beat := read_heartbeat(path)) and beat.get("port") == port]
+    if not beats:
+        raise SweepError(
+            f"The chief answers on port {port}, but no search under {directory}/ names it. "
+            "Give the worker the chief's --dir (a folder both machines share)."
+        )
+    return max(beats)[1]  # a live chief rewrites its file every few seconds: the newest

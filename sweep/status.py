@@ -1,0 +1,94 @@
+"""`sweep status`: where a search stands right now, on one machine or many; reads files only.
+
+Trials come from the report's table; which worker holds which trial from KerasTuner's
+`oracle.json` (the chief saves it whenever it hands out a trial); who is alive from the heartbeat
+files in `cluster/` (see `sweep.cluster`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from sweep import cluster, report, state
+from sweep.search import format_duration
+
+STALE_AFTER = 3 * cluster.HEARTBEAT_SECONDS  # a heartbeat older than this looks stopped
+
+
+def _age(seconds: float) -> str:
+    return f"{format_duration(max(seconds, 0.0))} ago"
+
+
+def _liveness(beat: dict, now: float) -> str:
+    if "stopped" in beat:
+        return f"stopped {_age(now - beat['stopped'])}"
+    age = now - beat["updated"]
+    return f"seen {_age(age)}" if age < STALE_AFTER else f"silent since {_age(age)}"
+
+
+def ongoing_by_worker(project_dir: Path) -> dict[str, str]:
+    path = project_dir / "oracle.json"
+    try:
+        return state.read_json(path).get("ongoing_trials", {}) if path.exists() else {}
+    except state.SweepError:
+        return {}
+
+
+def trial_lines(df: pd.DataFrame, project_dir: Path, max_epochs: int) -> list[str]:
+    holders = {trial: worker for worker, trial in ongoing_by_worker(project_dir).items()}
+    lines = []
+    for row in df[df["status"].isin(["RUNNING", "INTERRUPTED"])].itertuples():
+        record_path = project_dir / f"trial_{row.trial}" / state.TRIAL_RECORD_FILE
+        since = time.time() - record_path.stat().st_mtime if record_path.exists() else math.nan
+        where = f" on {holders[row.trial]}" if row.trial in holders else ""
+        last = f", last epoch {_age(since)}" if math.isfinite(since) else ""
+        lines.append(f"{row.status.lower()}: trial {row.trial}{where}, "
+                     f"epoch {row.epochs}/{max_epochs}{last}")
+    return lines
+
+
+def cluster_lines(project_dir: Path, running: set[str]) -> list[str]:
+    """The chief and each worker: alive or not, and the trial each one holds."""
+    chief = cluster.read_heartbeat(cluster.chief_path(project_dir))
+    if not chief:
+        return []
+    now = time.time()
+    holding = {w: t for w, t in ongoing_by_worker(project_dir).items() if t in running}
+    lines = [f"chief: {chief['host']}:{chief['port']} (process {chief['pid']}), "
+             f"{_liveness(chief, now)}"]
+    for worker_id, beat in cluster.read_workers(project_dir).items():
+        doing = f", trial {holding[worker_id]}" if worker_id in holding else ""
+        lines.append(f"  worker {worker_id} on {beat['host']} (process {beat['pid']}): "
+                     f"{_liveness(beat, now)}{doing}")
+    return lines
+
+
+def search_status(project_dir: Path) -> str:
+    record = state.read_json(project_dir / state.SETTINGS_FILE)
+    s = record["settings"]
+    df = report.load_trials(project_dir)
+    counts = df["status"].value_counts().to_dict() if not df.empty else {}
+    ended = counts.get("COMPLETED", 0) + sum(counts.get(k, 0) for k in report.FAILED)
+    running = "running" if report.search_is_running(project_dir) else "not running"
+    lines = [
+        f"search {project_dir.name} ({project_dir}), {running}: space {s['space']}, "
+        f"tuner {s['tuner']}, {ended}/{s['max_trials']} trials ended "
+        f"({counts.get('COMPLETED', 0)} completed, "
+        f"{sum(counts.get(k, 0) for k in report.FAILED)} failed)"
+    ]
+    ranked = df[df["rank"].notna()] if not df.empty else df
+    if not ranked.empty:
+        top = ranked.iloc[0]
+        by = f" on {top['worker']}" if isinstance(top.get("worker"), str) else ""
+        lines.append(f"best: trial {top['trial']} at {top['val_accuracy']:.2%} validation "
+                     f"accuracy (epoch {top['best_epoch']}){by}")
+    unfinished = set()
+    if not df.empty:
+        lines += trial_lines(df, project_dir, s["max_epochs"])
+        unfinished = set(df.loc[df["status"].isin(["RUNNING", "INTERRUPTED"]), "trial"])
+    lines += cluster_lines(project_dir, unfinished)
+    return "\n".join(lines)
