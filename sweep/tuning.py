@@ -40,6 +40,7 @@ warnings.filterwarnings("ignore", message="Skipping variable loading for optimiz
 ENDED = ("COMPLETED", "FAILED", "INVALID")
 # KerasTuner aborts after this many failed trials in a row; a space that always fails is a bug.
 MAX_CONSECUTIVE_FAILURES = 3
+HYPERBAND_ITERATIONS = 1000  # in effect unlimited: --max-trials ends a Hyperband search
 
 
 def default_values(space: hp_module.HyperParameters) -> dict:
@@ -279,6 +280,7 @@ class SweepTuner:
             deadline=self.deadline,
             tensorboard=self.settings.tensorboard,
             worker=self.worker,
+            best_so_far=self.best_score(),
         )
 
     def pre_create_trial(self):
@@ -295,21 +297,24 @@ class SweepTuner:
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
+        self._event("trial_start", trial=trial.trial_id)
         summary = format_values(trial.hyperparameters.values, default_values(trial.hyperparameters))
         self.say(f"trial {trial.trial_id} started: {summary}")
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
         self.ended_here += 1
-        where = {"worker": self.worker} if self.worker else {}
-        state.append_event(Path(self.project_dir), event="trial_end", trial=trial.trial_id,
-                           status=trial.status, **where)
+        self._event("trial_end", trial=trial.trial_id, status=trial.status)
         trial_module.discard_backup(self.trial_dir(trial.trial_id))
         line = self.trial_line(trial)
         self.say(line)
         if self.progress:
             ended = self.ended_trials()
             self.progress(ended, self.settings.max_trials, line)
+
+    def _event(self, event: str, **fields) -> None:
+        where = {"worker": self.worker} if self.worker else {}
+        state.append_event(Path(self.project_dir), event=event, **fields, **where)
 
     def trial_line(self, trial, worker: str | None = None) -> str:
         record = trial_module.load_record(self.trial_dir(trial.trial_id))
@@ -344,6 +349,10 @@ class SweepTuner:
     def completed_trials(self) -> list:
         completed = [t for t in self.known_trials() if t.status == "COMPLETED"]
         return sorted(completed, key=lambda t: t.score, reverse=True)
+
+    def best_score(self) -> float | None:
+        best = self.completed_trials()
+        return best[0].score if best else None
 
     def _best_line(self) -> str:
         best = self.completed_trials()
@@ -417,8 +426,10 @@ def make_oracle(settings: SearchSettings):
         max_consecutive_failed_trials=MAX_CONSECUTIVE_FAILURES,
     )
     if settings.tuner == "hyperband":
-        oracle = HyperbandOracle(max_epochs=settings.max_epochs, factor=3, **common)
-        # Hyperband has no trial count of its own; --max-trials caps it (see README).
+        # Hyperband has no trial count of its own: it iterates until --max-trials caps it
+        # (see README), instead of stopping after one pass over its brackets.
+        oracle = HyperbandOracle(max_epochs=settings.max_epochs, factor=3,
+                                 hyperband_iterations=HYPERBAND_ITERATIONS, **common)
         oracle.max_trials = settings.max_trials
         return oracle
     oracle_class = BayesianOracle if settings.tuner == "bayesian" else RandomOracle

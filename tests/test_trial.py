@@ -24,12 +24,13 @@ def _model(learning_rate):
     return model
 
 
-def _fit(model, trial_dir, epochs=3, lines=None):
-    return trial_module.fit(
-        model, trial_id="0", trial_dir=trial_dir, batch_size=16, data=_data(), epochs=epochs,
+def _fit(model, trial_dir, epochs=3, lines=None, **options):
+    arguments = dict(
+        trial_id="0", trial_dir=trial_dir, batch_size=16, data=_data(), epochs=epochs,
         initial_epoch=0, patience=10, parent_history=[], tuner_callbacks=[],
         say=(lines.append if lines is not None else lambda _: None),
     )
+    return trial_module.fit(model, **{**arguments, **options})
 
 
 def test_records_every_epoch_and_returns_the_best(tmp_path):
@@ -82,11 +83,7 @@ def test_interrupted_fit_resumes_at_its_epoch_with_history_whole(tmp_path):
     trial_dir = tmp_path / "trial_0"
     trial_dir.mkdir()
     with pytest.raises(_Crash):
-        trial_module.fit(
-            _model(0.01), trial_id="0", trial_dir=trial_dir, batch_size=16, data=_data(),
-            epochs=4, initial_epoch=0, patience=10, parent_history=[],
-            tuner_callbacks=[_CrashAfterEpoch(1)], say=lambda _: None,
-        )
+        _fit(_model(0.01), trial_dir, epochs=4, tuner_callbacks=[_CrashAfterEpoch(1)])
     backup = trial_dir / trial_module.BACKUP_DIR
     assert state.read_json(backup / "state.json") == {"epoch": 2, "weights": "epoch2.weights.h5"}
     assert [p.name for p in backup.glob("*.h5")] == ["epoch2.weights.h5"]
@@ -100,9 +97,12 @@ def test_interrupted_fit_resumes_at_its_epoch_with_history_whole(tmp_path):
 def test_tensorboard_logs_per_trial_when_asked(tmp_path):
     trial_dir = tmp_path / "trial_0"
     trial_dir.mkdir()
-    trial_module.fit(
-        _model(0.01), trial_id="0", trial_dir=trial_dir, batch_size=16, data=_data(), epochs=1,
-        initial_epoch=0, patience=10, parent_history=[], tuner_callbacks=[],
-        say=lambda _: None, tensorboard=True,
-    )
+    _fit(_model(0.01), trial_dir, epochs=1, tensorboard=True)
     assert list((trial_dir / trial_module.TENSORBOARD_DIR).rglob("events.out.tfevents.*"))
+
+
+def test_only_a_new_best_trial_computes_its_confusion_matrix(tmp_path):
+    trial_dir = tmp_path / "trial_0"
+    trial_dir.mkdir()
+    _fit(_model(0.01), trial_dir, epochs=1, best_so_far=1.0)
+    assert "confusion" not in state.read_json(trial_dir / state.TRIAL_RECORD_FILE)
