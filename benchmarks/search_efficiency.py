@@ -52,8 +52,11 @@ def run_tuner(tuner: str, args, directory: str) -> dict:
     search.run(say=lambda line: None)
     df = load_trials(search.project_dir)
     completed = df[df["status"] == "COMPLETED"]
+    # A Hyperband continuation's record starts with its parent's epochs: count them once.
+    inherited = df["tuner/initial_epoch"].fillna(0).sum() if "tuner/initial_epoch" in df else 0
     return {"best": completed["val_accuracy"].max(), "trials": len(completed),
-            "epochs": int(df["epochs"].sum()), "curve": best_so_far(search.project_dir)}
+            "epochs": int(df["epochs"].sum() - inherited), "minutes": df["minutes"].sum(),
+            "curve": best_so_far(search.project_dir)}
 
 
 def plot(results: dict, path: Path) -> None:
@@ -92,7 +95,7 @@ def main() -> None:
         for tuner in TUNERS:
             r = results[tuner] = run_tuner(tuner, args, tmp)
             print(f"{tuner:>9}: best {r['best']:.4f}, {r['trials']} trials completed, "
-                  f"{r['epochs']} epochs trained", flush=True)
+                  f"{r['epochs']} epochs trained in {r['minutes']:.1f} min", flush=True)
             print("           best so far: " + ", ".join(
                 f"{m:.1f} min {b:.3f}" for m, b in r["curve"]), flush=True)
     winner = max(results, key=lambda t: results[t]["best"])

@@ -17,7 +17,6 @@ from sweep import figures
 from sweep import report as report_module
 from sweep.errors import SweepError
 from sweep.search import (
-    DEFAULT_TUNER,
     SearchOutcome,
     SearchSettings,
     parse_duration,
@@ -60,7 +59,7 @@ class Search:
 
     def __init__(self, space: str = "small_cnn", *, project: str | None = None,
                  directory: str = "runs", data: str | None = None, seed: int = 0,
-                 tuner: str = DEFAULT_TUNER, max_trials: int = 20, max_epochs: int = 35,
+                 tuner: str | None = None, max_trials: int = 20, max_epochs: int = 35,
                  patience: int = 8, train_size: int = 5000, val_size: int = 5000,
                  time_budget: str | float | None = None, quiet: bool | None = None,
                  tensorboard: bool = False):

@@ -39,8 +39,9 @@ def _definition_options(parser: argparse.ArgumentParser, defaults) -> None:
 
     parser.add_argument("--space", default=defaults.space,
                         help="search space (default: small_cnn)")
-    parser.add_argument("--tuner", choices=TUNERS, default=DEFAULT_TUNER,
-                        help=f"search algorithm (default: {DEFAULT_TUNER})")
+    parser.add_argument("--tuner", choices=TUNERS,
+                        help=f"search algorithm (default: {DEFAULT_TUNER} for a new search; "
+                             "a resumed search keeps its own)")
     parser.add_argument("--max-trials", type=int, default=defaults.max_trials,
                         help="trials to finish, failed ones included "
                              f"(default: {defaults.max_trials})")

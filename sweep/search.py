@@ -25,7 +25,9 @@ from sweep import spaces, state
 from sweep.errors import SweepError
 
 TUNERS = ("bayesian", "random", "hyperband")
-DEFAULT_TUNER = "bayesian"
+# Measured winner of benchmarks/search_efficiency.py (see README); a resumed search keeps the
+# tuner it was made with unless one is named.
+DEFAULT_TUNER = "hyperband"
 # Settings a resumed search must share with its first run: anything else would mix two searches.
 FIXED_SETTINGS = ("space", "space_sha256", "tuner", "seed", "max_epochs")
 VERSIONED_PACKAGES = ("tensorflow", "keras", "keras-tuner", "numpy", "pandas")
@@ -34,7 +36,7 @@ VERSIONED_PACKAGES = ("tensorflow", "keras", "keras-tuner", "numpy", "pandas")
 @dataclass
 class SearchSettings:
     space: str = "small_cnn"
-    tuner: str = DEFAULT_TUNER
+    tuner: str | None = None  # None: DEFAULT_TUNER for a new search, the recorded one on resume
     max_trials: int = 20
     max_epochs: int = 35
     patience: int = 8
@@ -62,7 +64,7 @@ class SearchSettings:
         return Path(self.directory) / self.project_name
 
     def validate(self) -> None:
-        if self.tuner not in TUNERS:
+        if self.tuner is not None and self.tuner not in TUNERS:
             raise SweepError(f"Unknown tuner {self.tuner!r}. Choose one of: {', '.join(TUNERS)}.")
         for name in ("max_trials", "max_epochs", "patience"):
             if getattr(self, name) < 1:
@@ -211,6 +213,9 @@ def opened_search(settings: SearchSettings, say: Callable[[str], None], event: s
     record_path = project_dir / state.SETTINGS_FILE
     with state.SearchLock(project_dir):
         recorded = state.read_json(record_path) if record_path.exists() else None
+        settings.tuner = settings.tuner or (
+            recorded["settings"]["tuner"] if recorded else DEFAULT_TUNER
+        )
         if recorded:
             check_resume(recorded, settings)
         import_tensorflow_quietly()  # TensorFlow loads here, after the quick checks above

@@ -26,7 +26,7 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
     assert "trial 1 done [2/2]" in first.stdout and "See: python -m sweep report" in first.stdout
     project = tmp_path / "runs" / "small_cnn"
     record = json.loads((project / state.SETTINGS_FILE).read_text())
-    assert record["split"]["train_size"] == 300 and record["settings"]["tuner"] == "bayesian"
+    assert record["split"]["train_size"] == 300 and record["settings"]["tuner"] == "hyperband"
     assert sum(record["split"]["val_class_counts"].values()) == 300
     assert record["versions"]["keras-tuner"]
 
@@ -62,6 +62,8 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
     other = run_sweep(*base, "--max-trials", "2", "--seed", "5", cwd=tmp_path)
     assert other.returncode == 2 and "made with other settings (seed 0 -> 5)" in other.stderr
     assert "Traceback" not in other.stderr
+    named = run_sweep(*base, "--max-trials", "2", "--tuner", "random", cwd=tmp_path)
+    assert named.returncode == 2 and "tuner 'hyperband' -> 'random'" in named.stderr
 
     more = run_sweep(*base, "--max-trials", "3", cwd=tmp_path)
     assert more.returncode == 0, more.stderr
