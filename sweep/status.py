@@ -39,7 +39,9 @@ def ongoing_by_worker(project_dir: Path) -> dict[str, str]:
 
 
 def trial_lines(df: pd.DataFrame, project_dir: Path, max_epochs: int) -> list[str]:
-    holders = {trial: worker for worker, trial in ongoing_by_worker(project_dir).items()}
+    distributed = cluster.chief_path(project_dir).exists()  # else the holder is KerasTuner's
+    holders = {trial: worker for worker, trial in ongoing_by_worker(project_dir).items()
+               if distributed}
     lines = []
     for row in df[df["status"].isin(["RUNNING", "INTERRUPTED"])].itertuples():
         record_path = project_dir / f"trial_{row.trial}" / state.TRIAL_RECORD_FILE
