@@ -41,6 +41,12 @@ def read_heartbeat(path: Path) -> dict | None:
         return None
 
 
+def ongoing_trials(project_dir: Path) -> dict[str, str]:
+    """Which worker holds which trial, as KerasTuner's `oracle.json` last recorded it (the chief
+    saves it whenever it hands out a trial); empty if there is none or it is unreadable."""
+    return (read_heartbeat(project_dir / "oracle.json") or {}).get("ongoing_trials", {})
+
+
 def read_workers(project_dir: Path) -> dict[str, dict]:
     """Every worker that ever joined the search, by id, with its last heartbeat."""
     found = {}

@@ -132,12 +132,6 @@ def start_server(tuner: tuning.SweepTuner, host: str, port: int, timer: CallTime
     return server
 
 
-def previous_ongoing(project_dir: Path) -> dict[str, str]:
-    """Which worker ran which trial when the last chief stopped (from its `oracle.json`)."""
-    path = project_dir / "oracle.json"
-    return state.read_json(path).get("ongoing_trials", {}) if path.exists() else {}
-
-
 def release_silent_workers(oracle, watch: cluster.SilenceWatch, timeout: float, say) -> None:
     for worker, trial_id in oracle.ongoing_workers().items():
         silent = watch.silent_for(worker)
@@ -172,7 +166,7 @@ def run_chief(settings: SearchSettings, *, port: int, host: str = "0.0.0.0",
         raise SweepError("--worker-timeout must be positive, e.g. 2m.")
     with search_module.opened_search(settings, say, event="chief_start") as (space, split):
         project_dir = settings.project_dir
-        ongoing = previous_ongoing(project_dir)
+        ongoing = cluster.ongoing_trials(project_dir)
         use_keras_tuner_cluster(host, port, "chief")
         tuner = tuning.make_tuner(settings, space, split, say)
         tuner.oracle.verbose = 0  # KerasTuner's own trial tables; ours say which worker

@@ -30,17 +30,9 @@ def _liveness(beat: dict, now: float) -> str:
     return f"seen {_age(age)}" if age < STALE_AFTER else f"silent since {_age(age)}"
 
 
-def ongoing_by_worker(project_dir: Path) -> dict[str, str]:
-    path = project_dir / "oracle.json"
-    try:
-        return state.read_json(path).get("ongoing_trials", {}) if path.exists() else {}
-    except state.SweepError:
-        return {}
-
-
 def trial_lines(df: pd.DataFrame, project_dir: Path, max_epochs: int) -> list[str]:
     distributed = cluster.chief_path(project_dir).exists()  # else the holder is KerasTuner's
-    holders = {trial: worker for worker, trial in ongoing_by_worker(project_dir).items()
+    holders = {trial: worker for worker, trial in cluster.ongoing_trials(project_dir).items()
                if distributed}
     lines = []
     for row in df[df["status"].isin(["RUNNING", "INTERRUPTED"])].itertuples():
@@ -59,7 +51,7 @@ def cluster_lines(project_dir: Path, running: set[str]) -> list[str]:
     if not chief:
         return []
     now = time.time()
-    holding = {w: t for w, t in ongoing_by_worker(project_dir).items() if t in running}
+    holding = {w: t for w, t in cluster.ongoing_trials(project_dir).items() if t in running}
     lines = [f"chief: {chief['host']}:{chief['port']} (process {chief['pid']}), "
              f"{_liveness(chief, now)}"]
     for worker_id, beat in cluster.read_workers(project_dir).items():
