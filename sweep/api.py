@@ -60,16 +60,17 @@ class Search:
     def __init__(self, space: str = "small_cnn", *, project: str | None = None,
                  directory: str = "runs", data: str | None = None, seed: int = 0,
                  tuner: str | None = None, max_trials: int = 20, max_epochs: int = 35,
-                 patience: int = 8, train_size: int = 5000, val_size: int = 5000,
-                 time_budget: str | float | None = None, quiet: bool | None = None,
-                 tensorboard: bool = False):
+                 patience: int = 8, finalists: int = 2, train_size: int = 5000,
+                 val_size: int = 5000, time_budget: str | float | None = None,
+                 quiet: bool | None = None, tensorboard: bool = False):
         if isinstance(time_budget, str):
             time_budget = parse_duration(time_budget)
         self.settings = SearchSettings(
             space=space, tuner=tuner, max_trials=max_trials, max_epochs=max_epochs,
-            patience=patience, seed=seed, train_size=train_size, val_size=val_size,
-            project=project, directory=str(directory), data=data, time_budget=time_budget,
-            quiet=in_notebook() if quiet is None else quiet, tensorboard=tensorboard,
+            patience=patience, finalists=finalists, seed=seed, train_size=train_size,
+            val_size=val_size, project=project, directory=str(directory), data=data,
+            time_budget=time_budget, quiet=in_notebook() if quiet is None else quiet,
+            tensorboard=tensorboard,
         )
 
     @classmethod
@@ -115,16 +116,22 @@ class Search:
         return report_module.load_trials(self._existing())
 
     def best(self) -> dict:
-        """The best completed trial: id, hyperparameters and scores."""
+        """The best fully trained trial: id, hyperparameters and scores. Where its configuration
+        was retrained with more seeds (a finalist), `val_mean`, `val_std` and `seeds` say how it
+        did over all of them; configurations are ranked by that mean (`sweep.ranking`)."""
         df = self.trials()
         ranked = df[df["rank"].notna()] if not df.empty else df
         if ranked.empty:
-            raise SweepError(f"{self.project_dir} has no completed trial yet.")
+            raise SweepError(f"{self.project_dir} has no fully trained trial yet.")
         row = ranked.iloc[0]
         columns = report_module.hyperparameter_columns(df)
+        several = not pd.isna(row["seeds"])
         return {
             "trial": row["trial"],
             "val_accuracy": float(row["val_accuracy"]),
+            "val_mean": float(row["val_mean"]) if several else float(row["val_accuracy"]),
+            "val_std": float(row["val_std"]) if several else None,
+            "seeds": int(row["seeds"]) if several else 1,
             "train_accuracy": float(row["train_accuracy"]),
             "test_accuracy": None if pd.isna(row["test_accuracy"]) else row["test_accuracy"],
             "best_epoch": int(row["best_epoch"]),

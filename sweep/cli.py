@@ -50,6 +50,10 @@ def _definition_options(parser: argparse.ArgumentParser, defaults) -> None:
     parser.add_argument("--patience", type=int, default=defaults.patience,
                         help="stop a trial after this many epochs without a better validation "
                              f"accuracy (default: {defaults.patience})")
+    parser.add_argument("--finalists", type=int, default=defaults.finalists,
+                        help="best fully trained configurations retrained with 2 more seeds "
+                             "at the end, ranked by their mean (default: "
+                             f"{defaults.finalists}; at most one per 5 trials)")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help=f"seed of the split and the search (default: {defaults.seed})")
     parser.add_argument("--train-size", type=int, default=defaults.train_size)

@@ -23,15 +23,16 @@ def choose_trials(project_dir: Path, trial_ids: list[str] | None, top: int | Non
     ranked = report.load_trials(project_dir)
     completed = ranked[ranked["rank"].notna()]
     if trial_ids:
-        unknown = [t for t in trial_ids if t not in set(completed["trial"])]
+        finished = ranked[ranked["status"].eq("COMPLETED")]
+        unknown = [t for t in trial_ids if t not in set(finished["trial"])]
         if unknown:
             raise SweepError(
                 f"No completed trial {', '.join(unknown)} in {project_dir}. "
-                f"Completed: {', '.join(completed['trial']) or 'none'}."
+                f"Completed: {', '.join(finished['trial']) or 'none'}."
             )
         return trial_ids
     if completed.empty:
-        raise SweepError(f"{project_dir} has no completed trial to evaluate yet.")
+        raise SweepError(f"{project_dir} has no fully trained trial to evaluate yet.")
     return list(completed["trial"].head(top or 1))
 
 

@@ -35,9 +35,10 @@ def load_trial_model(project_dir: Path, trial_id: str) -> keras.Model:
     checkpoint = trial_dir / trial_module.CHECKPOINT_FILE
     if not checkpoint.is_file():
         raise SweepError(f"Trial {trial_id} of {project_dir} has no saved weights.")
-    config = state.read_json(trial_dir / "trial.json")["hyperparameters"]
-    task = tuning.training_task(recorded_settings(project_dir))
-    model = space.build(kt.HyperParameters.from_config(config), task)
+    hps = kt.HyperParameters.from_config(
+        state.read_json(trial_dir / "trial.json")["hyperparameters"])
+    task = tuning.trial_task(tuning.training_task(recorded_settings(project_dir)), hps.values)
+    model = space.build(hps, task)
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)  # the checkpoint holds its state too
     model.load_weights(str(checkpoint))

@@ -14,14 +14,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep import figures, state, webpage
+from sweep import figures, ranking, state, webpage
 from sweep.errors import SweepError
 from sweep.figures import CHALLENGE_BASELINE, CURVES
 
 FAILED = ("FAILED", "INVALID")
-SUMMARY_COLUMNS = ["rank", "trial", "val_accuracy", "train_accuracy", "test_accuracy",
-                   "best_epoch", "epochs", "params", "minutes", "status", "worker"]
-SHOWN_WHEN_SET = ("test_accuracy", "worker")  # columns the ranking shows only when filled in
+SUMMARY_COLUMNS = ["rank", "trial", "val_accuracy", "val_mean", "val_std", "seeds",
+                   "train_accuracy", "test_accuracy", "best_epoch", "epochs", "schedule", "params",
+                   "minutes", "status", "worker"]
+# Columns the ranking shows only when filled in: finalists' seeds, evaluations, workers.
+SHOWN_WHEN_SET = ("val_mean", "val_std", "seeds", "test_accuracy", "worker")
 
 
 def find_project(directory: str | os.PathLike, project: str | None) -> Path:
@@ -100,11 +102,32 @@ def load_trials(project_dir: Path) -> pd.DataFrame:
         return df
     evaluated = latest_evaluations(project_dir)
     df["test_accuracy"] = [evaluated.get(t, {}).get("test_accuracy", math.nan) for t in df["trial"]]
-    ranked = df["status"].eq("COMPLETED") & df["val_accuracy"].notna()
-    df["rank"] = df["val_accuracy"].where(ranked).rank(ascending=False, method="min")
-    df = df.sort_values(["rank", "trial"], na_position="last").reset_index(drop=True)
-    df["rank"] = df["rank"].astype("Int64")
+    max_epochs = state.read_json(project_dir / state.SETTINGS_FILE)["settings"]["max_epochs"]
+    values = [_values(row) for _, row in df.iterrows()]
+    df["schedule"] = [ranking.trial_epochs(v, max_epochs) for v in values]
+    runs = [ranking.Run(row["trial"], v, row["status"] == "COMPLETED", row["val_accuracy"])
+            for v, (_, row) in zip(values, df.iterrows(), strict=True)]
+    ranked = {r.run.trial: r for r in ranking.rank(runs, max_epochs)}
+    df["rank"] = pd.array([ranked[t].rank if t in ranked else None for t in df["trial"]],
+                          dtype="Int64")
+    # Mean and spread only where a configuration has more than one fully trained seed.
+    several = {t: r for t, r in ranked.items() if r.seeds > 1}
+    df["seeds"] = pd.array([several[t].seeds if t in several else None for t in df["trial"]],
+                           dtype="Int64")
+    df["val_mean"] = [several[t].mean if t in several else math.nan for t in df["trial"]]
+    df["val_std"] = [several[t].std if t in several else math.nan for t in df["trial"]]
+    # Then screening trials, best first; then failed and unfinished ones, by id.
+    screening = df["val_accuracy"].where(df["status"].eq("COMPLETED"))
+    df = (df.assign(_screening=-screening)
+          .sort_values(["rank", "_screening", "trial"], na_position="last")
+          .drop(columns="_screening").reset_index(drop=True))
     return df[[*SUMMARY_COLUMNS, *[c for c in df.columns if c not in SUMMARY_COLUMNS]]]
+
+
+def _values(row: pd.Series) -> dict:
+    """A row's hyperparameter values, as the trial recorded them."""
+    return {k: row[k] for k in row.index if k not in SUMMARY_COLUMNS and k != "reason"
+            and not (isinstance(row[k], float) and math.isnan(row[k]))}
 
 
 def hyperparameter_columns(df: pd.DataFrame) -> list[str]:
@@ -150,10 +173,19 @@ def headline(project_dir: Path, df: pd.DataFrame, record: dict) -> str:
     if not ranked.empty:
         top = ranked.iloc[0]
         margin = (top["val_accuracy"] - CHALLENGE_BASELINE) * 100
+        seeds = (f"; its configuration {top['val_mean']:.2%} +- {top['val_std']:.2%} over "
+                 f"{top['seeds']} seeds" if not pd.isna(top["seeds"]) else "")
         lines.append(
             f"best: trial {top['trial']} at {top['val_accuracy']:.2%} validation accuracy "
             f"({margin:+.1f} points vs the challenge's {CHALLENGE_BASELINE:.1%}), "
-            f"train {top['train_accuracy']:.2%}"
+            f"train {top['train_accuracy']:.2%}{seeds}"
+        )
+    elif not df.empty and df["status"].eq("COMPLETED").any():
+        short = df[df["status"].eq("COMPLETED")].iloc[0]
+        lines.append(
+            f"no fully trained model yet: the best screening trial, {short['trial']}, reached "
+            f"{short['val_accuracy']:.2%} on a {short['schedule']}-epoch schedule "
+            f"(of {s['max_epochs']}); run the search's command again to continue it"
         )
     evaluated = df[df["test_accuracy"].notna()] if not df.empty else df
     if not evaluated.empty:

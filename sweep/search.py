@@ -24,12 +24,12 @@ from sweep import data as data_module
 from sweep import spaces, state
 from sweep.errors import SweepError
 
-TUNERS = ("bayesian", "random", "hyperband")
-# Measured winner of benchmarks/search_efficiency.py (see README); a resumed search keeps the
-# tuner it was made with unless one is named.
-DEFAULT_TUNER = "hyperband"
+TUNERS = ("halving", "bayesian", "random", "hyperband")
+# Successive halving with restarts, then finalists (see README: "Default search"); a resumed
+# search keeps the tuner it was made with unless one is named.
+DEFAULT_TUNER = "halving"
 # Settings a resumed search must share with its first run: anything else would mix two searches.
-FIXED_SETTINGS = ("space", "space_sha256", "tuner", "seed", "max_epochs")
+FIXED_SETTINGS = ("space", "space_sha256", "tuner", "seed", "max_epochs", "finalists")
 VERSIONED_PACKAGES = ("tensorflow", "keras", "keras-tuner", "numpy", "pandas")
 
 
@@ -40,6 +40,7 @@ class SearchSettings:
     max_trials: int = 20
     max_epochs: int = 35
     patience: int = 8
+    finalists: int = 2  # best fully trained configurations retrained with 2 more seeds
     seed: int = 0
     train_size: int = 5000
     val_size: int = 5000
@@ -71,6 +72,9 @@ class SearchSettings:
                 raise SweepError(f"--{name.replace('_', '-')} must be at least 1.")
         if self.seed < 0:
             raise SweepError("--seed must be 0 or more.")
+        if self.finalists < 0:
+            raise SweepError("--finalists must be 0 or more.")
+
         if self.time_budget is not None and self.time_budget <= 0:
             raise SweepError("--time-budget must be positive, e.g. 90m or 3h.")
 
@@ -159,6 +163,7 @@ def recorded_settings(project_dir: Path) -> SearchSettings:
     return SearchSettings(
         space=s["space"], tuner=s["tuner"], seed=s["seed"], max_epochs=s["max_epochs"],
         max_trials=s.get("max_trials", SearchSettings.max_trials), patience=s["patience"],
+        finalists=s.get("finalists", 0),
         train_size=record["split"]["train_size"], val_size=record["split"]["val_size"],
         project=project_dir.name, directory=str(project_dir.parent),
     )

@@ -35,7 +35,7 @@ TENSORBOARD_DIR = "tensorboard"
 # and TunerCallback only forwards to Tuner hooks that do nothing, but it defines a per-batch
 # hook, which makes Keras wait for every step's logs (see AtomicBackupAndRestore).
 KERAS_TUNER_CALLBACKS_REPLACED = (tuner_utils.SaveBestEpoch, tuner_utils.TunerCallback)
-# KerasTuner's name for a trial's best weights: Hyperband continues a trial from this file.
+# KerasTuner's name for a trial's best weights.
 CHECKPOINT_FILE = "checkpoint.weights.h5"
 
 
@@ -193,9 +193,7 @@ def fit(
     batch_size: int,
     data: TrainingData,
     epochs: int,
-    initial_epoch: int,
     patience: int,
-    parent_history: list[dict],
     tuner_callbacks: list[keras.callbacks.Callback],
     say: Callable[[str], None],
     deadline: float | None = None,
@@ -215,9 +213,6 @@ def fit(
         record["worker"] = worker
     record["params"] = int(model.count_params())
     record["layers"] = layer_table(model)
-    if not record["history"] and parent_history:
-        # A Hyperband continuation starts from its parent's weights: show the parent's epochs.
-        record["history"] = [e for e in parent_history if e["epoch"] < initial_epoch]
     recorder = EpochRecorder(trial_id, trial_dir, record, epochs, say, deadline, worker)
     callbacks = [
         recorder,
@@ -233,7 +228,6 @@ def fit(
         y_train,
         batch_size=batch_size,
         epochs=epochs,
-        initial_epoch=initial_epoch,
         validation_data=(x_val, y_val),
         validation_batch_size=VALIDATION_BATCH,
         callbacks=callbacks,

@@ -6,10 +6,11 @@ Importing this module loads TensorFlow; `sweep.search` imports it only after its
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
+import math
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from keras_tuner.src.engine import hyperparameters as hp_module
 from keras_tuner.src.engine import trial as kt_trial
 
 from search_spaces.blocks import TrainingTask
-from sweep import rules, spaces, state
+from sweep import ranking, rules, spaces, state
 from sweep import trial as trial_module
 from sweep.data import CLASS_NAMES, IMAGE_SHAPE, Split
 from sweep.errors import SweepError, TimeBudgetReached
@@ -33,14 +34,12 @@ state.install_atomic_json_writes()
 # KerasTuner 1.4.8 ships with DEBUG on: every failed trial dumps its traceback on stderr. Our
 # trial line gives the reason, the report too, and trial.json keeps the whole traceback.
 kt_config.DEBUG = False
-# Hyperband continues a trial from its parent's weights with a fresh optimizer (KerasTuner's
-# design); Keras warns that it skips the checkpoint's optimizer variables each time.
-warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
 
 ENDED = ("COMPLETED", "FAILED", "INVALID")
 # KerasTuner aborts after this many failed trials in a row; a space that always fails is a bug.
 MAX_CONSECUTIVE_FAILURES = 3
 HYPERBAND_ITERATIONS = 1000  # in effect unlimited: --max-trials ends a Hyperband search
+HALVING_FACTOR = 3  # successive halving keeps the best third of a rung, at 3x its epochs
 
 
 def default_values(space: hp_module.HyperParameters) -> dict:
@@ -54,7 +53,8 @@ def default_values(space: hp_module.HyperParameters) -> dict:
 
 
 class DefaultFirst:
-    """Oracle mixin: the space's default point is the first trial of every search.
+    """Oracle mixin: the space's default point is the first trial of every search, and no
+    configuration is proposed twice.
 
     KerasTuner starts with a random point; a space's default is the model its author measured,
     so trying it first gives every search a known-good baseline from its first trial on.
@@ -65,6 +65,12 @@ class DefaultFirst:
         if not self._duplicate(defaults):
             return defaults
         return super()._random_values()
+
+    def _duplicate(self, values):
+        """Tried before, as a configuration: KerasTuner's own check hashes the tuner's
+        bookkeeping values too, so a configuration tried on a rung would look new."""
+        tried = {ranking.config_key(t.hyperparameters.values) for t in self.trials.values()}
+        return ranking.config_key(values) in tried
 
 
 class SafeOracle:
@@ -157,15 +163,164 @@ class SafeOracle:
         return bool(self.stop_reason) or self.exhausted or len(self.trials) >= self.max_trials
 
 
-class RandomOracle(DefaultFirst, SafeOracle, kt.oracles.RandomSearchOracle):
+def _running(status) -> dict:
+    return {"status": kt_trial.TrialStatus.RUNNING, "values": status}
+
+
+IDLE = {"status": kt_trial.TrialStatus.IDLE, "values": None}
+STOPPED = {"status": kt_trial.TrialStatus.STOPPED, "values": None}
+
+
+class Finalists:
+    """Oracle mixin: the search's last `REPLICAS * finalists` trials retrain its best fully
+    trained configurations with other seeds, so the winner is chosen by a mean, not one draw.
+
+    The search's own oracle proposes every trial before them. Once it has, and its trials have
+    ended, the best `finalists` configurations (by `sweep.ranking`) are retrained, each with
+    `tuner/replica` 1..REPLICAS (the trial seed changes with it). Slots left over (fewer fully
+    trained configurations than finalists) go back to the search's oracle, so `--max-trials`
+    stays exact. Everything is derived from the trials, so a resumed search picks up where it was.
+    """
+
+    finalists = 0
+    max_epochs = 0
+
+    def search_slots(self) -> int:
+        return self.max_trials - ranking.REPLICAS * self.finalists
+
+    def _runs(self) -> list[ranking.Run]:
+        return [ranking.Run(t.trial_id, t.hyperparameters.values, t.status == "COMPLETED",
+                            t.score) for t in self.trials.values()]
+
+    def _next_replica(self) -> dict | None:
+        chosen: list[str] = []
+        for ranked in ranking.rank(self._runs(), self.max_epochs):
+            key = ranking.config_key(ranked.run.values)
+            if key not in chosen:
+                chosen.append(key)
+        done = {(ranking.config_key(t.hyperparameters.values),
+                 t.hyperparameters.values.get(ranking.REPLICA_KEY))
+                for t in self.trials.values()}
+        for key in chosen[: self.finalists]:
+            for replica in range(1, ranking.REPLICAS + 1):
+                if (key, replica) not in done:
+                    values = {**json.loads(key), ranking.REPLICA_KEY: replica}
+                    if self.max_epochs:
+                        values[ranking.EPOCHS_KEY] = self.max_epochs
+                    return values
+        return None
+
+    def populate_space(self, trial_id):
+        searched = [t for t in self.trials.values()
+                    if ranking.REPLICA_KEY not in t.hyperparameters.values]
+        if len(searched) < self.search_slots():
+            response = super().populate_space(trial_id)
+            if response["status"] != kt_trial.TrialStatus.STOPPED:
+                return response  # else the search's oracle ran out early: finalists now
+        if any(t.status not in ENDED for t in searched):
+            return IDLE  # finalists are chosen once every searched trial has its score
+        replica = self._next_replica()
+        return _running(replica) if replica else super().populate_space(trial_id)
+
+
+MIN_HALVING_SLOTS = 5  # 3 configurations, the best on a third, then on all the epochs
+
+
+def halving_plan(slots: int, finalists: int, max_epochs: int) -> list[tuple[int, int]]:
+    """(configurations, epochs) per rung: n on a ninth of `max_epochs`, n/3 on a third, n/9 (at
+    least `finalists`) on all of it, with the largest n that fits `slots` trials; slots left
+    over add configurations to the first rung. Under MIN_HALVING_SLOTS there is nothing to
+    halve: every trial trains on all the epochs."""
+    if slots < MIN_HALVING_SLOTS:
+        return [(max(slots, 1), max_epochs)]
+
+    def sizes(n: int) -> list[int]:
+        second = math.ceil(n / HALVING_FACTOR)
+        return [n, second, min(second, max(math.ceil(n / HALVING_FACTOR**2), finalists))]
+
+    n = 1
+    while sum(sizes(n + 1)) <= slots:
+        n += 1
+    planned = sizes(n)
+    planned[0] += slots - sum(planned)
+    epochs = [max(1, round(max_epochs / HALVING_FACTOR**2)),
+              max(1, round(max_epochs / HALVING_FACTOR)), max_epochs]
+    return list(zip(planned, epochs, strict=True))
+
+
+class HalvingOracle(kt.oracles.RandomSearchOracle):
+    """Successive halving with restarts: the default tuner.
+
+    Rung 0 trains many configurations (the space's default point first) on a ninth of
+    `--max-epochs`, rung 1 the best third of them on a third, rung 2 the best of those on the
+    whole schedule. Every trial trains from scratch on a learning-rate schedule that ends with
+    its own epochs, so a short trial is scored on a finished schedule, not halfway up a long one
+    (what KerasTuner's Hyperband does by continuing trials). A rung is promoted once it has
+    ended. Rung sizes come from the trial slots before the finalists (`halving_sizes`).
+    """
+
+    RUNG_KEY = "tuner/rung"
+
+    def _rung(self, trial) -> int:
+        return trial.hyperparameters.values.get(self.RUNG_KEY, 0)
+
+    def populate_space(self, trial_id):
+        plan = halving_plan(self.search_slots(), self.finalists, self.max_epochs)
+        sizes, epochs = [n for n, _ in plan], [e for _, e in plan]
+        by_rung = [[t for t in self.trials.values() if self._rung(t) == r]
+                   for r in range(len(plan))]
+        if len(by_rung[0]) < sizes[0]:
+            values = self._random_values()
+            if values is not None:
+                return _running({**values, self.RUNG_KEY: 0, ranking.EPOCHS_KEY: epochs[0]})
+        for rung in range(1, len(sizes)):
+            if len(by_rung[rung]) >= sizes[rung]:
+                continue
+            if any(t.status not in ENDED for t in by_rung[rung - 1]):
+                return IDLE  # a rung is promoted once all of it has a score
+            candidates = self._candidates(by_rung[rung - 1], by_rung[rung])
+            if candidates:
+                return self._promote(candidates[0], rung, epochs[rung])
+        return self._beyond_plan(by_rung, epochs)
+
+    def _candidates(self, below: list, promoted: list) -> list:
+        """Completed trials of a rung whose configuration is not yet in the next, best first."""
+        taken = {ranking.config_key(t.hyperparameters.values) for t in promoted}
+        return sorted(
+            (t for t in below if t.status == "COMPLETED" and t.score is not None
+             and ranking.config_key(t.hyperparameters.values) not in taken),
+            key=lambda t: t.score, reverse=True)
+
+    def _promote(self, trial, rung: int, epochs: int) -> dict:
+        values = ranking.config_of(trial.hyperparameters.values)
+        return _running({**values, self.RUNG_KEY: rung, ranking.EPOCHS_KEY: epochs})
+
+    def _beyond_plan(self, by_rung: list[list], epochs: list[int]) -> dict:
+        """Slots the plan leaves (fewer finalists than planned, or a small --max-trials): the
+        next-best configuration goes up a rung, the highest first; else a new configuration."""
+        for rung in range(len(by_rung) - 1, 0, -1):
+            candidates = self._candidates(by_rung[rung - 1], by_rung[rung])
+            if candidates:
+                return self._promote(candidates[0], rung, epochs[rung])
+        values = self._random_values()
+        if values is None:
+            return STOPPED
+        return _running({**values, self.RUNG_KEY: 0, ranking.EPOCHS_KEY: epochs[0]})
+
+
+class RandomOracle(DefaultFirst, SafeOracle, Finalists, kt.oracles.RandomSearchOracle):
     pass
 
 
-class BayesianOracle(DefaultFirst, SafeOracle, kt.oracles.BayesianOptimizationOracle):
+class BayesianOracle(DefaultFirst, SafeOracle, Finalists, kt.oracles.BayesianOptimizationOracle):
     pass
 
 
-class HyperbandOracle(DefaultFirst, SafeOracle, kt.oracles.HyperbandOracle):
+class HyperbandOracle(DefaultFirst, SafeOracle, Finalists, kt.oracles.HyperbandOracle):
+    pass
+
+
+class SuccessiveHalvingOracle(DefaultFirst, SafeOracle, Finalists, HalvingOracle):
     pass
 
 
@@ -176,8 +331,9 @@ class SpaceHyperModel(kt.HyperModel):
         self.task = task
 
     def build(self, hp):
-        """Build and check the model: a trial whose model breaks a rule fails before training."""
-        model = self.space.build(hp, self.task)
+        """Build and check the model: a trial whose model breaks a rule fails before training.
+        Its learning-rate schedule spans the trial's own epochs (`ranking.trial_epochs`)."""
+        model = self.space.build(hp, trial_task(self.task, hp.values))
         try:
             rules.check_model(model)
         except rules.RuleViolation as e:
@@ -192,6 +348,11 @@ def training_task(settings: SearchSettings) -> TrainingTask:
         train_size=settings.train_size,
         epochs=settings.max_epochs,
     )
+
+
+def trial_task(task: TrainingTask, values: dict) -> TrainingTask:
+    """The task of one trial: a screening trial's schedule ends with its own, shorter epochs."""
+    return dataclasses.replace(task, epochs=ranking.trial_epochs(values, task.epochs))
 
 
 def check_space(space: Space, settings: SearchSettings) -> None:
@@ -252,35 +413,36 @@ class SweepTuner:
     def trial_dir(self, trial_id: str) -> Path:
         return Path(self.get_trial_dir(trial_id))
 
+    def run_trial(self, trial, *args, **kwargs):
+        # Not Hyperband's: it would continue a promoted trial from its parent's epochs.
+        return kt.Tuner.run_trial(self, trial, *args, **kwargs)
+
     def _build_hypermodel(self, hp):
+        """Seeded from the search seed and the values; never from a parent's weights (Hyperband
+        would load them): every trial trains from scratch on its own complete schedule."""
         keras.utils.set_random_seed(trial_module.trial_seed(self.settings.seed, hp.values))
-        return super()._build_hypermodel(hp)
+        return kt.Tuner._build_hypermodel(self, hp)
 
     def _build_and_fit_model(self, trial, *args, **kwargs):
         hp = trial.hyperparameters
         model = self._try_build(hp)
-        # Hyperband rebuilds a continued trial from this config and its best checkpoint.
-        state.write_json(self._get_build_config_fname(trial.trial_id), model.get_build_config())
-        parent = hp.values.get("tuner/trial_id")
-        parent_history = (
-            trial_module.load_record(self.trial_dir(parent))["history"] if parent else []
-        )
+        epochs = ranking.trial_epochs(hp.values, self.settings.max_epochs)
+        fully_trained = epochs >= self.settings.max_epochs
         return trial_module.fit(
             model,
             trial_id=trial.trial_id,
             trial_dir=self.trial_dir(trial.trial_id),
             batch_size=hp.get("batch_size"),
             data=self.data,
-            epochs=kwargs.get("epochs", self.settings.max_epochs),
-            initial_epoch=kwargs.get("initial_epoch", 0),
+            epochs=epochs,
             patience=self.settings.patience,
-            parent_history=parent_history,
             tuner_callbacks=kwargs.get("callbacks", []),
             say=self.say if not self.settings.quiet else lambda _: None,
             deadline=self.deadline,
             tensorboard=self.settings.tensorboard,
             worker=self.worker,
-            best_so_far=self.best_score(),
+            # The report's confusion matrix is for the best fully trained model only.
+            best_so_far=self.best_score() if fully_trained else math.inf,
         )
 
     def pre_create_trial(self):
@@ -298,8 +460,24 @@ class SweepTuner:
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
         self._event("trial_start", trial=trial.trial_id)
-        summary = format_values(trial.hyperparameters.values, default_values(trial.hyperparameters))
-        self.say(f"trial {trial.trial_id} started: {summary}")
+        self.say(f"trial {trial.trial_id} started: {self.describe(trial)}")
+
+    def describe(self, trial) -> str:
+        """A new configuration by what differs from the default point; a rung or a finalist by
+        the trial that first tried its configuration."""
+        values = trial.hyperparameters.values
+        key = ranking.config_key(values)
+        first = min((t.trial_id for t in self.known_trials()
+                     if ranking.config_key(t.hyperparameters.values) == key), default=None)
+        epochs = ranking.trial_epochs(values, self.settings.max_epochs)
+        if first is None or first == trial.trial_id:
+            summary = format_values(values, default_values(trial.hyperparameters))
+            return summary if epochs >= self.settings.max_epochs \
+                else f"{summary} ({epochs} epochs)"
+        if ranking.REPLICA_KEY in values:
+            return (f"finalist: trial {first}'s configuration with seed "
+                    f"{values[ranking.REPLICA_KEY] + 1} of {ranking.REPLICAS + 1}")
+        return f"trial {first}'s configuration on {epochs} epochs"
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
@@ -332,6 +510,7 @@ class SweepTuner:
         return (
             f"trial {trial.trial_id} done{where} [{done}/{self.settings.max_trials}]: {result}, "
             f"{len(record['history'])} epochs in {took} | best so far {self._best_line()}"
+            f"{self.time_left_line()}"
         )
 
     def known_trials(self) -> list:
@@ -346,17 +525,31 @@ class SweepTuner:
         """Trials that will not run again: completed or failed."""
         return sum(t.status in ENDED for t in self.known_trials())
 
-    def completed_trials(self) -> list:
-        completed = [t for t in self.known_trials() if t.status == "COMPLETED"]
-        return sorted(completed, key=lambda t: t.score, reverse=True)
+    def _runs(self) -> list[ranking.Run]:
+        return [ranking.Run(t.trial_id, t.hyperparameters.values, t.status == "COMPLETED",
+                            t.score) for t in self.known_trials()]
+
+    def ranked(self) -> list[ranking.Ranked]:
+        """Fully trained trials, best first (`sweep.ranking`)."""
+        return ranking.rank(self._runs(), self.settings.max_epochs)
 
     def best_score(self) -> float | None:
-        best = self.completed_trials()
-        return best[0].score if best else None
+        scores = [r.run.score for r in self.ranked()]
+        return max(scores) if scores else None
 
     def _best_line(self) -> str:
-        best = self.completed_trials()
-        return f"{best[0].score:.4f} (trial {best[0].trial_id})" if best else "none"
+        ranked = self.ranked()
+        if ranked:
+            best = ranked[0]
+            seeds = f", mean {best.mean:.4f} +- {best.std:.4f} of {best.seeds} seeds" \
+                if best.seeds > 1 else ""
+            return f"{best.run.score:.4f} (trial {best.run.trial}{seeds})"
+        short = ranking.best_unfinished(self._runs(), self.settings.max_epochs)
+        if short:
+            epochs = ranking.trial_epochs(short.values, self.settings.max_epochs)
+            return (f"none fully trained yet (screening: {short.score:.4f}, trial {short.trial}, "
+                    f"{epochs} epochs)")
+        return "none"
 
     def announce_start(self) -> None:
         s = self.settings
@@ -367,10 +560,52 @@ class SweepTuner:
             f"{s.max_trials} trials of at most {s.max_epochs} epochs, "
             f"split seed {s.seed} ({s.train_size} train / {s.val_size} val)"
         )
+        self.say(f"plan: {self.plan_line()}")
         if trials:
             retry = self.oracle._retry_queue
             pending = f", trial {', '.join(retry)} interrupted: continuing it" if retry else ""
             self.say(f"resuming: {ended} trials finished and kept{pending}")
+
+    def plan_line(self) -> str:
+        """What the search will train, in epochs: the measure of its cost on any machine."""
+        s, finalists = self.settings, self.oracle.finalists
+        searched = s.max_trials - ranking.REPLICAS * finalists
+        if s.tuner == "halving":
+            steps = ", ".join(f"{n} configurations on {e} epochs"
+                              for n, e in halving_plan(searched, finalists, s.max_epochs))
+            search = f"successive halving: {steps}"
+        else:
+            search = f"{searched} trials of at most {s.max_epochs} epochs"
+        if finalists:
+            search += (f", then the {finalists} best fully trained retrained with "
+                       f"{ranking.REPLICAS} more seeds ({s.max_epochs} epochs each)")
+        total = self.planned_epochs()
+        return search + (f": {total} epochs in all" if total else "")
+
+    def planned_epochs(self) -> int | None:
+        """Epochs the whole search trains (at most, where early stopping may cut trials);
+        None for Hyperband, whose trial lengths depend on where --max-trials cuts it."""
+        s, finalists = self.settings, self.oracle.finalists
+        searched = s.max_trials - ranking.REPLICAS * finalists
+        if s.tuner == "hyperband":
+            return None
+        if s.tuner == "halving":
+            search = sum(n * e for n, e in halving_plan(searched, finalists, s.max_epochs))
+        else:
+            search = searched * s.max_epochs
+        return search + ranking.REPLICAS * finalists * s.max_epochs
+
+    def time_left_line(self) -> str:
+        """The plan's epochs not yet trained, at this search's mean speed so far."""
+        planned = self.planned_epochs()
+        records = [trial_module.load_record(self.trial_dir(t.trial_id))
+                   for t in self.known_trials()]
+        trained = sum(len(r["history"]) for r in records)
+        seconds = sum(r.get("train_seconds", 0.0) for r in records)
+        if not planned or not trained:
+            return ""
+        left = max(0, planned - trained) * seconds / trained
+        return f" | about {format_duration(left)} left ({seconds / trained:.0f} s an epoch)"
 
     def search_until_done(self) -> None:
         try:
@@ -393,13 +628,13 @@ class SweepTuner:
 
     def outcome(self) -> SearchOutcome:
         trials = self.known_trials()
-        best = self.completed_trials()
+        best = self.ranked()
         outcome = SearchOutcome(
             project_dir=self.settings.project_dir,
             completed=sum(t.status == "COMPLETED" for t in trials),
             failed=sum(t.status in ("FAILED", "INVALID") for t in trials),
-            best_trial=best[0].trial_id if best else None,
-            best_val_accuracy=best[0].score if best else None,
+            best_trial=best[0].run.trial if best else None,
+            best_val_accuracy=best[0].run.score if best else None,
         )
         ended = outcome.completed + outcome.failed
         state_line = "search done" if ended >= self.settings.max_trials else "search stopped"
@@ -418,7 +653,7 @@ class HyperbandSearchTuner(SweepTuner, kt.Hyperband):
     pass
 
 
-def make_oracle(settings: SearchSettings):
+def make_oracle(settings: SearchSettings) -> Finalists:
     common = dict(
         objective=kt.Objective("val_accuracy", "max"),
         # KerasTuner treats seed 0 as "random" (#9): shift the user's seed by one.
@@ -431,9 +666,13 @@ def make_oracle(settings: SearchSettings):
         oracle = HyperbandOracle(max_epochs=settings.max_epochs, factor=3,
                                  hyperband_iterations=HYPERBAND_ITERATIONS, **common)
         oracle.max_trials = settings.max_trials
-        return oracle
-    oracle_class = BayesianOracle if settings.tuner == "bayesian" else RandomOracle
-    return oracle_class(max_trials=settings.max_trials, **common)
+    else:
+        oracle_class = {"bayesian": BayesianOracle, "random": RandomOracle,
+                        "halving": SuccessiveHalvingOracle}[settings.tuner]
+        oracle = oracle_class(max_trials=settings.max_trials, **common)
+    oracle.max_epochs = settings.max_epochs
+    oracle.finalists = ranking.finalists_for(settings.max_trials, settings.finalists)
+    return oracle
 
 
 def make_tuner(settings: SearchSettings, space: Space, split: Split, say,

@@ -27,7 +27,7 @@ def _trial(project, trial_id, status, val_accs, message=None, values=None, extra
 def project(tmp_path):
     project = tmp_path / "runs" / "demo"
     state.write_json(project / state.SETTINGS_FILE, {
-        "settings": {"space": "small_cnn", "tuner": "bayesian"},
+        "settings": {"space": "small_cnn", "tuner": "bayesian", "max_epochs": 3},
         "split": {"seed": 0, "train_size": 100, "val_size": 100,
                   "indices_sha256": "ab" * 32, "data_sha256": "cd" * 32,
                   "train_class_counts": {c: 10 + i for i, c in enumerate(CLASS_NAMES)},
@@ -53,6 +53,36 @@ def test_ranks_completed_trials_by_best_validation_accuracy(project):
     assert best["val_accuracy"] == 0.71 and best["train_accuracy"] == pytest.approx(0.81)
     assert best["best_epoch"] == 2 and best["epochs"] == 2 and best["params"] == 1234
     assert df.set_index("trial").loc["2", "reason"] == "loss became nan at epoch 1"
+
+
+def test_screening_trials_are_shown_but_only_fully_trained_ones_are_ranked(project):
+    _trial(project, "4", "COMPLETED", [0.9], values={"filters": 16, "tuner/epochs": 1})
+    df = report.load_trials(project).set_index("trial")
+    assert pd.isna(df.loc["4", "rank"]) and df.loc["4", "schedule"] == 1
+    assert df["rank"].dropna().to_dict() == {"1": 1, "0": 2}
+
+
+def test_a_search_with_no_fully_trained_trial_says_so_and_how_to_go_on(tmp_path, project):
+    for trial_dir in project.glob("trial_*"):
+        state.write_json(trial_dir / "trial.json", {
+            **state.read_json(trial_dir / "trial.json"), "status": "FAILED"})
+    _trial(project, "4", "COMPLETED", [0.3], values={"filters": 16, "tuner/epochs": 1})
+    text, _ = report.write_report(project, tmp_path / "out")
+    assert ("no fully trained model yet: the best screening trial, 4, reached 30.00% on a "
+            "1-epoch schedule (of 3); run the search's command again to continue it") in text
+
+
+def test_finalists_are_ranked_by_the_mean_of_their_seeds(tmp_path, project):
+    finalist = {"filters": 64, "learning_rate": 0.01}
+    _trial(project, "4", "COMPLETED", [0.69], values={**finalist, "tuner/replica": 1})
+    _trial(project, "5", "COMPLETED", [0.67], values={**finalist, "tuner/replica": 2})
+    _trial(project, "6", "COMPLETED", [0.8], values={"filters": 16, "learning_rate": 0.01})
+    df = report.load_trials(project)
+    assert list(df["trial"][:5]) == ["1", "4", "5", "6", "0"]  # 3 seeds before one lucky run
+    assert df["val_mean"][0] == pytest.approx(0.69) and df["seeds"][0] == 3
+    assert pd.isna(df["seeds"][3])
+    text, _ = report.write_report(project, tmp_path / "out")
+    assert "its configuration 69.00% +- 2.00% over 3 seeds" in text
 
 
 def test_running_trial_shows_as_interrupted_when_no_process_holds_the_search(project):

@@ -26,7 +26,7 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
     assert "trial 1 done [2/2]" in first.stdout and "See: python -m sweep report" in first.stdout
     project = tmp_path / "runs" / "small_cnn"
     record = json.loads((project / state.SETTINGS_FILE).read_text())
-    assert record["split"]["train_size"] == 300 and record["settings"]["tuner"] == "hyperband"
+    assert record["split"]["train_size"] == 300 and record["settings"]["tuner"] == "halving"
     assert sum(record["split"]["val_class_counts"].values()) == 300
     assert record["versions"]["keras-tuner"]
 
@@ -63,7 +63,7 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
     assert other.returncode == 2 and "made with other settings (seed 0 -> 5)" in other.stderr
     assert "Traceback" not in other.stderr
     named = run_sweep(*base, "--max-trials", "2", "--tuner", "random", cwd=tmp_path)
-    assert named.returncode == 2 and "tuner 'hyperband' -> 'random'" in named.stderr
+    assert named.returncode == 2 and "tuner 'halving' -> 'random'" in named.stderr
 
     more = run_sweep(*base, "--max-trials", "3", cwd=tmp_path)
     assert more.returncode == 0, more.stderr
@@ -87,7 +87,9 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
             == json.loads((kept[0] / state.SETTINGS_FILE).read_text())["split"])
 
 
-def test_hyperband_is_capped_by_max_trials_and_continues_trials(real_cifar_train_only, tmp_path):
+def test_hyperband_is_capped_by_max_trials_and_restarts_promoted_trials(
+    real_cifar_train_only, tmp_path
+):
     result = run_sweep("run", "--space", "tiny_cnn", "--tuner", "hyperband", "--data",
                        str(real_cifar_train_only), "--train-size", "500", "--val-size", "300",
                        "--max-trials", "6", "--max-epochs", "3", "--quiet", cwd=tmp_path)
@@ -100,8 +102,41 @@ def test_hyperband_is_capped_by_max_trials_and_continues_trials(real_cifar_train
     assert len(trials) == 6
     continued = [t for t in trials.values() if "tuner/trial_id" in t["hyperparameters"]["values"]]
     assert continued  # Hyperband's successive halving ran
+    # Every trial trained from epoch 0 on its own schedule, none from a parent's weights.
+    assert {epoch for _, epoch in train_starts(project)} == {0}
     for trial in continued:
-        values = trial["hyperparameters"]["values"]
         record = json.loads((project / f"trial_{trial['trial_id']}" / "record.json").read_text())
-        epochs = [e["epoch"] for e in record["history"]]
-        assert epochs == list(range(values["tuner/epochs"]))  # parent's epochs, then its own
+        assert len(record["history"]) == trial["hyperparameters"]["values"]["tuner/epochs"]
+
+
+def test_halving_screens_promotes_and_ranks_finalists_by_their_mean(
+    real_cifar_train_only, tmp_path
+):
+    result = run_sweep("run", "--space", "tiny_cnn", "--data", str(real_cifar_train_only),
+                       "--train-size", "300", "--val-size", "300", "--max-trials", "9",
+                       "--max-epochs", "6", "--finalists", "1", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ("plan: successive halving: 4 configurations on 1 epochs, 2 configurations on 2 "
+            "epochs, 1 configurations on 6 epochs, then the 1 best fully trained retrained "
+            "with 2 more seeds (6 epochs each): 26 epochs in all") in result.stdout
+    assert "search done: 9 completed, 0 failed" in result.stdout
+    project = tmp_path / "runs" / "tiny_cnn"
+    values = {p.parent.name.removeprefix("trial_"):
+              json.loads(p.read_text())["hyperparameters"]["values"]
+              for p in project.glob("trial_*/trial.json")}
+    epochs = [len(json.loads((project / f"trial_{t}" / "record.json").read_text())["history"])
+              for t in sorted(values)]
+    assert epochs == [1, 1, 1, 1, 2, 2, 6, 6, 6]  # patience 8: no trial stopped early
+    assert [values[t].get("tuner/replica") for t in ("7", "8")] == [1, 2]
+    config = {k: v for k, v in values["6"].items() if not k.startswith("tuner/")}
+    for t in ("7", "8"):  # the finalist's seeds retrain the fully trained configuration
+        assert {k: v for k, v in values[t].items() if not k.startswith("tuner/")} == config
+
+    shown = run_sweep("report", "--format", "csv", cwd=tmp_path)
+    trials = pd.read_csv(tmp_path / "reports" / "tiny_cnn" / "trials.csv", dtype={"trial": str})
+    ranked = trials[trials["rank"].notna()]
+    assert shown.returncode == 0 and sorted(ranked["trial"]) == ["6", "7", "8"]
+    assert set(ranked["seeds"]) == {3}
+    assert ranked["val_mean"].iloc[0] == pytest.approx(ranked["val_accuracy"].mean())
+    assert ranked["val_accuracy"].iloc[0] == ranked["val_accuracy"].max()
+    assert trials[trials["rank"].isna()]["schedule"].max() < 6  # screening trials not ranked

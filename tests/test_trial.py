@@ -27,7 +27,7 @@ def _model(learning_rate):
 def _fit(model, trial_dir, epochs=3, lines=None, **options):
     arguments = dict(
         trial_id="0", trial_dir=trial_dir, batch_size=16, data=_data(), epochs=epochs,
-        initial_epoch=0, patience=10, parent_history=[], tuner_callbacks=[],
+        patience=10, tuner_callbacks=[],
         say=(lines.append if lines is not None else lambda _: None),
     )
     return trial_module.fit(model, **{**arguments, **options})

@@ -73,3 +73,67 @@ def test_a_repeated_end_of_a_trial_changes_nothing(tmp_path):
     trial = oracle.trials[trial_id]
     oracle.end_trial(trial)  # a worker retrying a call the chief had answered
     assert oracle.end_order == [trial_id] and oracle._run_times[trial_id] == 1
+
+
+def _halving(directory, max_trials=9, finalists=1, max_epochs=9):
+    oracle = tuning.SuccessiveHalvingOracle(
+        objective=kt.Objective("val_accuracy", "max"), max_trials=max_trials, seed=1,
+        max_consecutive_failed_trials=tuning.MAX_CONSECUTIVE_FAILURES)
+    oracle.max_epochs, oracle.finalists = max_epochs, finalists
+    oracle._set_project_dir(str(directory), "search")
+    hps = kt.HyperParameters()
+    hps.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=1e-3)
+    oracle.update_space(hps)
+    return oracle
+
+
+def _run_one(oracle, score_of):
+    """Create the next trial, score it with `score_of(values)` and end it; its values."""
+    trial = oracle.create_trial("w1")
+    if trial.status != "RUNNING":
+        return None
+    values = dict(trial.hyperparameters.values)
+    oracle.update_trial(trial.trial_id, {"val_accuracy": score_of(values)})
+    trial.status = "COMPLETED"
+    oracle.end_trial(trial)
+    return values
+
+
+def _lr_score(values):
+    """A score that prefers larger learning rates, a little better with more epochs."""
+    return values["learning_rate"] * 10 + values.get("tuner/epochs", 9) / 1000
+
+
+def test_halving_screens_promotes_the_best_then_reseeds_the_finalist(tmp_path):
+    oracle = _halving(tmp_path)
+    trials = [_run_one(oracle, _lr_score) for _ in range(9)]
+    assert _run_one(oracle, _lr_score) is None  # exactly --max-trials
+    assert [t["tuner/epochs"] for t in trials] == [1, 1, 1, 1, 3, 3, 9, 9, 9]
+    assert trials[0]["learning_rate"] == 1e-3  # the default point first
+    first_rung = sorted((t["learning_rate"] for t in trials[:4]), reverse=True)
+    assert [t["learning_rate"] for t in trials[4:6]] == first_rung[:2]  # the best third, best first
+    assert trials[6]["learning_rate"] == first_rung[0]
+    assert [t.get("tuner/replica") for t in trials[6:]] == [None, 1, 2]
+    assert {t["learning_rate"] for t in trials[6:]} == {first_rung[0]}
+
+
+def test_a_reloaded_halving_search_follows_the_same_plan(tmp_path):
+    straight = [_run_one(_halving(tmp_path / "a"), _lr_score)]
+    oracle = _halving(tmp_path / "a")
+    oracle.reload()
+    straight += [_run_one(oracle, _lr_score) for _ in range(8)]
+    interrupted = _halving(tmp_path / "b")
+    steps = []
+    for _ in range(9):
+        steps.append(_run_one(interrupted, _lr_score))
+        interrupted = _halving(tmp_path / "b")
+        interrupted.reload()
+    assert steps == straight
+
+
+def test_slots_left_by_too_few_fully_trained_configurations_go_back_to_the_search(tmp_path):
+    # 10 trials, 2 finalists wanted: the plan's last rung holds 1 configuration, so its
+    # 2 seeds leave 2 slots, which promote the next best configurations: still 10 trials.
+    oracle = _halving(tmp_path, max_trials=10, finalists=2)
+    trials = [_run_one(oracle, _lr_score) for _ in range(10)]
+    assert all(trials) and _run_one(oracle, _lr_score) is None
