@@ -51,9 +51,9 @@ def main() -> None:
     import pandas as pd
 
     from sweep import state
-    from sweep.search import import_tensorflow_quietly
+    from sweep.backend import import_quietly
 
-    import_tensorflow_quietly()
+    import_quietly()
     with tempfile.TemporaryDirectory() as tmp:
         directory = args.dir or tmp
         full, full_dir = scores(args, directory, args.max_epochs, "full")

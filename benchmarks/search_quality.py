@@ -89,9 +89,9 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="write the curves to this PNG")
     args = parser.parse_args()
 
-    from sweep.search import import_tensorflow_quietly
+    from sweep.backend import import_quietly
 
-    import_tensorflow_quietly()
+    import_quietly()
     print(f"{args.space}, {args.max_trials} trials of at most {args.max_epochs} epochs, "
           f"{args.train_size}/{args.val_size} split, seed 0")
     results = {}

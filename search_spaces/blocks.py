@@ -142,7 +142,8 @@ def classifier_head(kind: str, dense_units: list[int], dropout: float, activatio
         head.append(layers.Dense(units, activation=activation))
         if dropout > 0:
             head.append(layers.Dropout(dropout))
-    head.append(layers.Dense(num_classes, activation="softmax"))
+    # float32 under mixed precision too: the softmax, the loss and the metrics stay exact.
+    head.append(layers.Dense(num_classes, activation="softmax", dtype="float32"))
     return head
 
 

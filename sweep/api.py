@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep import figures
+from sweep import backend, cluster, figures
 from sweep import report as report_module
 from sweep.errors import SweepError
 from sweep.search import (
     SearchOutcome,
     SearchSettings,
+    check_settings,
     parse_duration,
     recorded_settings,
     run_search,
@@ -62,7 +63,8 @@ class Search:
                  tuner: str | None = None, max_trials: int = 20, max_epochs: int = 35,
                  patience: int = 8, finalists: int = 2, train_size: int = 5000,
                  val_size: int = 5000, time_budget: str | float | None = None,
-                 quiet: bool | None = None, tensorboard: bool = False):
+                 quiet: bool | None = None, tensorboard: bool = False,
+                 precision: str = "auto"):
         if isinstance(time_budget, str):
             time_budget = parse_duration(time_budget)
         self.settings = SearchSettings(
@@ -70,7 +72,7 @@ class Search:
             patience=patience, finalists=finalists, seed=seed, train_size=train_size,
             val_size=val_size, project=project, directory=str(directory), data=data,
             time_budget=time_budget, quiet=in_notebook() if quiet is None else quiet,
-            tensorboard=tensorboard,
+            tensorboard=tensorboard, precision=precision,
         )
 
     @classmethod
@@ -106,9 +108,14 @@ class Search:
 
         Workers share `directory` with the chief; a worker silent for `worker_timeout` seconds
         loses its trial to the next free worker (see the README, "Several machines")."""
+        settings = replace(self.settings, fresh=fresh)
+        cluster.check_port(port)
+        if worker_timeout <= 0:
+            raise SweepError("--worker-timeout must be positive, e.g. 2m.")
+        check_settings(settings)  # refused before the chief's module loads TensorFlow
+        backend.import_quietly()
         from sweep.distributed import run_chief
 
-        settings = replace(self.settings, fresh=fresh)
         return run_chief(settings, port=port, host=host, worker_timeout=worker_timeout, say=say)
 
     def trials(self) -> pd.DataFrame:

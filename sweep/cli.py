@@ -12,8 +12,8 @@ import signal
 import sys
 from pathlib import Path
 
+from sweep.backend import import_quietly
 from sweep.errors import SweepError
-from sweep.search import import_tensorflow_quietly
 from sweep.state import EVALUATIONS_FILE
 
 # TensorFlow's start-up chatter (oneDNN, CPU feature notes) hides the search's own output.
@@ -35,6 +35,7 @@ def _search_options(parser: argparse.ArgumentParser) -> None:
 
 def _definition_options(parser: argparse.ArgumentParser, defaults) -> None:
     """What defines a search: `run` and `chief` take the same."""
+    from sweep.backend import PRECISIONS
     from sweep.search import DEFAULT_TUNER, TUNERS
 
     parser.add_argument("--space", default=defaults.space,
@@ -61,6 +62,10 @@ def _definition_options(parser: argparse.ArgumentParser, defaults) -> None:
     parser.add_argument("--data", help="local CIFAR-10: a cifar-10-batches-py folder or "
                                        "cifar-10-python.tar.gz (default: $SWEEP_DATA, else "
                                        "Keras's download cache)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
+                        help="training precision (default: auto, the machine's fastest: "
+                             "bfloat16 on CPUs with bfloat16 instructions and recent GPUs, "
+                             "float16 on older GPUs, else float32)")
     parser.add_argument("--fresh", action="store_true",
                         help="start over; the old search is moved aside, never deleted")
 
@@ -162,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _spaces(args: argparse.Namespace) -> int:
-    import_tensorflow_quietly()
+    import_quietly()
     from sweep import spaces
     from sweep.search import SearchSettings
     from sweep.tuning import training_task
@@ -182,7 +187,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from sweep import Search
 
     search = Search.open(args.directory, args.project, data=args.data)
-    import_tensorflow_quietly()
+    import_quietly()
     for result in search.evaluate(args.trials, args.top):
         print(f"trial {result['trial']}: test accuracy {result['test_accuracy']:.2%} "
               f"(validation {result['val_accuracy']:.2%}) on {result['test_images']} test images")
@@ -194,7 +199,7 @@ def _export(args: argparse.Namespace) -> int:
     from sweep import Search
 
     search = Search.open(args.directory, args.project)
-    import_tensorflow_quietly()
+    import_quietly()
     path = search.export(args.output, args.trial)
     print(f"wrote {path} and {path.with_suffix('.json')}: load it with "
           f"keras.saving.load_model({str(path)!r}); it takes raw uint8 32x32x3 images")
@@ -202,7 +207,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import_tensorflow_quietly()
+    import_quietly()
     from sweep.models import predict_files
 
     for image, label, probability in predict_files(args.model, args.images):
@@ -243,7 +248,6 @@ def _search(args: argparse.Namespace, *not_settings: str):
 
 def _run(args: argparse.Namespace) -> int:
     search = _search(args)
-    import_tensorflow_quietly()
     return _until_interrupted(
         lambda: search.run(fresh=args.fresh, say=_say),
         "finished trials are saved. Run the same command again to resume.",
@@ -255,7 +259,6 @@ def _chief(args: argparse.Namespace) -> int:
 
     search = _search(args, "port", "host", "worker_timeout")
     timeout = parse_duration(args.worker_timeout, "--worker-timeout")
-    import_tensorflow_quietly()
     return _until_interrupted(
         lambda: search.serve(args.port, host=args.host, worker_timeout=timeout,
                              fresh=args.fresh, say=_say),
@@ -271,7 +274,7 @@ def _worker(args: argparse.Namespace) -> int:
     host, port = cluster.parse_address(args.chief)
     worker_id = cluster.check_worker_id(args.worker_id or cluster.default_worker_id())
     wait = parse_duration(args.wait, "--wait")
-    import_tensorflow_quietly()
+    import_quietly()
     from sweep.distributed import run_worker
 
     return _until_interrupted(

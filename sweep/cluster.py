@@ -22,6 +22,7 @@ CLUSTER_DIR = "cluster"
 CHIEF_FILE = "chief.json"
 WORKER_PREFIX = "worker-"
 HEARTBEAT_SECONDS = 2.0
+STALE_AFTER = 3 * HEARTBEAT_SECONDS  # a heartbeat older than this looks stopped
 DEFAULT_WORKER_TIMEOUT = 120.0  # seconds of silence after which a worker's trial is requeued
 WORKER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
@@ -145,6 +146,17 @@ def _alive_here(pid: int) -> bool:
     return True
 
 
+def process_alive(host: str, pid: int, heartbeat: dict | None, timeout: float) -> bool:
+    """Whether process `pid` on `host` still runs. On this machine the kernel says; another
+    machine's process ids mean nothing here, so there only the process's own `heartbeat` can
+    tell, by having been rewritten within `timeout` seconds (without one: not running)."""
+    if host == socket.gethostname():
+        return _alive_here(pid)
+    if not heartbeat or "stopped" in heartbeat:
+        return False
+    return time.time() - heartbeat["updated"] < timeout
+
+
 def check_worker_id_free(project_dir: Path, worker_id: str, timeout: float) -> None:
     """Refuse a second live worker with the same id: KerasTuner would give both the same trial.
 
@@ -154,11 +166,7 @@ def check_worker_id_free(project_dir: Path, worker_id: str, timeout: float) -> N
     beat = read_heartbeat(worker_path(project_dir, worker_id))
     if not beat or (beat["host"] == socket.gethostname() and beat["pid"] == os.getpid()):
         return
-    if beat["host"] == socket.gethostname():
-        taken = _alive_here(beat["pid"])
-    else:
-        taken = time.time() - beat["updated"] < timeout
-    if taken:
+    if process_alive(beat["host"], beat["pid"], beat, timeout):
         raise SweepError(
             f"Worker id {worker_id!r} is in use by process {beat['pid']} on {beat['host']}: "
             "give this worker another --id."

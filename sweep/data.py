@@ -22,6 +22,7 @@ DATA_ENV = "SWEEP_DATA"
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_BATCH = "test_batch"
 IMAGE_SHAPE = (32, 32, 3)
+TRAINING_IMAGES = 50_000  # in the five official training batches
 BATCHES_DIR = "cifar-10-batches-py"
 ARCHIVE = "cifar-10-python.tar.gz"
 CLASS_NAMES = [
@@ -138,14 +139,20 @@ def checksum(images: Images) -> str:
     return digest.hexdigest()
 
 
-def split_indices(n: int, train_size: int, val_size: int, seed: int) -> tuple[np.ndarray, ...]:
-    """Disjoint training and validation indices from one seeded permutation (not stratified)."""
+def check_split_sizes(train_size: int, val_size: int, n: int = TRAINING_IMAGES) -> None:
+    """Refuse a split that `n` training images cannot give (before any is read, for CIFAR-10's
+    50,000; again on the images read, which may be fewer)."""
     if train_size < 1 or val_size < 1:
         raise SweepError("--train-size and --val-size must be at least 1.")
     if train_size + val_size > n:
         raise SweepError(
             f"--train-size {train_size} + --val-size {val_size} exceeds the {n} training images."
         )
+
+
+def split_indices(n: int, train_size: int, val_size: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Disjoint training and validation indices from one seeded permutation (not stratified)."""
+    check_split_sizes(train_size, val_size, n)
     permutation = np.random.default_rng(seed).permutation(n)
     return permutation[:train_size], permutation[train_size : train_size + val_size]
 

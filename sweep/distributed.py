@@ -32,7 +32,7 @@ from keras_tuner.src import protos
 from keras_tuner.src.distribute import oracle_chief, oracle_client
 from keras_tuner.src.engine import conditions
 
-from sweep import cluster, spaces, state, tuning
+from sweep import backend, cluster, spaces, state, tuning
 from sweep import data as data_module
 from sweep import search as search_module
 from sweep.errors import SweepError
@@ -152,7 +152,7 @@ def serve_until_done(tuner: tuning.SweepTuner, watch: cluster.SilenceWatch, time
         if not oracle.search_done():
             continue
         done_since = done_since or time.monotonic()
-        waiting = [w for w in oracle.tuner_ids if watch.silent_for(w) <= timeout]
+        waiting = [w for w in oracle.workers() if watch.silent_for(w) <= timeout]
         if not waiting or time.monotonic() - done_since > timeout:
             return
 
@@ -160,10 +160,9 @@ def serve_until_done(tuner: tuning.SweepTuner, watch: cluster.SilenceWatch, time
 def run_chief(settings: SearchSettings, *, port: int, host: str = "0.0.0.0",
               worker_timeout: float = cluster.DEFAULT_WORKER_TIMEOUT,
               say: Callable[[str], None] = print) -> SearchOutcome:
-    """Serve the search `settings` describe to workers until it is done; return its outcome."""
-    cluster.check_port(port)
-    if worker_timeout <= 0:
-        raise SweepError("--worker-timeout must be positive, e.g. 2m.")
+    """Serve the search `settings` describe to workers until it is done; return its outcome.
+
+    Its options are checked by `Search.serve`, before this module loads TensorFlow."""
     with search_module.opened_search(settings, say, event="chief_start") as (space, split):
         project_dir = settings.project_dir
         ongoing = cluster.ongoing_trials(project_dir)
@@ -283,7 +282,8 @@ def run_worker(host: str, port: int, worker_id: str, *, directory: str = "runs",
     settings = search_module.recorded_settings(project_dir)
     settings.data, settings.quiet = data, quiet
     space = spaces.load(settings.space)
-    search_module.import_tensorflow_quietly()
+    backend.import_quietly()
+    settings.precision = backend.use_precision(settings.precision)  # this machine's fastest
     tuning.check_space(space, settings)
     split, _ = search_module.load_split(settings)
     check_worker_matches(project_dir, settings, space, split)

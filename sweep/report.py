@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep import figures, ranking, state, webpage
+from sweep import cluster, figures, ranking, state, webpage
 from sweep.errors import SweepError
 from sweep.figures import CHALLENGE_BASELINE, CURVES
 
@@ -48,13 +48,18 @@ def find_project(directory: str | os.PathLike, project: str | None) -> Path:
 
 
 def search_is_running(project_dir: Path) -> bool:
-    """Whether the process named in the search's lock file is alive (the lock is not touched)."""
-    try:
-        pid = int((project_dir / state.LOCK_FILE).read_text().split()[-1])
-        os.kill(pid, 0)
-    except (OSError, ValueError, IndexError):
+    """Whether the last holder of the search's lock still runs (the lock is not touched).
+
+    Asked like any process of the search (`cluster.process_alive`): on its own machine by its
+    process id, elsewhere by its heartbeat, which only a chief writes; a `run` on another
+    machine therefore shows as not running."""
+    holder = state.lock_holder(project_dir)
+    if holder is None:
         return False
-    return True
+    host, pid = holder
+    chief = cluster.read_heartbeat(cluster.chief_path(project_dir))
+    beat = chief if chief and (chief["host"], chief["pid"]) == holder else None
+    return cluster.process_alive(host, pid, beat, cluster.STALE_AFTER)
 
 
 def _trial_row(trial_dir: Path, running: bool) -> dict:

@@ -9,7 +9,6 @@ is checked here too, then the run is handed to the tuner.
 from __future__ import annotations
 
 import contextlib
-import os
 import platform
 import re
 import shutil
@@ -20,8 +19,8 @@ from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
+from sweep import backend, ranking, spaces, state
 from sweep import data as data_module
-from sweep import spaces, state
 from sweep.errors import SweepError
 
 TUNERS = ("halving", "bayesian", "random", "hyperband")
@@ -31,6 +30,8 @@ DEFAULT_TUNER = "halving"
 # Settings a resumed search must share with its first run: anything else would mix two searches.
 FIXED_SETTINGS = ("space", "space_sha256", "tuner", "seed", "max_epochs", "finalists")
 VERSIONED_PACKAGES = ("tensorflow", "keras", "keras-tuner", "numpy", "pandas")
+NUMBER = r"\d+(?:\.\d+)?"
+DURATION = re.compile(rf"(?:({NUMBER})h)?(?:({NUMBER})m)?(?:({NUMBER})s)?")
 
 
 @dataclass
@@ -50,6 +51,9 @@ class SearchSettings:
     fresh: bool = False
     quiet: bool = False
     time_budget: float | None = None  # seconds for this run; None: no limit
+    # This run's precision: "auto" (the machine's fastest), float32, bfloat16 or float16. It
+    # changes numerics, not the search: a resumed search may use another (README).
+    precision: str = "auto"
     tensorboard: bool = False  # TensorBoard logs per trial, in trial_<id>/tensorboard
     space_sha256: str = field(default="", repr=False)
 
@@ -59,6 +63,11 @@ class SearchSettings:
         if self.project:
             return self.project
         return Path(self.space).stem if spaces.is_file_space(self.space) else self.space
+
+    @property
+    def finalists_used(self) -> int:
+        """The finalists this search's --max-trials affords (`ranking.finalists_for`)."""
+        return ranking.finalists_for(self.max_trials, self.finalists)
 
     @property
     def project_dir(self) -> Path:
@@ -72,20 +81,30 @@ class SearchSettings:
                 raise SweepError(f"--{name.replace('_', '-')} must be at least 1.")
         if self.seed < 0:
             raise SweepError("--seed must be 0 or more.")
+        if self.precision not in backend.PRECISIONS:
+            raise SweepError(f"Unknown precision {self.precision!r}. "
+                             f"Choose one of: {', '.join(backend.PRECISIONS)}.")
         if self.finalists < 0:
             raise SweepError("--finalists must be 0 or more.")
+        data_module.check_split_sizes(self.train_size, self.val_size)
 
         if self.time_budget is not None and self.time_budget <= 0:
             raise SweepError("--time-budget must be positive, e.g. 90m or 3h.")
 
 
 def parse_duration(text: str, option: str = "--time-budget") -> float:
-    """'90m', '3h', '1h30m', '45s' or a number of seconds -> seconds."""
-    match = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?",
-                         text.strip())
-    if not text.strip() or not match:
-        raise SweepError(f"{option} {text!r} is not a duration: use e.g. 45m, 3h or 1h30m.")
-    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    """Seconds in a duration as people write it: '45s', '90m', '1.5h', '1h30m', '1h30' (a number
+    after the hours is minutes, as said aloud) or a bare number of seconds ('5400').
+
+    Not `pandas.Timedelta`: it reads '5400' as nanoseconds, refuses '1h30', and takes '1h1h' or
+    '1.5.5h'. Anything but these forms is refused, so no duration has two meanings."""
+    written = re.sub(r"\s+", "", text.lower())
+    if re.fullmatch(NUMBER, written):
+        return float(written)
+    match = DURATION.fullmatch(re.sub(rf"(?<=h)({NUMBER})$", r"\1m", written))
+    if not written or not match:
+        raise SweepError(f"{option} {text!r} is not a duration: use e.g. 45m, 3h, 1h30 or 1.5h.")
+    hours, minutes, seconds = (float(g or 0) for g in match.groups())
     return hours * 3600 + minutes * 60 + seconds
 
 
@@ -93,27 +112,6 @@ def format_duration(seconds: float) -> str:
     minutes, seconds = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
-
-
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow and find its devices with stderr muted.
-
-    Its C++ side logs through absl before `TF_CPP_MIN_LOG_LEVEL` applies (CUDA probes on
-    machines without a GPU, for example); a failed import still raises, after stderr is back.
-    """
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
-        # Each trial builds a new model, so tf.function retracing warnings are expected noise.
-        tf.get_logger().setLevel("ERROR")
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def package_versions() -> dict[str, str]:
@@ -186,7 +184,7 @@ def search_record(settings: SearchSettings, split: data_module.Split, source: Pa
                      "patience": settings.patience, "max_trials": settings.max_trials},
         "split": split.record,
         "data_source": str(source),
-        "versions": package_versions(),
+        "versions": {**package_versions(), "keras backend": backend.name()},
         "created": datetime.now().isoformat(timespec="seconds"),
     }
 
@@ -200,41 +198,65 @@ class SearchOutcome:
     best_val_accuracy: float | None
 
 
+def check_settings(settings: SearchSettings) -> None:
+    """What a user can get wrong in the settings alone, refused before TensorFlow loads (that
+    takes seconds): the options, and the space, whose code is found and hashed but not run."""
+    settings.validate()
+    settings.space_sha256 = spaces.source_hash(settings.space)
+
+
+def checked_search(settings: SearchSettings, say: Callable[[str], None]):
+    """Everything else a user can get wrong, refused before the search is written to: a resumed
+    search's fixed settings (#8), then, with TensorFlow loaded, the space's models against the
+    rules, the data, the recorded split and KerasTuner's files. Returns the search's record
+    (None for a new search or with --fresh), its space, its split and where the data came from.
+    """
+    record_path = settings.project_dir / state.SETTINGS_FILE
+    recorded = state.read_json(record_path) if record_path.exists() and not settings.fresh else None
+    settings.tuner = settings.tuner or (
+        recorded["settings"]["tuner"] if recorded else DEFAULT_TUNER
+    )
+    if recorded:
+        check_resume(recorded, settings)
+    backend.import_quietly()  # TensorFlow loads here, after the quick checks above
+    settings.precision = backend.use_precision(settings.precision)
+    space = spaces.load(settings.space)
+    from sweep import tuning
+
+    tuning.check_space(space, settings)
+    split, source = load_split(settings)
+    if recorded:
+        check_split(recorded, split.record, settings)
+        for repaired in state.repair_keras_tuner_files(settings.project_dir):
+            say(repaired)
+    return recorded, space, split, source
+
+
 @contextlib.contextmanager
 def opened_search(settings: SearchSettings, say: Callable[[str], None], event: str = "run_start"):
     """Check, lock and open the search `settings` describe; yield its space and split.
 
-    Everything a user can get wrong is checked before TensorFlow loads and before any training:
-    the settings, a resumed search's fixed settings (#8), the space's models against the rules,
-    the data and the recorded split. The lock is held until the block ends."""
-    settings.validate()
-    space = spaces.load(settings.space)
-    settings.space_sha256 = space.source_hash()
+    Everything a user can get wrong is checked before any training (`check_settings`, then
+    `checked_search` under the lock), and a refused command leaves the disk as it found it: the
+    lock is undone, and --fresh moves the previous search aside only once the checks passed.
+    The lock is held until the block ends."""
+    check_settings(settings)
     project_dir = settings.project_dir
-    if settings.fresh and project_dir.exists():
-        with state.SearchLock(project_dir):  # never move a search another run is writing
-            kept = set_aside(project_dir)
-        say(f"--fresh: the previous search was moved to {kept}")
-    record_path = project_dir / state.SETTINGS_FILE
-    with state.SearchLock(project_dir):
-        recorded = state.read_json(record_path) if record_path.exists() else None
-        settings.tuner = settings.tuner or (
-            recorded["settings"]["tuner"] if recorded else DEFAULT_TUNER
-        )
-        if recorded:
-            check_resume(recorded, settings)
-        import_tensorflow_quietly()  # TensorFlow loads here, after the quick checks above
-        from sweep import tuning
-
-        tuning.check_space(space, settings)
-        split, source = load_split(settings)
-        if recorded:
-            check_split(recorded, split.record, settings)
-        else:
-            state.write_json(record_path, search_record(settings, split, source))
-        state.append_event(project_dir, event=event, max_trials=settings.max_trials)
-        for repaired in state.repair_keras_tuner_files(project_dir):
-            say(repaired)
+    with contextlib.ExitStack() as locks:
+        lock = locks.enter_context(state.SearchLock(project_dir))
+        try:
+            recorded, space, split, source = checked_search(settings, say)
+        except BaseException:
+            lock.restore()
+            raise
+        if settings.fresh and not lock.made_folder:
+            say(f"--fresh: the previous search was moved to {set_aside(project_dir)}")
+            locks.enter_context(state.SearchLock(project_dir))  # the new search's own lock
+        if not recorded:
+            state.write_json(project_dir / state.SETTINGS_FILE,
+                             search_record(settings, split, source))
+        state.append_event(project_dir, event=event, max_trials=settings.max_trials,
+                           backend=backend.name(), precision=settings.precision)
         yield space, split
 
 

@@ -8,6 +8,7 @@ space builds goes through `sweep.rules` before it trains.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -38,7 +39,11 @@ class Space:
 
     def source_hash(self) -> str:
         """A hash of the space's code: a search resumed with other code would mix two spaces."""
-        return hashlib.sha256(Path(self.module.__file__).read_bytes()).hexdigest()
+        return _sha256(Path(self.module.__file__))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def available() -> list[str]:
@@ -50,8 +55,6 @@ def available() -> list[str]:
 
 
 def _import_file(path: Path) -> ModuleType:
-    if not path.is_file():
-        raise SweepError(f"Search space file {path} does not exist.")
     module_name = f"sweep_user_space_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
@@ -64,23 +67,42 @@ def is_file_space(name: str) -> bool:
     return name.endswith(".py") or "/" in name
 
 
-def _import(name: str) -> ModuleType:
-    if is_file_space(name):
-        return _import_file(Path(name))
+def _module_name(name: str) -> str:
+    """The module a space's name (not a file) stands for."""
     if name in available():
-        return importlib.import_module(f"search_spaces.{name}")
+        return f"search_spaces.{name}"
     if "." in name:
-        return importlib.import_module(name)
+        return name
     raise SweepError(
         f"Unknown search space {name!r}. Available: {', '.join(available())}; "
         "or give a file (path/to/space.py) or a module (package.module)."
     )
 
 
-def load(name: str) -> Space:
-    """The space `name`, a built-in name, a .py file or a dotted module; errors are SweepErrors."""
+def _source_file(name: str) -> Path:
+    """The file holding the space's code, found without running it."""
+    if is_file_space(name):
+        path = Path(name)
+        if not path.is_file():
+            raise SweepError(f"Search space file {path} does not exist.")
+        return path
+    spec = importlib.util.find_spec(_module_name(name))
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(f"No module named {name!r}")
+    return Path(spec.origin)
+
+
+def _import(name: str) -> ModuleType:
+    if is_file_space(name):
+        return _import_file(_source_file(name))
+    return importlib.import_module(_module_name(name))
+
+
+@contextlib.contextmanager
+def _as_sweep_errors(name: str):
+    """Whatever finding or importing a user's space raises becomes a SweepError naming it."""
     try:
-        module = _import(name)
+        yield
     except SweepError:
         raise
     except ModuleNotFoundError as e:
@@ -89,6 +111,19 @@ def load(name: str) -> Space:
         raise SweepError(
             f"Search space {name!r} failed on import: {type(e).__name__}: {e}"
         ) from None
+
+
+def source_hash(name: str) -> str:
+    """`Space.source_hash` of the space `name`, without importing it: every space imports Keras,
+    and a search checks its settings (this hash among them) before Keras loads."""
+    with _as_sweep_errors(name):
+        return _sha256(_source_file(name))
+
+
+def load(name: str) -> Space:
+    """The space `name`, a built-in name, a .py file or a dotted module; errors are SweepErrors."""
+    with _as_sweep_errors(name):
+        module = _import(name)
     if not callable(getattr(module, "build", None)):
         raise SweepError(
             f"Search space {name!r} does not define build(hp, task) -> keras.Model."

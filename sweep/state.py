@@ -8,11 +8,14 @@ crash-safe path.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
 import math
 import os
+import re
+import socket
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -152,15 +155,27 @@ class SearchLock:
     """One search, one writer: an exclusive `flock` on `<project>/.lock`.
 
     The kernel drops the lock when its process dies, so a lock left by a killed run is never
-    stale; the file only names the last holder for the error message.
+    stale; the file only names the last holder ("process PID on HOST"), for the error message
+    and for `lock_holder`. A command refused while it holds the lock calls `restore`, so that
+    it leaves the disk as it found it.
     """
 
     def __init__(self, project_dir: Path):
         self.path = project_dir / LOCK_FILE
         self._file = None
+        self._made_folders: list[Path] = []  # the folders this lock created, innermost first
+        self._previous_holder: str | None = None  # the file's text before; None: no file
+
+    @property
+    def made_folder(self) -> bool:
+        """Whether the search's folder did not exist before this lock."""
+        return bool(self._made_folders)
 
     def __enter__(self) -> SearchLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        folder = self.path.parent
+        self._made_folders = [p for p in (folder, *folder.parents) if not p.exists()]
+        folder.mkdir(parents=True, exist_ok=True)
+        self._previous_holder = self.path.read_text() if self.path.exists() else None
         f = open(self.path, "a+")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -174,16 +189,42 @@ class SearchLock:
                 f"{self.path.parent} is in use by {holder}. "
                 "Wait for it to finish or stop it, then run the command again."
             ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"process {os.getpid()}")
-        f.flush()
         self._file = f
+        self._name_holder(f"process {os.getpid()} on {socket.gethostname()}")
         return self
+
+    def _name_holder(self, text: str) -> None:
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(text)
+        self._file.flush()
+
+    def restore(self) -> None:
+        """Undo what taking the lock did, while still holding it: the lock file's previous
+        holder is written back, or the file and the folders it needed are removed (a folder
+        something else wrote into meanwhile is left)."""
+        if self._previous_holder is not None:
+            self._name_holder(self._previous_holder)
+            return
+        self.path.unlink(missing_ok=True)
+        for folder in self._made_folders:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
     def __exit__(self, *exc) -> None:
         fcntl.flock(self._file, fcntl.LOCK_UN)
         self._file.close()
+
+
+def lock_holder(project_dir: Path) -> tuple[str, int] | None:
+    """(host, process id) of the last holder of the search's lock, as its file names it; None
+    without a readable one. Files from before hosts were named are taken as this machine's."""
+    try:
+        text = (project_dir / LOCK_FILE).read_text()
+    except OSError:
+        return None
+    match = re.fullmatch(r"process (\d+)(?: on (\S+))?", text.strip())
+    return (match[2] or socket.gethostname(), int(match[1])) if match else None
 
 
 def best_epoch(history: list[dict]) -> dict | None:

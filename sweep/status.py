@@ -16,8 +16,6 @@ import pandas as pd
 from sweep import cluster, report, state
 from sweep.search import format_duration
 
-STALE_AFTER = 3 * cluster.HEARTBEAT_SECONDS  # a heartbeat older than this looks stopped
-
 
 def _age(seconds: float) -> str:
     return f"{format_duration(max(seconds, 0.0))} ago"
@@ -27,7 +25,7 @@ def _liveness(beat: dict, now: float) -> str:
     if "stopped" in beat:
         return f"stopped {_age(now - beat['stopped'])}"
     age = now - beat["updated"]
-    return f"seen {_age(age)}" if age < STALE_AFTER else f"silent since {_age(age)}"
+    return f"seen {_age(age)}" if age < cluster.STALE_AFTER else f"silent since {_age(age)}"
 
 
 def trial_lines(df: pd.DataFrame, project_dir: Path, max_epochs: int) -> list[str]:

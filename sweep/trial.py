@@ -20,11 +20,10 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras_tuner import errors as kt_errors
 from keras_tuner.src.engine import tuner_utils
 
-from sweep import state
+from sweep import backend, state
 from sweep.data import Split
 from sweep.errors import TimeBudgetReached
 
@@ -57,13 +56,9 @@ class TrainingData:
         return cls(split.x_train, one_hot[split.y_train], split.x_val, one_hot[split.y_val])
 
     @functools.cached_property
-    def tensors(self) -> tuple[tf.Tensor, ...]:
-        """x_train, y_train, x_val, y_val as TensorFlow tensors, made once per process.
-
-        Keras's own input pipeline for in-memory data (shuffled indices, batches gathered in a
-        parallel `tf.data` map, prefetched) takes them as they are; from NumPy arrays it would
-        first copy the whole split into new tensors in every trial."""
-        return tuple(tf.constant(a) for a in (self.x_train, self.y_train, self.x_val, self.y_val))
+    def tensors(self) -> tuple:
+        """x_train, y_train, x_val, y_val as the backend takes them (`backend.as_inputs`)."""
+        return backend.as_inputs((self.x_train, self.y_train, self.x_val, self.y_val))
 
 
 def trial_seed(search_seed: int, values: dict) -> int:

@@ -21,7 +21,7 @@ from keras_tuner.src.engine import hyperparameters as hp_module
 from keras_tuner.src.engine import trial as kt_trial
 
 from search_spaces.blocks import TrainingTask
-from sweep import ranking, rules, spaces, state
+from sweep import backend, ranking, rules, spaces, state
 from sweep import trial as trial_module
 from sweep.data import CLASS_NAMES, IMAGE_SHAPE, Split
 from sweep.errors import SweepError, TimeBudgetReached
@@ -156,6 +156,12 @@ class SafeOracle:
         return {tuner_id: trial.trial_id for tuner_id, trial in self.ongoing_trials.items()}
 
     @kt.synchronized
+    def workers(self) -> set[str]:
+        """Every worker that asked for a trial, copied under the oracle's lock: the chief's gRPC
+        threads add to `tuner_ids` while it is read."""
+        return set(self.tuner_ids)
+
+    @kt.synchronized
     def search_done(self) -> bool:
         """Nothing running or queued, and nothing more to start."""
         if self.ongoing_trials or self._retry_queue:
@@ -184,6 +190,13 @@ class Finalists:
 
     finalists = 0
     max_epochs = 0
+
+    def _awaited(self, trials: list) -> bool:
+        """Whether any of `trials` is still to end: running on a worker, or queued to run again.
+        A trial a killed process left RUNNING is queued on reload; one found in neither place
+        never runs again, and waiting for it would wait for ever."""
+        pending = {t.trial_id for t in self.ongoing_trials.values()} | set(self._retry_queue)
+        return any(t.trial_id in pending for t in trials)
 
     def search_slots(self) -> int:
         return self.max_trials - ranking.REPLICAS * self.finalists
@@ -217,7 +230,7 @@ class Finalists:
             response = super().populate_space(trial_id)
             if response["status"] != kt_trial.TrialStatus.STOPPED:
                 return response  # else the search's oracle ran out early: finalists now
-        if any(t.status not in ENDED for t in searched):
+        if self._awaited(searched):
             return IDLE  # finalists are chosen once every searched trial has its score
         replica = self._next_replica()
         return _running(replica) if replica else super().populate_space(trial_id)
@@ -276,7 +289,7 @@ class HalvingOracle(kt.oracles.RandomSearchOracle):
         for rung in range(1, len(sizes)):
             if len(by_rung[rung]) >= sizes[rung]:
                 continue
-            if any(t.status not in ENDED for t in by_rung[rung - 1]):
+            if self._awaited(by_rung[rung - 1]):
                 return IDLE  # a rung is promoted once all of it has a score
             candidates = self._candidates(by_rung[rung - 1], by_rung[rung])
             if candidates:
@@ -558,7 +571,8 @@ class SweepTuner:
         self.say(
             f"search {s.project_name} in {s.project_dir}: space {s.space}, tuner {s.tuner}, "
             f"{s.max_trials} trials of at most {s.max_epochs} epochs, "
-            f"split seed {s.seed} ({s.train_size} train / {s.val_size} val)"
+            f"split seed {s.seed} ({s.train_size} train / {s.val_size} val), "
+            f"{backend.name()} backend in {s.precision}"
         )
         self.say(f"plan: {self.plan_line()}")
         if trials:
@@ -568,7 +582,7 @@ class SweepTuner:
 
     def plan_line(self) -> str:
         """What the search will train, in epochs: the measure of its cost on any machine."""
-        s, finalists = self.settings, self.oracle.finalists
+        s, finalists = self.settings, self.settings.finalists_used
         searched = s.max_trials - ranking.REPLICAS * finalists
         if s.tuner == "halving":
             steps = ", ".join(f"{n} configurations on {e} epochs"
@@ -585,7 +599,7 @@ class SweepTuner:
     def planned_epochs(self) -> int | None:
         """Epochs the whole search trains (at most, where early stopping may cut trials);
         None for Hyperband, whose trial lengths depend on where --max-trials cuts it."""
-        s, finalists = self.settings, self.oracle.finalists
+        s, finalists = self.settings, self.settings.finalists_used
         searched = s.max_trials - ranking.REPLICAS * finalists
         if s.tuner == "hyperband":
             return None
@@ -671,7 +685,7 @@ def make_oracle(settings: SearchSettings) -> Finalists:
                         "halving": SuccessiveHalvingOracle}[settings.tuner]
         oracle = oracle_class(max_trials=settings.max_trials, **common)
     oracle.max_epochs = settings.max_epochs
-    oracle.finalists = ranking.finalists_for(settings.max_trials, settings.finalists)
+    oracle.finalists = settings.finalists_used
     return oracle
 
 

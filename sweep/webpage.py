@@ -63,6 +63,9 @@ def _provenance(project_dir: Path, df: pd.DataFrame, record: dict) -> pd.DataFra
         "data sha256": split["data_sha256"],
         "data source": record.get("data_source", ""),
         **{f"version: {k}": v for k, v in record.get("versions", {}).items()},
+        # A resumed search may run on another backend or precision: each run says which.
+        "runs (backend, precision)": ", ".join(dict.fromkeys(
+            f"{e['backend']} {e['precision']}" for e in events if "precision" in e)),
         "created": record.get("created", ""),
         "first event": times[0] if times else "",
         "last event": times[-1] if times else "",

@@ -1,5 +1,8 @@
 """Usage errors: one short message on stderr, exit status 2, never a traceback."""
 
+import subprocess
+import sys
+
 import pytest
 from conftest import run_sweep
 
@@ -26,6 +29,37 @@ def test_usage_errors_exit_2_without_traceback(tmp_path, args, message):
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 3
+
+
+# Calls the CLI, then says whether TensorFlow or Keras was imported on the way.
+IMPORT_PROBE = """
+import sys
+from sweep.cli import main
+try:
+    status = main(sys.argv[1:])
+except SystemExit as e:
+    status = e.code
+print(sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
+sys.exit(status)
+"""
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--space", "nope"], "Unknown search space 'nope'"),
+    (["run", "--space", "missing.py"], "Search space file missing.py does not exist"),
+    (["run", "--time-budget", "1h30x"], "--time-budget '1h30x' is not a duration"),
+    (["run", "--train-size", "30000", "--val-size", "25000"], "exceeds the 50000 training"),
+    (["run", "--max-epochs", "0"], "--max-epochs must be at least 1"),
+    (["run", "--tuner", "grid"], "invalid choice: 'grid'"),
+    (["chief", "--port", "70000"], "--port 70000 is not a port number"),
+    (["chief", "--port", "8000", "--space", "nope"], "Unknown search space 'nope'"),
+])
+def test_usage_errors_are_refused_before_tensorflow_loads(tmp_path, args, message):
+    result = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *args], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert result.stdout.strip() == "[]"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_console_script_and_module_share_the_parser(tmp_path):

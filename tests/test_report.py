@@ -1,11 +1,12 @@
 """Reports on hand-made search folders: completed, failed, interrupted and unreadable trials."""
 
 import os
+import time
 
 import pandas as pd
 import pytest
 
-from sweep import report, state
+from sweep import cluster, report, state
 from sweep.data import CLASS_NAMES
 from sweep.errors import SweepError
 
@@ -91,6 +92,20 @@ def test_running_trial_shows_as_interrupted_when_no_process_holds_the_search(pro
     (project / state.LOCK_FILE).write_text(f"process {os.getpid()}")
     df = report.load_trials(project).set_index("trial")
     assert df.loc["3", "status"] == "RUNNING"
+
+
+def test_a_search_held_on_another_machine_runs_while_its_chief_beats(project):
+    # This machine's process of the same id says nothing about the other machine's.
+    (project / state.LOCK_FILE).write_text(f"process {os.getpid()} on elsewhere")
+    assert not report.search_is_running(project)
+    beat = {"host": "elsewhere", "pid": os.getpid(), "port": 8000, "updated": time.time()}
+    state.write_json(cluster.chief_path(project), beat)
+    assert report.search_is_running(project)
+    assert report.load_trials(project).set_index("trial").loc["3", "status"] == "RUNNING"
+    state.write_json(cluster.chief_path(project), {**beat, "updated": time.time() - 60})
+    assert not report.search_is_running(project)
+    state.write_json(cluster.chief_path(project), {**beat, "pid": os.getpid() + 1})
+    assert not report.search_is_running(project)  # another chief's heartbeat
 
 
 def test_writes_csv_markdown_and_curves(project, tmp_path):

@@ -1,19 +1,99 @@
-"""End to end on the real CIFAR-10 copy (tiny budgets), with real processes and real SIGKILL.
+"""Durations and refused searches (no training), then end to end on the real CIFAR-10 copy
+(tiny budgets, marked `cifar`), with real processes and real SIGKILL.
 
 The data folder given to `run` has no test batch at all, so any attempt to read the test images
 would fail these tests.
 """
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest import run_sweep, statuses, train_starts
 
-from sweep import state
+import sweep
+from sweep import spaces, state
+from sweep.errors import SweepError
+from sweep.search import parse_duration
 
-pytestmark = pytest.mark.cifar
 
+@pytest.mark.parametrize("text, seconds", [
+    ("1h30", 5400), ("1h30m", 5400), ("90m", 5400), ("1.5h", 5400), ("5400", 5400),
+    ("45s", 45), ("3h", 10800), ("2m30s", 150), ("1h 30m", 5400), ("1H30", 5400),
+])
+def test_durations_read_as_people_write_them(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "1m30", "1h1h", "30m1h", "1.5.5h", "-5m", "1d",
+                                  "1:30:00", "1h30x"])
+def test_anything_else_is_not_a_duration(text):
+    with pytest.raises(SweepError) as refusal:
+        parse_duration(text)
+    assert str(refusal.value) == (f"--time-budget {text!r} is not a duration: "
+                                  "use e.g. 45m, 3h, 1h30 or 1.5h.")
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under `root` with the bytes of each file."""
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None
+            for p in sorted(root.rglob("*"))}
+
+
+def _existing_search(runs: Path) -> Path:
+    """A search of tiny_cnn, as a run with `_refused`'s settings would have left it, last held
+    by a process on another machine."""
+    project = runs / "tiny_cnn"
+    state.write_json(project / state.SETTINGS_FILE, {
+        "settings": {"space": "tiny_cnn", "space_sha256": spaces.source_hash("tiny_cnn"),
+                     "tuner": "random", "seed": 0, "max_epochs": 2, "finalists": 0},
+        "split": {"seed": 0, "train_size": 100, "val_size": 100},
+    })
+    state.write_json(project / "trial_0" / "trial.json", {"trial_id": "0"})
+    (project / state.LOCK_FILE).write_text("process 1 on elsewhere")
+    return project
+
+
+def _refused(command: str, runs: Path, fresh: bool = False, **options) -> str:
+    """The message a refused run or chief of a tiny_cnn search under `runs` gives."""
+    search = sweep.Search(**{"space": "tiny_cnn", "directory": runs, "tuner": "random",
+                             "max_epochs": 2, "finalists": 0, "train_size": 100,
+                             "val_size": 100, **options})
+    with pytest.raises(SweepError) as refusal:
+        if command == "run":
+            search.run(fresh=fresh)
+        else:
+            search.serve(port=1, worker_timeout=60, fresh=fresh)
+    return str(refusal.value)
+
+
+@pytest.mark.parametrize("command, existing, fresh, data, options, message", [
+    ("run", False, False, "missing", {}, "No CIFAR-10 found at /no/such/path"),
+    ("run", False, False, "empty", {}, "No CIFAR-10 found at"),
+    ("run", False, False, "tiny", {"train_size": 800, "val_size": 400},
+     "exceeds the 1000 training images"),
+    ("run", False, False, "tiny", {"train_size": 30000, "val_size": 25000},
+     "exceeds the 50000 training images"),
+    ("run", True, False, "missing", {}, "No CIFAR-10 found at /no/such/path"),
+    ("run", True, True, "missing", {}, "No CIFAR-10 found at /no/such/path"),
+    ("run", True, False, "tiny", {"max_epochs": 3}, "made with other settings (max_epochs 2 -> 3)"),
+    ("chief", False, False, "missing", {}, "No CIFAR-10 found at /no/such/path"),
+    ("chief", True, True, "empty", {}, "No CIFAR-10 found at"),
+])
+def test_a_refused_command_leaves_the_disk_as_it_found_it(tmp_path, tiny_cifar, command, existing,
+                                                         fresh, data, options, message):
+    runs = tmp_path / "runs"
+    if existing:
+        _existing_search(runs)
+    (tmp_path / "empty").mkdir()
+    folders = {"tiny": tiny_cifar, "missing": Path("/no/such/path"), "empty": tmp_path / "empty"}
+    before = _tree(tmp_path)
+    assert message in _refused(command, runs, fresh, data=str(folders[data]), **options)
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.cifar
 
 def test_run_report_evaluate_resume_extend_refuse_other_settings(
     real_cifar_train_only, real_cifar_batches, tmp_path
@@ -87,6 +167,7 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
             == json.loads((kept[0] / state.SETTINGS_FILE).read_text())["split"])
 
 
+@pytest.mark.cifar
 def test_hyperband_is_capped_by_max_trials_and_restarts_promoted_trials(
     real_cifar_train_only, tmp_path
 ):
@@ -109,6 +190,7 @@ def test_hyperband_is_capped_by_max_trials_and_restarts_promoted_trials(
         assert len(record["history"]) == trial["hyperparameters"]["values"]["tuner/epochs"]
 
 
+@pytest.mark.cifar
 def test_halving_screens_promotes_and_ranks_finalists_by_their_mean(
     real_cifar_train_only, tmp_path
 ):

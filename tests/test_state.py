@@ -1,6 +1,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,7 +77,21 @@ def test_second_holder_is_refused_and_a_dead_holder_frees_the_lock(tmp_path):
         holder.wait()
     time.sleep(0.1)
     with state.SearchLock(tmp_path):
-        assert (tmp_path / state.LOCK_FILE).read_text() == f"process {os.getpid()}"
+        assert (tmp_path / state.LOCK_FILE).read_text() == (
+            f"process {os.getpid()} on {socket.gethostname()}")
+        assert state.lock_holder(tmp_path) == (socket.gethostname(), os.getpid())
+
+
+def test_a_restored_lock_leaves_the_disk_as_it_found_it(tmp_path):
+    with state.SearchLock(tmp_path / "runs" / "new") as lock:
+        lock.restore()
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / state.LOCK_FILE).write_text("process 1 on elsewhere")
+    with state.SearchLock(tmp_path) as lock:
+        assert state.lock_holder(tmp_path) == (socket.gethostname(), os.getpid())
+        lock.restore()
+    assert (tmp_path / state.LOCK_FILE).read_text() == "process 1 on elsewhere"
+    assert state.lock_holder(tmp_path) == ("elsewhere", 1)
 
 
 def test_best_epoch_and_failure_reason():

@@ -1,7 +1,10 @@
 """The oracle guards of `sweep.tuning` against KerasTuner 1.4.8's own oracle (no training)."""
 
+import threading
+
 import keras_tuner as kt
 import pytest
+from keras_tuner.src.engine import oracle as kt_oracle
 
 from sweep import tuning
 
@@ -54,6 +57,21 @@ def test_a_silent_workers_trial_goes_back_to_the_queue_and_to_the_next_worker(tm
     assert oracle.release_trial("w1") == taken
     assert oracle.create_trial("w2").trial_id == taken
     assert oracle.ongoing_workers() == {"w2": taken}
+
+
+def test_the_chief_reads_its_workers_under_the_oracles_lock(tmp_path):
+    oracle = _oracle(tuning.RandomOracle, tmp_path)
+    oracle.create_trial("w1")
+    read = []
+    reader = threading.Thread(target=lambda: read.append(oracle.workers()))
+    with kt_oracle.LOCKS[oracle]:  # as while a gRPC thread is in the oracle
+        reader.start()
+        reader.join(0.2)
+        assert reader.is_alive()
+    reader.join(5)
+    assert read == [{"w1"}]
+    read[0].add("w2")  # a copy: the oracle's own set is not shared
+    assert oracle.workers() == {"w1"}
 
 
 def test_after_a_chief_restart_running_trials_stay_with_their_workers(tmp_path):
@@ -137,3 +155,15 @@ def test_slots_left_by_too_few_fully_trained_configurations_go_back_to_the_searc
     oracle = _halving(tmp_path, max_trials=10, finalists=2)
     trials = [_run_one(oracle, _lr_score) for _ in range(10)]
     assert all(trials) and _run_one(oracle, _lr_score) is None
+
+
+def test_a_trial_left_running_by_a_killed_process_does_not_hold_the_finalists_up(tmp_path):
+    oracle = _oracle(tuning.RandomOracle, tmp_path)  # 4 trials: 2 searched, 1 finalist x 2
+    oracle.max_epochs, oracle.finalists = 9, 1
+    _run_one(oracle, _lr_score)
+    orphan = oracle.create_trial("w1")
+    del oracle.ongoing_trials["w1"]  # neither running nor queued: it never runs again
+    assert orphan.status == "RUNNING"
+    finalist = oracle.create_trial("w1")
+    assert finalist.status == "RUNNING"  # not IDLE, which a single process would spin on
+    assert finalist.hyperparameters.values["tuner/replica"] == 1

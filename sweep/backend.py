@@ -1,0 +1,126 @@
+"""The machine under Keras: its backend (TensorFlow, JAX or PyTorch) and its fastest precision.
+
+Everything that depends on which Keras backend runs lives here, so the rest of the tool runs
+unchanged under `KERAS_BACKEND=jax` or `torch`, where TensorFlow may not be installed at all (a
+GPU machine with JAX or PyTorch, for example). TensorFlow stays the default and tested backend.
+
+Precision: on CPUs with bfloat16 instructions (avx512_bf16, AMX) and on GPUs of compute
+capability 8.0 or more, Keras's `mixed_bfloat16` policy trains faster for the same accuracy; on
+older GPUs `mixed_float16` (Keras's `compile` adds loss scaling by itself); elsewhere float32,
+because emulated bfloat16 is slower (measured on an AVX2-only CPU: see README). The classifier
+layer of every built-in space computes in float32, as Keras's mixed-precision guide advises, so
+the softmax, the loss and the metrics stay float32.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+CPU_BFLOAT16_FLAGS = {"avx512_bf16", "amx_bf16"}
+BFLOAT16_GPU = (8, 0)  # Ampere and newer
+FLOAT16_GPU = (7, 0)  # Volta and newer: tensor cores
+
+
+def import_quietly() -> None:
+    """Import Keras and its backend, and find the devices, with stderr muted.
+
+    TensorFlow's C++ side logs through absl before `TF_CPP_MIN_LOG_LEVEL` applies (CUDA probes
+    on machines without a GPU, for example); a failed import still raises, after stderr is back.
+    """
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras
+
+        if keras.config.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+            # Each trial builds a new model, so tf.function retracing warnings are expected.
+            tf.get_logger().setLevel("ERROR")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def name() -> str:
+    import keras
+
+    return keras.config.backend()
+
+
+def as_inputs(arrays: tuple) -> tuple:
+    """The split as the backend's `fit` takes it fastest, made once per process.
+
+    On TensorFlow, tensors: Keras's input pipeline for in-memory data (shuffled indices, batches
+    gathered in a parallel `tf.data` map, prefetched) takes them as they are; from NumPy arrays
+    it would first copy the whole split into new tensors in every trial. Other backends iterate
+    over NumPy arrays themselves."""
+    if name() != "tensorflow":
+        return arrays
+    import tensorflow as tf
+
+    return tuple(tf.constant(a) for a in arrays)
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU's feature flags (Linux); empty where the kernel does not list them."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def gpu_capability() -> tuple[int, int] | None:
+    """The first GPU's compute capability, as the running backend sees it; None without one."""
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            return None
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
+        return tuple(capability) if capability else (0, 0)
+    if backend == "jax":
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        if not gpus:
+            return None
+        major, _, minor = str(getattr(gpus[0], "compute_capability", "0.0")).partition(".")
+        return int(major), int(minor or 0)
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.get_device_capability(0) if torch.cuda.is_available() else None
+    return None
+
+
+def auto_precision(gpu: tuple[int, int] | None, flags: set[str]) -> str:
+    """The fastest precision of a machine with this GPU (or none) and these CPU flags."""
+    if gpu is not None:
+        if gpu >= BFLOAT16_GPU:
+            return "bfloat16"
+        return "float16" if gpu >= FLOAT16_GPU else "float32"
+    return "bfloat16" if flags & CPU_BFLOAT16_FLAGS else "float32"
+
+
+def use_precision(requested: str) -> str:
+    """Set Keras's global dtype policy for `requested` (`auto`: this machine's fastest) and
+    return the precision chosen: float32, bfloat16 or float16."""
+    import keras
+
+    precision = (auto_precision(gpu_capability(), cpu_flags()) if requested == "auto"
+                 else requested)
+    keras.mixed_precision.set_global_policy(POLICIES[precision])
+    return precision

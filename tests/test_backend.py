@@ -1,0 +1,70 @@
+"""`sweep.backend`: the precision a machine gets, and the tool on a backend without TensorFlow."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import keras_tuner as kt
+import pytest
+
+from search_spaces import small_cnn
+from search_spaces.blocks import TrainingTask
+from sweep import backend, state
+
+
+@pytest.mark.parametrize("gpu, flags, expected", [
+    (None, {"avx2", "fma"}, "float32"),  # this project's AVX2-only EPYC: emulated bf16 is slower
+    (None, {"avx2", "avx512f", "avx512_bf16"}, "bfloat16"),
+    (None, {"amx_bf16", "amx_tile"}, "bfloat16"),
+    ((9, 0), set(), "bfloat16"),  # H100 / H200
+    ((7, 5), {"avx512_bf16"}, "float16"),  # T4: a GPU decides, not the CPU beside it
+    ((6, 1), set(), "float32"),
+])
+def test_auto_precision_is_the_fastest_the_machine_has(gpu, flags, expected):
+    assert backend.auto_precision(gpu, flags) == expected
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\nbugs\t\t: none\n")
+    assert backend.cpu_flags(cpuinfo) == {"fpu", "avx2", "avx512_bf16"}
+    assert backend.cpu_flags(tmp_path / "missing") == set()
+
+
+def test_under_mixed_precision_the_classifier_and_its_output_stay_float32():
+    try:
+        assert backend.use_precision("bfloat16") == "bfloat16"
+        task = TrainingTask(input_shape=(32, 32, 3), num_classes=10, train_size=100, epochs=2)
+        model = small_cnn.build(kt.HyperParameters(), task)
+        assert model.layers[0].compute_dtype == "bfloat16"
+        assert model.layers[-1].compute_dtype == "float32"
+        assert keras.ops.convert_to_tensor(model(keras.ops.zeros((1, 32, 32, 3)))).dtype \
+            == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.cifar
+def test_a_search_runs_on_jax_with_tensorflow_absent(real_cifar_train_only, tmp_path):
+    """What a GPU machine with JAX and no TensorFlow does: `import tensorflow` fails there."""
+    pytest.importorskip("jax")
+    script = (
+        "import sys, runpy; sys.modules['tensorflow'] = None; "  # any import of it now fails
+        f"sys.argv = ['sweep', 'run', '--space', 'tiny_cnn', '--data', "
+        f"'{real_cifar_train_only}', '--train-size', '300', '--val-size', '300', "
+        "'--max-trials', '2', '--max-epochs', '2', '--precision', 'bfloat16', '-q']; "
+        "runpy.run_module('sweep', run_name='__main__')"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, text=True,
+                            capture_output=True, timeout=600,
+                            env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "jax backend in bfloat16" in result.stdout
+    assert "search done: 2 completed, 0 failed" in result.stdout
+    project = tmp_path / "runs" / "tiny_cnn"
+    record = json.loads((project / state.SETTINGS_FILE).read_text())
+    assert record["versions"]["keras backend"] == "jax"
+    [start] = [e for e in state.read_events(project) if e["event"] == "run_start"]
+    assert (start["backend"], start["precision"]) == ("jax", "bfloat16")
