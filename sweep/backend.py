@@ -118,9 +118,14 @@ def auto_precision(gpu: tuple[int, int] | None, flags: set[str]) -> str:
 def use_precision(requested: str) -> str:
     """Set Keras's global dtype policy for `requested` (`auto`: this machine's fastest) and
     return the precision chosen: float32, bfloat16 or float16."""
-    import keras
-
     precision = (auto_precision(gpu_capability(), cpu_flags()) if requested == "auto"
                  else requested)
-    keras.mixed_precision.set_global_policy(POLICIES[precision])
+    set_policy(precision)
     return precision
+
+
+def set_policy(precision: str) -> None:
+    """Keras's global dtype policy for `precision` (float32, bfloat16 or float16)."""
+    import keras
+
+    keras.mixed_precision.set_global_policy(POLICIES[precision])

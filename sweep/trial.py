@@ -241,10 +241,12 @@ def fit(
 
 
 def layer_table(model: keras.Model) -> list[dict]:
-    """The architecture as the report shows it: layer, kind, output shape, parameters."""
+    """The architecture as the report shows it: layer, kind, output shape, parameters, and the
+    dtype it computes in (bfloat16 or float16 under mixed precision, float32 at the output)."""
     return [
         {"layer": layer.name, "kind": type(layer).__name__,
-         "output_shape": str(tuple(layer.output.shape)), "params": int(layer.count_params())}
+         "output_shape": str(tuple(layer.output.shape)), "params": int(layer.count_params()),
+         "computes_in": layer.compute_dtype}
         for layer in model.layers
     ]
 

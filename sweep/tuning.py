@@ -338,14 +338,19 @@ class SuccessiveHalvingOracle(DefaultFirst, SafeOracle, Finalists, HalvingOracle
 
 
 class SpaceHyperModel(kt.HyperModel):
-    def __init__(self, space: Space, task: TrainingTask):
+    def __init__(self, space: Space, task: TrainingTask, precision: str):
         super().__init__(name=space.name)
         self.space = space
         self.task = task
+        self.precision = precision
 
     def build(self, hp):
         """Build and check the model: a trial whose model breaks a rule fails before training.
-        Its learning-rate schedule spans the trial's own epochs (`ranking.trial_epochs`)."""
+        Its learning-rate schedule spans the trial's own epochs (`ranking.trial_epochs`).
+
+        The precision is set here, for each model: KerasTuner calls `clear_session()` before
+        every build, which resets Keras's global dtype policy to float32."""
+        backend.set_policy(self.precision)
         model = self.space.build(hp, trial_task(self.task, hp.values))
         try:
             rules.check_model(model)
@@ -698,7 +703,7 @@ def make_tuner(settings: SearchSettings, space: Space, split: Split, say,
         with contextlib.redirect_stdout(io.StringIO()):
             return tuner_class(
                 oracle=make_oracle(settings),
-                hypermodel=SpaceHyperModel(space, task),
+                hypermodel=SpaceHyperModel(space, task, settings.precision),
                 settings=settings,
                 data=trial_module.TrainingData.from_split(split, len(CLASS_NAMES)),
                 say=say,

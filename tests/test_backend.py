@@ -68,3 +68,8 @@ def test_a_search_runs_on_jax_with_tensorflow_absent(real_cifar_train_only, tmp_
     assert record["versions"]["keras backend"] == "jax"
     [start] = [e for e in state.read_events(project) if e["event"] == "run_start"]
     assert (start["backend"], start["precision"]) == ("jax", "bfloat16")
+    for trial in ("0", "1"):  # the trials trained in it (KerasTuner resets the policy)
+        layers = json.loads((project / f"trial_{trial}" / state.TRIAL_RECORD_FILE).read_text()
+                            )["layers"]
+        assert layers[0]["computes_in"] == "bfloat16"
+        assert layers[-1]["computes_in"] == "float32"
