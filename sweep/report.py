@@ -210,6 +210,9 @@ def _save(fig, path: Path) -> Path | None:
 
 def _left_aligned_text(table: pd.DataFrame) -> str:
     width = int(table["hyperparameters"].str.len().max())
+    # Blank, not <NA>: `na_rep` does not reach integer columns that have missing values.
+    counts = [c for c in table.columns if isinstance(table[c].dtype, pd.Int64Dtype)]
+    table = table.astype({c: object for c in counts}).fillna({c: "" for c in counts})
     return table.to_string(
         index=False,
         na_rep="",
