@@ -70,7 +70,7 @@ def test_a_trial_whose_model_breaks_a_rule_fails_with_the_reason(tmp_path):
         "    return m\n"
     )
     task = TrainingTask(SHAPE, 10, 100, 1)
-    hypermodel = SpaceHyperModel(spaces.load(str(tmp_path / "flip.py")), task)
+    hypermodel = SpaceHyperModel(spaces.load(str(tmp_path / "flip.py")), task, "float32")
     hp = kt.HyperParameters()
     hypermodel.build(hp)  # default point: plain
     hp.values["flip"] = True
