@@ -120,8 +120,10 @@ def test_killed_workers_lose_no_trial_and_the_search_ends(real_cifar_train_only,
     SIGKILLed mid-trial for good: after the timeout its trial goes to w1. Both trials continue
     from their last backed-up epoch; the chief ends (KerasTuner's would poll forever, #12)."""
     port = free_port()
+    # 30 s: a restarted worker loads TensorFlow and checks the space's models before its first
+    # heartbeat, which took over 15 s on a 2-core machine in its slow mode.
     args = chief_args(real_cifar_train_only, port, trials=4, epochs=4, space="small_cnn",
-                      timeout="15s")
+                      timeout="30s")
     chief = start_sweep(*args, cwd=tmp_path)
     project = tmp_path / "runs" / "small_cnn"
     w1 = start_worker(real_cifar_train_only, port, "w1", tmp_path)
