@@ -121,7 +121,8 @@ def test_killed_workers_lose_no_trial_and_the_search_ends(real_cifar_train_only,
     from their last backed-up epoch; the chief ends (KerasTuner's would poll forever, #12)."""
     port = free_port()
     # 30 s: a restarted worker loads TensorFlow and checks the space's models before its first
-    # heartbeat, which took over 15 s on a 2-core machine in its slow mode.
+    # heartbeat: over 15 s, it seems, on a 2-core machine in its slow mode (this test failed
+    # twice there with 15 s, the restarted worker not recognised as back).
     args = chief_args(real_cifar_train_only, port, trials=4, epochs=4, space="small_cnn",
                       timeout="30s")
     chief = start_sweep(*args, cwd=tmp_path)
