@@ -27,9 +27,11 @@ sys.path.insert(0, str(REPO))
 TUNERS = ("halving", "hyperband")
 
 
-def best_fully_trained_so_far(project: Path, max_epochs: int) -> list[tuple[float, float]]:
+def best_fully_trained_so_far(project: Path) -> list[tuple[float, float]]:
     """(training minutes so far, best fully trained validation accuracy so far), trial by
     trial in the order they ended; nan until the first fully trained trial ends."""
+    import pandas as pd
+
     from sweep import state
     from sweep.report import load_trials
 
@@ -40,7 +42,7 @@ def best_fully_trained_so_far(project: Path, max_epochs: int) -> list[tuple[floa
     curve, minutes, best = [], 0.0, float("nan")
     for row in df.itertuples():
         minutes += row.minutes
-        if row.status == "COMPLETED" and row.schedule >= max_epochs:
+        if pd.notna(row.rank):  # fully trained: `sweep.ranking`'s rule
             best = row.val_accuracy if math.isnan(best) else max(best, row.val_accuracy)
         curve.append((minutes, best))
     return curve
@@ -57,7 +59,7 @@ def run_tuner(tuner: str, args, directory: str) -> dict:
     trials = search.trials()
     return {"best": search.best(), "epochs": int(trials["epochs"].sum()),
             "minutes": trials["minutes"].sum(),
-            "curve": best_fully_trained_so_far(search.project_dir, args.max_epochs)}
+            "curve": best_fully_trained_so_far(search.project_dir)}
 
 
 def plot(results: dict, path: Path) -> None:

@@ -169,6 +169,12 @@ class SafeOracle:
         return bool(self.stop_reason) or self.exhausted or len(self.trials) >= self.max_trials
 
 
+def runs_of(trials) -> list[ranking.Run]:
+    """KerasTuner's trials as `sweep.ranking` ranks them."""
+    return [ranking.Run(t.trial_id, t.hyperparameters.values, t.status == "COMPLETED", t.score)
+            for t in trials]
+
+
 def _running(status) -> dict:
     return {"status": kt_trial.TrialStatus.RUNNING, "values": status}
 
@@ -201,13 +207,10 @@ class Finalists:
     def search_slots(self) -> int:
         return self.max_trials - ranking.REPLICAS * self.finalists
 
-    def _runs(self) -> list[ranking.Run]:
-        return [ranking.Run(t.trial_id, t.hyperparameters.values, t.status == "COMPLETED",
-                            t.score) for t in self.trials.values()]
 
     def _next_replica(self) -> dict | None:
         chosen: list[str] = []
-        for ranked in ranking.rank(self._runs(), self.max_epochs):
+        for ranked in ranking.rank(runs_of(self.trials.values()), self.max_epochs):
             key = ranking.config_key(ranked.run.values)
             if key not in chosen:
                 chosen.append(key)
@@ -544,8 +547,7 @@ class SweepTuner:
         return sum(t.status in ENDED for t in self.known_trials())
 
     def _runs(self) -> list[ranking.Run]:
-        return [ranking.Run(t.trial_id, t.hyperparameters.values, t.status == "COMPLETED",
-                            t.score) for t in self.known_trials()]
+        return runs_of(self.known_trials())
 
     def ranked(self) -> list[ranking.Ranked]:
         """Fully trained trials, best first (`sweep.ranking`)."""
