@@ -67,16 +67,20 @@ def test_sigkill_mid_trial_resumes_without_retraining(real_cifar_train_only, tmp
 
 
 def test_ctrl_c_saves_and_resumes_and_a_second_run_is_refused(real_cifar_train_only, tmp_path):
-    # small_cnn and 6 epochs: the search must still run while the second run starts and fails.
-    args = _args(real_cifar_train_only, space="small_cnn", trials=2, epochs=6)
+    args = _args(real_cifar_train_only, space="small_cnn", trials=2, epochs=4)
     project = tmp_path / "runs" / "small_cnn"
     search = start_sweep(*args, cwd=tmp_path)
     wait_for(search, lambda: backed_up_epochs(project, "0") >= 1)
-
-    second = run_sweep(*args, cwd=tmp_path)
+    # Paused (still alive, still holding its lock) so that it cannot end, on however fast a
+    # machine, while the second run and the report look at it.
+    search.send_signal(signal.SIGSTOP)
+    try:
+        second = run_sweep(*args, cwd=tmp_path)
+        live = run_sweep("report", cwd=tmp_path)  # reads a running search without disturbing it
+    finally:
+        search.send_signal(signal.SIGCONT)
     assert second.returncode == 2
     assert f"is in use by process {search.pid}" in second.stderr
-    live = run_sweep("report", cwd=tmp_path)  # reads a running search without disturbing it
     assert live.returncode == 0 and "RUNNING" in live.stdout
 
     output = signal_when(search, lambda: True, signal.SIGINT)
@@ -91,7 +95,7 @@ def test_ctrl_c_saves_and_resumes_and_a_second_run_is_refused(real_cifar_train_o
     assert final.returncode == 0, final.stdout + final.stderr
     starts = train_starts(project)
     assert starts.count((interrupted, saved_epoch)) == 1 + (saved_epoch == 0), starts
-    _assert_whole(project, 2, 6)
+    _assert_whole(project, 2, 4)
 
 
 NAN_SPACE = """
