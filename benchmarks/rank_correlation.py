@@ -1,7 +1,7 @@
 """Do cheap scores predict full ones? Spearman rank correlation, before and after restarts.
 
     python benchmarks/rank_correlation.py --data /path/to/cifar-10-batches-py \\
-        [--space small_cnn] [--configs 10] [--max-epochs 35] [--rung 4] [--dir DIR]
+        [--space small_cnn] [--configs 10] [--max-epochs 40] [--rung 4] [--dir DIR]
 
 The same `--configs` configurations (a random search's, seed 0: the space's default point, then
 random points) are trained three ways on the same split:
@@ -25,6 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from sweep.search import SearchSettings  # noqa: E402  (TensorFlow-free; after the path)
+
 
 def scores(args, directory: str, epochs: int, project: str):
     """Each configuration's trials of a random search on a schedule of `epochs`, in order."""
@@ -43,7 +45,7 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="CIFAR-10 folder or tar.gz")
     parser.add_argument("--space", default="small_cnn")
     parser.add_argument("--configs", type=int, default=10)
-    parser.add_argument("--max-epochs", type=int, default=35)
+    parser.add_argument("--max-epochs", type=int, default=SearchSettings.max_epochs)
     parser.add_argument("--rung", type=int, default=4, help="epochs of the lowest rung")
     parser.add_argument("--dir", help="keep the searches here (resumable)")
     args = parser.parse_args()

@@ -1,7 +1,7 @@
 """Best fully trained model against compute: the default search against the former default.
 
     python benchmarks/search_quality.py --data /path/to/cifar-10-batches-py [--plot FILE]
-        [--space small_cnn] [--max-trials 20] [--max-epochs 35] [--tuners halving hyperband]
+        [--space small_cnn] [--max-trials 12] [--max-epochs 40] [--tuners halving hyperband]
 
 Each tuner runs a real search of the same space on the same split (seed 0), one after the
 other, in one process: `halving` (the default: successive halving with restarts, then
@@ -23,6 +23,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from sweep.search import SearchSettings  # noqa: E402  (TensorFlow-free; after the path)
+
+DEFAULTS = SearchSettings()
 
 TUNERS = ("halving", "hyperband")
 
@@ -82,11 +86,11 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="CIFAR-10 folder or tar.gz")
     parser.add_argument("--space", default="small_cnn")
     parser.add_argument("--tuners", nargs="+", default=list(TUNERS), choices=TUNERS)
-    parser.add_argument("--max-trials", type=int, default=20)
-    parser.add_argument("--max-epochs", type=int, default=35)
-    parser.add_argument("--finalists", type=int, default=2)
-    parser.add_argument("--train-size", type=int, default=5000)
-    parser.add_argument("--val-size", type=int, default=5000)
+    parser.add_argument("--max-trials", type=int, default=DEFAULTS.max_trials)
+    parser.add_argument("--max-epochs", type=int, default=DEFAULTS.max_epochs)
+    parser.add_argument("--finalists", type=int, default=DEFAULTS.finalists)
+    parser.add_argument("--train-size", type=int, default=DEFAULTS.train_size)
+    parser.add_argument("--val-size", type=int, default=DEFAULTS.val_size)
     parser.add_argument("--dir", help="keep the searches here (resumable) instead of a temp dir")
     parser.add_argument("--plot", type=Path, help="write the curves to this PNG")
     args = parser.parse_args()

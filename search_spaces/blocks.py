@@ -15,6 +15,8 @@ from typing import Any
 import keras
 from keras import layers
 
+MAX_DROPOUT = 0.7  # a block's dropout, however much it grows with depth
+
 
 @dataclass(frozen=True)
 class TrainingTask:
@@ -84,7 +86,7 @@ class Training:
     learning_rate: Float = Float(1e-4, 1e-2, 2e-3, log=True)
     weight_decay: Float = Float(1e-5, 1e-1, 0.05, log=True)
     batch_size: Choice = Choice((64, 128, 256), 128)
-    label_smoothing: Float = Float(0.0, 0.2, 0.1, step=0.05)
+    label_smoothing: Float = Float(0.0, 0.3, 0.1, step=0.05)
     warmup_epochs: int = 2
 
     def compile(self, model: keras.Model, hp, task: TrainingTask) -> keras.Model:
@@ -132,12 +134,15 @@ def conv_block(filters: int, convs: int, kernel_size: int, activation: str, batc
     return block
 
 
-def classifier_head(kind: str, dense_units: list[int], dropout: float, activation: str,
-                    num_classes: int) -> list[layers.Layer]:
-    """Flatten or global average pooling, optional dense layers, then the softmax classifier."""
+def classifier_head(kind: str, pooled_dropout: float, dense_units: list[int], dropout: float,
+                    activation: str, num_classes: int) -> list[layers.Layer]:
+    """Flatten or global average pooling [-> dropout], optional dense layers, then the softmax
+    classifier."""
     head: list[layers.Layer] = [
         layers.GlobalAveragePooling2D() if kind == "gap" else layers.Flatten()
     ]
+    if pooled_dropout > 0:
+        head.append(layers.Dropout(pooled_dropout))
     for units in dense_units:
         head.append(layers.Dense(units, activation=activation))
         if dropout > 0:
@@ -167,10 +172,13 @@ class PlainCNN:
     bn_momentum: float = 0.9
     pooling: Choice = Choice(("max", "average"), "max")
     block_dropout: Float = Float(0.0, 0.5, 0.25, step=0.05)
+    # Added to the dropout at each deeper block: deeper, wider blocks overfit more.
+    dropout_growth: Float = Float(0.0, 0.0, 0.0)
     head: Choice = Choice(("gap", "flatten"), "gap")
     dense_layers: Int = Int(0, 2, 0)
     dense_units: Choice = Choice((64, 128, 256, 512), 128)
     dense_dropout: Float = Float(0.0, 0.5, 0.3, step=0.1)
+    head_dropout: Float = Float(0.0, 0.0, 0.0)  # on the pooled features, before any dense layer
     training: Training = field(default_factory=Training)
 
     def build(self, hp, task: TrainingTask) -> keras.Model:
@@ -182,7 +190,9 @@ class PlainCNN:
         batch_norm = self.batch_norm.choose(hp, "batch_norm")
         pooling = self.pooling.choose(hp, "pooling")
         block_dropout = self.block_dropout.choose(hp, "block_dropout")
+        dropout_growth = self.dropout_growth.choose(hp, "dropout_growth")
         head = self.head.choose(hp, "head")
+        head_dropout = self.head_dropout.choose(hp, "head_dropout")
         dense_layers = self.dense_layers.choose(hp, "dense_layers")
         dense_units, dense_dropout = [], 0.0
         if dense_layers:
@@ -193,10 +203,11 @@ class PlainCNN:
         model = keras.Sequential([keras.Input(task.input_shape)], name=self.name)
         for i in range(blocks):
             filters = min(base_filters * 2**i, self.max_filters)
+            dropout = min(block_dropout + i * dropout_growth, MAX_DROPOUT)
             for layer in conv_block(filters, convs, kernel_size, activation, batch_norm,
-                                    self.bn_momentum, pooling, block_dropout):
+                                    self.bn_momentum, pooling, dropout):
                 model.add(layer)
-        for layer in classifier_head(head, dense_units, dense_dropout, activation,
+        for layer in classifier_head(head, head_dropout, dense_units, dense_dropout, activation,
                                      task.num_classes):
             model.add(layer)
         return self.training.compile(model, hp, task)

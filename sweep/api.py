@@ -60,9 +60,12 @@ class Search:
 
     def __init__(self, space: str = "small_cnn", *, project: str | None = None,
                  directory: str = "runs", data: str | None = None, seed: int = 0,
-                 tuner: str | None = None, max_trials: int = 20, max_epochs: int = 35,
-                 patience: int = 8, finalists: int = 2, train_size: int = 5000,
-                 val_size: int = 5000, time_budget: str | float | None = None,
+                 tuner: str | None = None, max_trials: int = SearchSettings.max_trials,
+                 max_epochs: int = SearchSettings.max_epochs,
+                 patience: int = SearchSettings.patience,
+                 finalists: int = SearchSettings.finalists,
+                 train_size: int = SearchSettings.train_size,
+                 val_size: int = SearchSettings.val_size, time_budget: str | float | None = None,
                  quiet: bool | None = None, tensorboard: bool = False,
                  precision: str = "auto"):
         if isinstance(time_budget, str):

@@ -38,10 +38,11 @@ DURATION = re.compile(rf"(?:({NUMBER})h)?(?:({NUMBER})m)?(?:({NUMBER})s)?")
 class SearchSettings:
     space: str = "small_cnn"
     tuner: str | None = None  # None: DEFAULT_TUNER for a new search, the recorded one on resume
-    max_trials: int = 20
-    max_epochs: int = 35
+    # The default search fits about 2 hours on a fast 2-core machine (README: "Default search").
+    max_trials: int = 12
+    max_epochs: int = 40
     patience: int = 8
-    finalists: int = 2  # best fully trained configurations retrained with 2 more seeds
+    finalists: int = 1  # best fully trained configurations retrained with 2 more seeds
     seed: int = 0
     train_size: int = 5000
     val_size: int = 5000

@@ -8,10 +8,12 @@ space builds goes through `sweep.rules` before it trains.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
 import importlib
 import importlib.util
+import os
 import pkgutil
 import sys
 from dataclasses import dataclass
@@ -39,11 +41,55 @@ class Space:
 
     def source_hash(self) -> str:
         """A hash of the space's code: a search resumed with other code would mix two spaces."""
-        return _sha256(Path(self.module.__file__))
+        return _code_hash(Path(self.module.__file__))
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _code_hash(path: Path) -> str:
+    """A hash of the space's file and of every module beside it that it imports, however
+    indirectly: the built-in spaces are declarations whose models `blocks.py` builds, so an
+    edit there changes every space as surely as an edit of the space's own file."""
+    digest, path = hashlib.sha256(), path.resolve()
+    for file in sorted(_local_code(path)):
+        digest.update(f"{os.path.relpath(file, path.parent)}\0".encode())
+        digest.update(file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _local_code(path: Path, found: set[Path] | None = None) -> set[Path]:
+    """`path` and the modules it imports from its own folder or its package's (read with `ast`,
+    not imported: a search checks this hash before Keras loads)."""
+    found = set() if found is None else found
+    found.add(path)
+    for module, level in _imports(path):
+        roots = [path.parents[level - 1]] if level else [path.parent, path.parent.parent]
+        for root in roots:
+            for candidate in _module_files(root, module):
+                if candidate not in found:
+                    _local_code(candidate, found)
+    return found
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    """(dotted module name, relative level) of each import in `path`; `from a import b` counts
+    as both `a` and `a.b`, since `b` may be a module."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names += [(alias.name, 0) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            names.append((base, node.level))
+            names += [(f"{base}.{alias.name}".lstrip("."), node.level) for alias in node.names]
+    return names
+
+
+def _module_files(root: Path, module: str) -> list[Path]:
+    """The source files under `root` that the dotted `module` and its parent packages are."""
+    parts = [p for p in module.split(".") if p]
+    files = [root / Path(*parts[:i]) / "__init__.py" for i in range(1, len(parts) + 1)]
+    if parts:
+        files.append((root / Path(*parts)).with_suffix(".py"))
+    return [f.resolve() for f in files if f.is_file()]
 
 
 def available() -> list[str]:
@@ -117,7 +163,7 @@ def source_hash(name: str) -> str:
     """`Space.source_hash` of the space `name`, without importing it: every space imports Keras,
     and a search checks its settings (this hash among them) before Keras loads."""
     with _as_sweep_errors(name):
-        return _sha256(_source_file(name))
+        return _code_hash(_source_file(name))
 
 
 def load(name: str) -> Space:

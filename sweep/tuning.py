@@ -264,6 +264,10 @@ def halving_plan(slots: int, finalists: int, max_epochs: int) -> list[tuple[int,
     return list(zip(planned, epochs, strict=True))
 
 
+def counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 class HalvingOracle(kt.oracles.RandomSearchOracle):
     """Successive halving with restarts: the default tuner.
 
@@ -592,13 +596,14 @@ class SweepTuner:
         s, finalists = self.settings, self.settings.finalists_used
         searched = s.max_trials - ranking.REPLICAS * finalists
         if s.tuner == "halving":
-            steps = ", ".join(f"{n} configurations on {e} epochs"
+            steps = ", ".join(f"{counted(n, 'configuration')} on {counted(e, 'epoch')}"
                               for n, e in halving_plan(searched, finalists, s.max_epochs))
             search = f"successive halving: {steps}"
         else:
             search = f"{searched} trials of at most {s.max_epochs} epochs"
         if finalists:
-            search += (f", then the {finalists} best fully trained retrained with "
+            best = "the best" if finalists == 1 else f"the {finalists} best"
+            search += (f", then {best} fully trained retrained with "
                        f"{ranking.REPLICAS} more seeds ({s.max_epochs} epochs each)")
         total = self.planned_epochs()
         return search + (f": {total} epochs in all" if total else "")

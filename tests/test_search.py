@@ -198,8 +198,8 @@ def test_halving_screens_promotes_and_ranks_finalists_by_their_mean(
                        "--train-size", "300", "--val-size", "300", "--max-trials", "9",
                        "--max-epochs", "6", "--finalists", "1", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert ("plan: successive halving: 4 configurations on 1 epochs, 2 configurations on 2 "
-            "epochs, 1 configurations on 6 epochs, then the 1 best fully trained retrained "
+    assert ("plan: successive halving: 4 configurations on 1 epoch, 2 configurations on 2 "
+            "epochs, 1 configuration on 6 epochs, then the best fully trained retrained "
             "with 2 more seeds (6 epochs each): 26 epochs in all") in result.stdout
     assert "search done: 9 completed, 0 failed" in result.stdout
     project = tmp_path / "runs" / "tiny_cnn"

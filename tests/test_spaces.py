@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import keras
 import keras_tuner as kt
 import pytest
@@ -25,9 +27,11 @@ def test_default_point_is_the_measured_plain_bn_cnn():
     hp = kt.HyperParameters()
     model = spaces.load("small_cnn").build(hp, TASK)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
-    assert [c.filters for c in convs] == [32, 32, 64, 64, 128, 128]
+    assert [c.filters for c in convs] == [64, 64, 128, 128, 256, 256]
     assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 6
-    assert isinstance(model.layers[-2], keras.layers.GlobalAveragePooling2D)
+    dropouts = [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    assert dropouts == pytest.approx([0.3, 0.4, 0.5, 0.5])  # growing by depth, then the head's
+    assert isinstance(model.layers[-3], keras.layers.GlobalAveragePooling2D)
     assert isinstance(model.optimizer, keras.optimizers.AdamW)
     assert hp.values["batch_size"] == 128 and hp.values["label_smoothing"] == 0.1
 
@@ -45,7 +49,7 @@ def test_every_sampled_point_of_every_built_in_space_passes_the_rules(name):
 def test_describe_lists_ranges_defaults_and_conditions():
     lines = spaces.describe(spaces.load("small_cnn"), TASK)
     assert "conv_blocks: 2 .. 4 step 1, default 3" in lines
-    assert "learning_rate: 0.0001 .. 0.01 (log), default 0.002" in lines
+    assert "learning_rate: 0.0001 .. 0.01 (log), default 0.003" in lines
     assert any(line.startswith("dense_units:") and "(when dense_layers in [1, 2])" in line
                for line in lines)
 
@@ -85,3 +89,38 @@ def test_broken_user_spaces_are_clear_errors(tmp_path, source, message):
         path.write_text(source)
     with pytest.raises(SweepError, match=message):
         spaces.load(str(path))
+
+
+def test_the_space_hash_covers_the_modules_it_imports_from_beside_it(tmp_path):
+    package = tmp_path / "myspaces"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "layers_used.py").write_text("WIDTH = 8\n")
+    (package / "training.py").write_text("RATE = 1e-3\n")
+    (package / "unrelated.py").write_text("X = 1\n")
+    space = package / "space.py"
+    space.write_text("import math\nfrom myspaces.layers_used import WIDTH\nfrom . import training\n"
+                     "def build(hp, task):\n    raise NotImplementedError\n")
+    first = spaces.source_hash(str(space))
+
+    (package / "unrelated.py").write_text("X = 2\n")
+    assert spaces.source_hash(str(space)) == first  # not imported: not part of the space
+    for module, edit in [("layers_used.py", "WIDTH = 16\n"), ("training.py", "RATE = 1e-2\n")]:
+        (package / module).write_text(edit)
+        assert spaces.source_hash(str(space)) != first, module
+        first = spaces.source_hash(str(space))
+
+
+def test_a_built_in_space_hash_changes_with_the_blocks_that_build_its_models(tmp_path):
+    import shutil
+
+    import search_spaces
+
+    copy = tmp_path / "search_spaces"
+    shutil.copytree(Path(search_spaces.__file__).parent, copy,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    before = spaces.source_hash(str(copy / "small_cnn.py"))
+    assert before == spaces.source_hash("small_cnn")  # the same code, wherever it lies
+    blocks = copy / "blocks.py"
+    blocks.write_text(blocks.read_text().replace("MAX_DROPOUT = 0.7", "MAX_DROPOUT = 0.6"))
+    assert spaces.source_hash(str(copy / "small_cnn.py")) != before
