@@ -167,3 +167,19 @@ def test_a_trial_left_running_by_a_killed_process_does_not_hold_the_finalists_up
     finalist = oracle.create_trial("w1")
     assert finalist.status == "RUNNING"  # not IDLE, which a single process would spin on
     assert finalist.hyperparameters.values["tuner/replica"] == 1
+
+
+@pytest.mark.parametrize("tuner", ["halving", "bayesian", "random", "hyperband"])
+def test_every_tuner_starts_with_the_space_default_point(tmp_path, tuner):
+    from sweep.search import SearchSettings
+
+    oracle = tuning.make_oracle(SearchSettings(tuner=tuner, max_trials=10, max_epochs=9))
+    oracle._set_project_dir(str(tmp_path), "search")
+    hps = kt.HyperParameters()
+    hps.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=3e-3)
+    hps.Int("units", 8, 512, default=100)
+    hps.Choice("activation", ["relu", "gelu", "elu"], default="gelu")
+    oracle.update_space(hps)
+    first = oracle.create_trial("w1").hyperparameters.values
+    assert {k: first[k] for k in ("learning_rate", "units", "activation")} == {
+        "learning_rate": 3e-3, "units": 100, "activation": "gelu"}
