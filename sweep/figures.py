@@ -83,7 +83,7 @@ def progress_figure(project_dir: Path, df: pd.DataFrame) -> Figure | None:
     if failed.any():
         ax.scatter(ordered["order"][failed], [0.0] * int(failed.sum()), marker="x",
                    color="tab:red", label="failed / unfinished", zorder=3)
-    best = ordered["val_accuracy"].where(scored).cummax()
+    best = ordered["val_accuracy"].where(scored).cummax().ffill()  # no gap at a failure
     ax.step(ordered["order"], best, where="post", color="tab:blue", label="best so far")
     _finish_axes(ax, "trial (in the order they ran)", "best validation accuracy")
     ax.set_title(f"{project_dir.name}: search progress")

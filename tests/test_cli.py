@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import run_sweep
@@ -34,6 +35,7 @@ def test_usage_errors_exit_2_without_traceback(tmp_path, args, message):
 # Calls the CLI, then says whether TensorFlow or Keras was imported on the way.
 IMPORT_PROBE = """
 import sys
+from pathlib import Path
 from sweep.cli import main
 try:
     status = main(sys.argv[1:])
@@ -63,11 +65,16 @@ def test_usage_errors_are_refused_before_tensorflow_loads(tmp_path, args, messag
 
 
 def test_console_script_and_module_share_the_parser(tmp_path):
-    result = run_sweep("run", "--help", cwd=tmp_path)
-    assert result.returncode == 0
+    module = run_sweep("run", "--help", cwd=tmp_path)
+    assert module.returncode == 0
     for option in ("--space", "--tuner", "--max-trials", "--max-epochs", "--seed", "--project",
                    "--dir", "--data", "--fresh", "--train-size", "--val-size"):
-        assert option in result.stdout
+        assert option in module.stdout
+    script = Path(sys.executable).parent / "sweep"  # installed by `pip install -e .`
+    installed = subprocess.run([str(script), "run", "--help"], cwd=tmp_path, capture_output=True,
+                               text=True, timeout=120)
+    assert installed.returncode == 0, installed.stderr
+    assert installed.stdout == module.stdout  # one parser, named "sweep" either way
 
 
 def test_spaces_lists_each_space_with_its_hyperparameters(tmp_path):

@@ -116,9 +116,42 @@ def test_writes_csv_markdown_and_curves(project, tmp_path):
     assert len(csv) == 4 and {"filters", "learning_rate"} <= set(csv.columns)
     markdown = (tmp_path / "out" / "summary.md").read_text()
     assert "| COMPLETED" in markdown and "curves.png" in markdown
-    assert (tmp_path / "out" / "curves.png").stat().st_size > 10_000
+    assert _png_size(tmp_path / "out" / "curves.png") == (990, 704)  # 2 trials side by side
     text, _ = report.write_report(project, tmp_path / "top", top=1)
     assert "filters=64" in text and "filters=32" not in text
+
+
+def _png_size(path):
+    """(width, height) of a PNG file, read from its header (it must be a PNG to have one)."""
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def test_the_curves_draw_each_ranked_trials_own_history(project):
+    from sweep import figures
+
+    df = report.load_trials(project)
+    fig = figures.curves_figure(project, df)
+    accuracy_axes = [ax for ax in fig.axes if ax.get_ylabel() == "accuracy"]
+    drawn = {ax.get_title().split(":")[0]: [list(line.get_ydata()) for line in ax.get_lines()
+                                            if line.get_label() in ("training", "validation")]
+             for ax in accuracy_axes}
+    # ranked trials only (the failed and the running one are not), best first
+    assert list(drawn) == ["trial 1", "trial 0"]
+    assert drawn["trial 0"] == [pytest.approx([0.6, 0.72, 0.7]), pytest.approx([0.5, 0.62, 0.6])]
+    assert drawn["trial 1"][1] == pytest.approx([0.7, 0.71])
+
+
+def test_the_progress_plot_marks_each_trial_and_the_best_so_far(project):
+    from sweep import figures
+
+    ax = figures.progress_figure(project, report.load_trials(project)).axes[0]
+    scored, failed = [c.get_offsets().tolist() for c in ax.collections]
+    assert scored == [[0, 0.62], [1, 0.71]]  # trial order, best epoch's validation accuracy
+    assert failed == [[2, 0.0], [3, 0.0]]
+    [best] = [line for line in ax.get_lines() if line.get_label() == "best so far"]
+    assert list(best.get_ydata()) == pytest.approx([0.62, 0.71, 0.71, 0.71])
 
 
 def test_unreadable_trial_file_is_shown_not_fatal(project):
@@ -150,7 +183,7 @@ def test_formats_json_csv_markdown_and_the_progress_plot(project, tmp_path):
     assert len(pd.read_csv(io.StringIO(csv_text))) == 4
     markdown, _ = report.write_report(project, tmp_path / "out", fmt="markdown")
     assert markdown.startswith("# demo") and "![search progress](progress.png)" in markdown
-    assert (tmp_path / "out" / "progress.png").stat().st_size > 10_000
+    assert _png_size(tmp_path / "out" / "progress.png") == (770, 396)
     with pytest.raises(SweepError, match="Unknown report format 'pdf'"):
         report.write_report(project, tmp_path / "out", fmt="pdf")
 

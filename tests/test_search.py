@@ -6,8 +6,10 @@ would fail these tests.
 """
 
 import json
+from importlib import metadata
 from pathlib import Path
 
+import conftest
 import pandas as pd
 import pytest
 from conftest import run_sweep, statuses, train_starts
@@ -93,8 +95,48 @@ def test_a_refused_command_leaves_the_disk_as_it_found_it(tmp_path, tiny_cifar, 
     assert _tree(tmp_path) == before
 
 
-@pytest.mark.cifar
+def _recorded_search(runs: Path, data: Path, **edits) -> Path:
+    """A tiny_cnn search on `data` exactly as `_refused`'s settings would record it, with
+    `edits` made to its recorded settings."""
+    from sweep.search import SearchSettings, load_split, search_record
 
+    settings = SearchSettings(space="tiny_cnn", directory=str(runs), tuner="random",
+                              max_epochs=2, finalists=0, train_size=100, val_size=100,
+                              data=str(data), space_sha256=spaces.source_hash("tiny_cnn"))
+    record = search_record(settings, *load_split(settings))
+    record["settings"].update(edits)
+    state.write_json(settings.project_dir / state.SETTINGS_FILE, record)
+    return settings.project_dir
+
+
+@pytest.mark.parametrize("edits, options, other_data, message", [
+    ({}, {}, False, None),  # the same search: not refused (it would start training)
+    ({"space_sha256": "0" * 64}, {}, False, "(the search space's code changed)"),
+    ({}, {"train_size": 90}, False, "another split or dataset (train_size, indices_sha256 differ)"),
+    ({}, {}, True, "another split or dataset (data_sha256 differ)"),
+    ({}, {"seed": 3}, False, "other settings (seed 0 -> 3)"),
+])
+def test_a_changed_space_split_or_dataset_is_refused(tmp_path, tiny_cifar, edits, options,
+                                                    other_data, message):
+    runs = tmp_path / "runs"
+    _recorded_search(runs, tiny_cifar, **edits)
+    other = conftest.write_batches(tmp_path / "other" / "cifar-10-batches-py", 200, seed=1)
+    before = _tree(runs)
+    data = other if other_data else tiny_cifar
+    if message is None:
+        from sweep.search import check_settings, checked_search
+
+        settings = sweep.Search("tiny_cnn", directory=runs, tuner="random", max_epochs=2,
+                                finalists=0, train_size=100, val_size=100, data=str(data)).settings
+        check_settings(settings)
+        recorded, *_ = checked_search(settings, say=lambda _: None)
+        assert recorded is not None  # found, and accepted as the same search
+    else:
+        assert message in _refused("run", runs, data=str(data), **options)
+    assert _tree(runs) == before
+
+
+@pytest.mark.cifar
 def test_run_report_evaluate_resume_extend_refuse_other_settings(
     real_cifar_train_only, real_cifar_batches, tmp_path
 ):
@@ -108,7 +150,7 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
     record = json.loads((project / state.SETTINGS_FILE).read_text())
     assert record["split"]["train_size"] == 300 and record["settings"]["tuner"] == "halving"
     assert sum(record["split"]["val_class_counts"].values()) == 300
-    assert record["versions"]["keras-tuner"]
+    assert record["versions"]["keras-tuner"] == metadata.version("keras-tuner")
 
     shown = run_sweep("report", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
@@ -131,6 +173,10 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
     assert entry["trial"] == str(best["trial"]) and 0.05 < entry["test_accuracy"] < 1
     shown = run_sweep("report", cwd=tmp_path)
     assert "test accuracy (explicitly evaluated on the test images): trial" in shown.stdout
+    both = run_sweep("evaluate", "--top", "2", "--data", str(real_cifar_batches), cwd=tmp_path)
+    assert both.returncode == 0, both.stderr
+    ranked = list(trials.sort_values("val_accuracy", ascending=False)["trial"].astype(str))
+    assert [e["trial"] for e in state.read_lines(project / state.EVALUATIONS_FILE)[1:]] == ranked
     unknown = run_sweep("evaluate", "--trial", "99", "--data", str(real_cifar_batches),
                         cwd=tmp_path)
     assert unknown.returncode == 2 and "No completed trial 99" in unknown.stderr

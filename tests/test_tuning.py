@@ -183,3 +183,26 @@ def test_every_tuner_starts_with_the_space_default_point(tmp_path, tuner):
     first = oracle.create_trial("w1").hyperparameters.values
     assert {k: first[k] for k in ("learning_rate", "units", "activation")} == {
         "learning_rate": 3e-3, "units": 100, "activation": "gelu"}
+
+
+@pytest.mark.parametrize("mean_trial_seconds, starts", [(1.0, True), (30.0, False)])
+def test_a_time_budget_starts_no_trial_that_would_not_end_in_time(tmp_path, mean_trial_seconds,
+                                                                  starts):
+    """10 s of budget left: a search whose trials take 1 s starts the next one, a search whose
+    trials take 30 s stops before it."""
+    import time
+    from types import SimpleNamespace
+
+    from sweep import state
+
+    ended = [SimpleNamespace(trial_id=str(i), status="COMPLETED") for i in range(2)]
+    for trial in ended:
+        state.write_json(tmp_path / f"trial_{trial.trial_id}" / state.TRIAL_RECORD_FILE,
+                         {"history": [], "train_seconds": mean_trial_seconds})
+    tuner = SimpleNamespace(deadline=time.monotonic() + 10, known_trials=lambda: ended,
+                            trial_dir=lambda trial_id: tmp_path / f"trial_{trial_id}")
+    if starts:
+        tuning.SweepTuner.pre_create_trial(tuner)
+    else:
+        with pytest.raises(tuning.TimeBudgetReached):
+            tuning.SweepTuner.pre_create_trial(tuner)
