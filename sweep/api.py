@@ -106,20 +106,24 @@ class Search:
                 progress.close()
 
     def serve(self, port: int, *, host: str = "0.0.0.0", worker_timeout: float = 120.0,
-              fresh: bool = False, say=print) -> SearchOutcome:
+              tls_cert: str | None = None, tls_key: str | None = None, fresh: bool = False,
+              say=print) -> SearchOutcome:
         """Serve this search to workers (`python -m sweep worker`) until it is done.
 
         Workers share `directory` with the chief; a worker silent for `worker_timeout` seconds
-        loses its trial to the next free worker (see the README, "Several machines")."""
+        loses its trial to the next free worker (see the README, "Several machines"). With
+        `tls_cert` and `tls_key` (PEM files) the chief speaks TLS only."""
         settings = replace(self.settings, fresh=fresh)
         cluster.check_port(port)
         if worker_timeout <= 0:
             raise SweepError("--worker-timeout must be positive, e.g. 2m.")
+        tls = cluster.read_chief_tls(tls_cert, tls_key)
         check_settings(settings)  # refused before the chief's module loads TensorFlow
         backend.import_quietly()
         from sweep.distributed import run_chief
 
-        return run_chief(settings, port=port, host=host, worker_timeout=worker_timeout, say=say)
+        return run_chief(settings, port=port, host=host, worker_timeout=worker_timeout, tls=tls,
+                         say=say)
 
     def trials(self) -> pd.DataFrame:
         """One row per trial, ranked; the same columns as `trials.csv`."""

@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     chief.add_argument("--worker-timeout", metavar="DURATION", default="2m",
                        help="a worker silent this long loses its trial to the next free "
                             "worker (default: 2m)")
+    chief.add_argument("--tls-cert", metavar="FILE",
+                       help="serve over TLS only, with this PEM certificate (chain); give "
+                            "workers the same file (default: plain gRPC, see the README)")
+    chief.add_argument("--tls-key", metavar="FILE",
+                       help="the unencrypted PEM private key of --tls-cert")
     _search_options(chief)
 
     worker = commands.add_parser(
@@ -117,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--data", help="local CIFAR-10, as for run (must give the chief's split)")
     worker.add_argument("--wait", metavar="DURATION", default="30m",
                         help="how long to wait for an unreachable chief (default: 30m)")
+    worker.add_argument("--tls-cert", metavar="FILE",
+                        help="talk TLS to a chief started with --tls-cert, checking its "
+                             "certificate against this PEM file (its certificate or its CA's)")
     worker.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
     _search_options(worker)
 
@@ -257,11 +265,12 @@ def _run(args: argparse.Namespace) -> int:
 def _chief(args: argparse.Namespace) -> int:
     from sweep.search import parse_duration
 
-    search = _search(args, "port", "host", "worker_timeout")
+    search = _search(args, "port", "host", "worker_timeout", "tls_cert", "tls_key")
     timeout = parse_duration(args.worker_timeout, "--worker-timeout")
     return _until_interrupted(
         lambda: search.serve(args.port, host=args.host, worker_timeout=timeout,
-                             fresh=args.fresh, say=_say),
+                             tls_cert=args.tls_cert, tls_key=args.tls_key, fresh=args.fresh,
+                             say=_say),
         "finished trials are saved; workers wait for the chief (their --wait). "
         "Run the same command again to resume.",
     )
@@ -274,13 +283,14 @@ def _worker(args: argparse.Namespace) -> int:
     host, port = cluster.parse_address(args.chief)
     worker_id = cluster.check_worker_id(args.worker_id or cluster.default_worker_id())
     wait = parse_duration(args.wait, "--wait")
+    certificate = cluster.read_chief_certificate(args.tls_cert) if args.tls_cert else None
     import_quietly()
     from sweep.distributed import run_worker
 
     return _until_interrupted(
         lambda: run_worker(host, port, worker_id, directory=args.directory,
-                           project=args.project, data=args.data, wait=wait, quiet=args.quiet,
-                           say=_say),
+                           project=args.project, data=args.data, wait=wait,
+                           chief_certificate=certificate, quiet=args.quiet, say=_say),
         "this worker's trial continues from its last epoch when it, or another worker, "
         "picks it up.",
     )

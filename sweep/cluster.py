@@ -1,18 +1,23 @@
-"""Who works on a distributed search: heartbeat files in `<project>/cluster/`.
+"""Who works on a distributed search: heartbeat files in `<project>/cluster/`, and what lets
+a worker in: the chief's token there and, optionally, TLS files.
 
 The chief and every worker rewrite their own small JSON file every few seconds, on the
 filesystem they share. The chief judges a worker alive by whether its file still changes, timed on
 the chief's own clock, so the machines' clocks need not agree; `status` shows wall-clock ages for
-people. This module reads and writes files only (no TensorFlow), so `status` stays instant.
+people. This module reads and writes files only (no TensorFlow), so `status` stays instant and
+the TLS files are checked before TensorFlow loads.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import socket
+import ssl
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from sweep import state
@@ -20,6 +25,7 @@ from sweep.errors import SweepError
 
 CLUSTER_DIR = "cluster"
 CHIEF_FILE = "chief.json"
+TOKEN_FILE = "chief.token"
 WORKER_PREFIX = "worker-"
 HEARTBEAT_SECONDS = 2.0
 STALE_AFTER = 3 * HEARTBEAT_SECONDS  # a heartbeat older than this looks stopped
@@ -33,6 +39,29 @@ def chief_path(project_dir: Path) -> Path:
 
 def worker_path(project_dir: Path, worker_id: str) -> Path:
     return project_dir / CLUSTER_DIR / f"{WORKER_PREFIX}{worker_id}.json"
+
+
+def token_path(project_dir: Path) -> Path:
+    return project_dir / CLUSTER_DIR / TOKEN_FILE
+
+
+def write_token(project_dir: Path) -> str:
+    """A new secret for this start of the chief, in a file only its owner can read: the search
+    folder is the trust boundary, so whoever can read the folder may work for the search, and
+    nobody else. A new one at every start, so a token seen once stops working at the restart."""
+    token = secrets.token_urlsafe(32)
+    state.atomic_write_text(token_path(project_dir), token, mode=0o600)
+    return token
+
+
+def read_token(project_dir: Path) -> str:
+    """The token of the chief that last started on `project_dir`, for a worker's calls."""
+    path = token_path(project_dir)
+    try:
+        return path.read_text().strip()
+    except OSError as e:
+        raise SweepError(f"Cannot read the chief's token {path} ({e.strerror}): run the worker "
+                         "as the user who started the chief, with the chief's --dir.") from None
 
 
 def read_heartbeat(path: Path) -> dict | None:
@@ -112,6 +141,50 @@ def parse_address(text: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise SweepError(f"--chief {text!r} is not HOST:PORT, e.g. 192.168.1.10:8000.")
     return host.strip("[]"), int(port)
+
+
+def _read_tls_file(path: str, option: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise SweepError(f"{option} {path}: cannot read it ({e.strerror}).") from None
+
+
+@dataclass(frozen=True)
+class ChiefTls:
+    """The chief's certificate chain and private key (PEM), as gRPC takes them."""
+
+    cert_path: str
+    cert: bytes
+    key: bytes
+
+
+def read_chief_tls(cert_path: str | None, key_path: str | None) -> ChiefTls | None:
+    """`chief --tls-cert --tls-key`: both (TLS) or neither (plain gRPC). The pair is checked
+    with Python's own TLS first: gRPC would only say it cannot listen on the port."""
+    if (cert_path is None) != (key_path is None):
+        raise SweepError("--tls-cert and --tls-key go together: give both or neither.")
+    if cert_path is None:
+        return None
+    tls = ChiefTls(cert_path, _read_tls_file(cert_path, "--tls-cert"),
+                   _read_tls_file(key_path, "--tls-key"))
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            cert_path, key_path, password=b"")  # an encrypted key fails instead of prompting
+    except ssl.SSLError:
+        raise SweepError(f"--tls-cert {cert_path} and --tls-key {key_path} are not a PEM "
+                         "certificate and its unencrypted private key.") from None
+    return tls
+
+
+def read_chief_certificate(path: str) -> bytes:
+    """What a worker checks the chief's certificate against: that certificate or its CA's."""
+    certificates = _read_tls_file(path, "--tls-cert")
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError:
+        raise SweepError(f"--tls-cert {path} holds no PEM certificate.") from None
+    return certificates
 
 
 def check_port(port: int) -> int:

@@ -14,11 +14,17 @@ done here:
 - every worker checks the recorded split and space code before it trains, and the rules hold in
   every model it builds (the hypermodel checks them);
 - every wait is bounded: a worker waits `wait` seconds for an unreachable chief, then stops with
-  a message instead of hanging.
+  a message instead of hanging;
+- only workers that can read the search folder steer the search: every call must carry the token
+  the chief wrote there (`<project>/cluster/chief.token`), and with `--tls-cert`/`--tls-key` the
+  calls are encrypted and the worker checks the chief's certificate (KerasTuner's port is open to
+  anyone who reaches it, in clear).
 """
 
 from __future__ import annotations
 
+import functools
+import hmac
 import os
 import socket
 import threading
@@ -41,6 +47,10 @@ from sweep.search import SearchOutcome, SearchSettings
 POLL_SECONDS = 1.0
 GRPC_THREADS = 8  # KerasTuner's chief serves one call at a time; its oracle is locked anyway
 IDLE_RETRY_SECONDS = 1.0  # Hyperband answers IDLE while a bracket waits: ask again, not at once
+TOKEN_METADATA = "sweep-token"  # the call metadata that carries the chief's token
+# A restarted chief's new token may reach a worker's view of a network filesystem a little after
+# the chief itself (attribute caches): a refused worker reads the token again for this long.
+TOKEN_GRACE_SECONDS = 15.0
 
 # KerasTuner 1.4.8 left a debugging print in `Parent.to_proto`: every conditional hyperparameter
 # sent over gRPC printed a stray value line. Silenced for that module only.
@@ -114,19 +124,58 @@ class CallTimer(grpc.ServerInterceptor):
                 f"{per_trial:.0f} ms per trial ended here")
 
 
-def start_server(tuner: tuning.SweepTuner, host: str, port: int, timer: CallTimer,
+class TokenCheck(grpc.ServerInterceptor):
+    """Refuses every call without this chief's token before KerasTuner's servicer sees it, so a
+    stranger who reaches the port can neither take trials, report scores nor stop workers."""
+
+    def __init__(self, token: str, say: Callable[[str], None]):
+        self._token = token.encode()
+        self._say = say
+        self.refused = 0
+        self._lock = threading.Lock()
+        self._refusal = grpc.unary_unary_rpc_method_handler(self._refuse)
+
+    def intercept_service(self, continuation, handler_call_details):
+        given = dict(handler_call_details.invocation_metadata).get(TOKEN_METADATA, "")
+        if hmac.compare_digest(given.encode(), self._token):
+            return continuation(handler_call_details)
+        return self._refusal
+
+    def _refuse(self, request, context):
+        """Abort the call; say the first refusal (a misconfigured worker, or a stranger) at once,
+        the others only in the count at the end, so that a flood of calls cannot flood the log."""
+        with self._lock:
+            self.refused += 1
+            first = self.refused == 1
+        if first:
+            self._say(f"chief: refused a call from {context.peer()} without this search's token "
+                      "(further refusals are counted at the end)")
+        context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                      "this call lacks the token of the search (its folder's cluster/chief.token)")
+
+    def summary(self) -> str:
+        return f"chief: refused {self.refused} calls without this search's token"
+
+
+def start_server(tuner: tuning.SweepTuner, host: str, port: int,
+                 interceptors: list[grpc.ServerInterceptor], tls: cluster.ChiefTls | None,
                  say) -> grpc.Server:
+    """The chief's gRPC server, plain or TLS-only; the first interceptor sees calls first."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=GRPC_THREADS),
-        interceptors=[timer],
+        interceptors=interceptors,
         # gRPC shares ports by default: a second chief on this port would take half the calls.
         options=[("grpc.so_reuseport", 0)],
     )
     protos.get_service_grpc().add_OracleServicer_to_server(ChiefServicer(tuner, say), server)
+    address = f"{host}:{port}"
     try:
-        server.add_insecure_port(f"{host}:{port}")
+        if tls:
+            server.add_secure_port(address, grpc.ssl_server_credentials([(tls.key, tls.cert)]))
+        else:
+            server.add_insecure_port(address)
     except RuntimeError:
-        raise SweepError(f"Cannot listen on {host}:{port}: the port is in use or not allowed. "
+        raise SweepError(f"Cannot listen on {address}: the port is in use or not allowed. "
                          "Choose another --port.") from None
     server.start()
     return server
@@ -159,6 +208,7 @@ def serve_until_done(tuner: tuning.SweepTuner, watch: cluster.SilenceWatch, time
 
 def run_chief(settings: SearchSettings, *, port: int, host: str = "0.0.0.0",
               worker_timeout: float = cluster.DEFAULT_WORKER_TIMEOUT,
+              tls: cluster.ChiefTls | None = None,
               say: Callable[[str], None] = print) -> SearchOutcome:
     """Serve the search `settings` describe to workers until it is done; return its outcome.
 
@@ -175,43 +225,70 @@ def run_chief(settings: SearchSettings, *, port: int, host: str = "0.0.0.0",
             say("nothing left to run: raise --max-trials to extend the search")
             return tuner.outcome()
         timer = CallTimer()
+        token_check = TokenCheck(cluster.write_token(project_dir), say)
         ended_before = tuner.ended_trials()
-        server = start_server(tuner, host, port, timer, say)
+        server = start_server(tuner, host, port, [token_check, timer], tls, say)
         heartbeat = cluster.Heartbeat(cluster.chief_path(project_dir), port=port,
                                       worker_timeout=worker_timeout)
         heartbeat.start()
-        say(f"chief serving on {host}:{port}. Start workers with: python -m sweep worker "
-            f"--chief {socket.gethostname()}:{port} --dir {settings.directory}")
+        with_tls = f" --tls-cert {tls.cert_path}" if tls else ""
+        say(f"chief serving on {host}:{port}{' (TLS)' if tls else ''}. Start workers with: "
+            f"python -m sweep worker --chief {socket.gethostname()}:{port} "
+            f"--dir {settings.directory}{with_tls}")
         try:
             serve_until_done(tuner, cluster.SilenceWatch(project_dir), worker_timeout, say)
         finally:
             heartbeat.stop()
             server.stop(grace=2)
         say(timer.summary(tuner.ended_trials() - ended_before))
+        if token_check.refused:
+            say(token_check.summary())
         tuner.raise_if_stopped_early()
         return tuner.outcome()
 
 
-class RetryingStub:
-    """KerasTuner's gRPC stub, retrying a call the chief dropped (it died or restarted) until
-    `wait` seconds are spent. gRPC's `wait_for_ready` only covers a chief not yet reachable; a
-    call cut in the middle fails at once with UNAVAILABLE. Retrying is safe: the chief hands a
-    worker the trial it already holds, and ignores the end of a trial already ended."""
+class RetryBudget:
+    """How long one worker call is tried again: while the chief is unreachable (it died or
+    restarts), until `wait` seconds are spent; while it refuses the token, TOKEN_GRACE_SECONDS
+    from the first refusal, not forever: a worker outside the search must stop and say so."""
 
-    def __init__(self, stub, wait: float):
+    def __init__(self, wait: float):
+        self._unreachable_until = time.monotonic() + wait
+        self._refused_until: float | None = None
+
+    def allows(self, code: grpc.StatusCode) -> bool:
+        now = time.monotonic()
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return now < self._unreachable_until
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            self._refused_until = self._refused_until or now + TOKEN_GRACE_SECONDS
+            return now < self._refused_until
+        return False
+
+
+class RetryingStub:
+    """KerasTuner's gRPC stub, sending the chief's token with every call and retrying a call the
+    chief dropped (it died or restarted) or refused, within a `RetryBudget`. gRPC's
+    `wait_for_ready` only covers a chief not yet reachable; a call cut in the middle fails at
+    once with UNAVAILABLE. Retrying is safe: the chief hands a worker the trial it already holds,
+    and ignores the end of a trial already ended. `token` reads the token at every try, so a
+    worker follows a restarted chief to its new token."""
+
+    def __init__(self, stub, token: Callable[[], str], wait: float):
         self._stub = stub
+        self._token = token
         self._wait = wait
 
     def __getattr__(self, name):
         call = getattr(self._stub, name)
 
         def retried(request, **kwargs):
-            deadline = time.monotonic() + self._wait
+            budget = RetryBudget(self._wait)
             while True:
                 try:
-                    return call(request, **kwargs)
+                    return call(request, metadata=((TOKEN_METADATA, self._token()),), **kwargs)
                 except grpc.RpcError as e:
-                    if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    if not budget.allows(e.code()):
                         raise
                     time.sleep(IDLE_RETRY_SECONDS)
 
@@ -219,12 +296,13 @@ class RetryingStub:
 
 
 class WorkerClient(oracle_client.OracleClient):
-    """KerasTuner's client, with retried calls, and a pause after an IDLE answer instead of
-    asking again at once."""
+    """KerasTuner's client on our channel to the chief (KerasTuner's own is always plain), with
+    the token on every call, retried calls, and a pause after an IDLE answer instead of asking
+    again at once."""
 
-    def __init__(self, oracle, wait: float):
+    def __init__(self, oracle, channel: grpc.Channel, token: Callable[[], str], wait: float):
         super().__init__(oracle)
-        self.stub = RetryingStub(self.stub, wait)
+        self.stub = RetryingStub(protos.get_service_grpc().OracleStub(channel), token, wait)
 
     def create_trial(self, tuner_id):
         trial = super().create_trial(tuner_id)
@@ -233,23 +311,42 @@ class WorkerClient(oracle_client.OracleClient):
         return trial
 
 
-def wait_for_chief(host: str, port: int, wait: float, say) -> None:
+def chief_channel(host: str, port: int, chief_certificate: bytes | None) -> grpc.Channel:
+    """A channel to the chief: TLS, accepting only a chief whose certificate `chief_certificate`
+    (its certificate or its CA's) vouches for, if given; else plain."""
+    address = f"{host}:{port}"
+    if chief_certificate is None:
+        return grpc.insecure_channel(address)
+    credentials = grpc.ssl_channel_credentials(root_certificates=chief_certificate)
+    return grpc.secure_channel(address, credentials)
+
+
+def wait_for_chief(channel: grpc.Channel, address: str, wait: float, say) -> None:
     """Block until the chief answers (it may still be loading data: keras-tuner#990)."""
-    channel = grpc.insecure_channel(f"{host}:{port}")
     try:
         grpc.channel_ready_future(channel).result(timeout=1)
         return
     except grpc.FutureTimeoutError:
-        say(f"waiting up to {search_module.format_duration(wait)} for the chief at {host}:{port}")
+        say(f"waiting up to {search_module.format_duration(wait)} for the chief at {address}")
     try:
         grpc.channel_ready_future(channel).result(timeout=wait)
     except grpc.FutureTimeoutError:
         raise SweepError(
-            f"No chief answered at {host}:{port} within {search_module.format_duration(wait)}. "
-            "Start it with: python -m sweep chief --port PORT ... (or check HOST:PORT)."
+            f"No chief answered at {address} within {search_module.format_duration(wait)}. "
+            "Start it with: python -m sweep chief --port PORT ... (or check HOST:PORT, and "
+            "--tls-cert: chief and worker use TLS both or neither)."
         ) from None
-    finally:
-        channel.close()
+
+
+def chief_failure(error: grpc.RpcError, address: str, project_dir: Path) -> SweepError:
+    """What a worker says when a call to the chief failed for good."""
+    if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+        return SweepError(
+            f"The chief at {address} refused this worker's token "
+            f"({cluster.token_path(project_dir)}): chief and worker must share the same --dir."
+        )
+    return SweepError(f"Lost the chief at {address} ({error.code().name}). Finished trials are "
+                      "saved; start this worker again once the chief runs.")
 
 
 def check_worker_matches(project_dir: Path, settings: SearchSettings, space: spaces.Space,
@@ -271,38 +368,41 @@ def check_worker_matches(project_dir: Path, settings: SearchSettings, space: spa
 
 def run_worker(host: str, port: int, worker_id: str, *, directory: str = "runs",
                project: str | None = None, data: str | None = None, wait: float = 1800.0,
-               quiet: bool = False, say: Callable[[str], None] = print) -> int:
-    """Train the trials the chief at `host:port` hands out until it says the search is done.
+               chief_certificate: bytes | None = None, quiet: bool = False,
+               say: Callable[[str], None] = print) -> int:
+    """Train the trials the chief at `host:port` hands out until it says the search is done;
+    over TLS if `chief_certificate` is given (`cluster.read_chief_certificate`).
 
     Returns the number of trials this worker ended."""
-    wait_for_chief(host, port, wait, say)
-    project_dir = cluster.find_project(Path(directory), port, project)
-    chief = cluster.read_heartbeat(cluster.chief_path(project_dir))
-    cluster.check_worker_id_free(project_dir, worker_id, chief["worker_timeout"])
-    settings = search_module.recorded_settings(project_dir)
-    settings.data, settings.quiet = data, quiet
-    space = spaces.load(settings.space)
-    backend.import_quietly()
-    settings.precision = backend.use_precision(settings.precision)  # this machine's fastest
-    tuning.check_space(space, settings)
-    split, _ = search_module.load_split(settings)
-    check_worker_matches(project_dir, settings, space, split)
+    address = f"{host}:{port}"
+    with chief_channel(host, port, chief_certificate) as channel:
+        wait_for_chief(channel, address, wait, say)
+        project_dir = cluster.find_project(Path(directory), port, project)
+        token = functools.partial(cluster.read_token, project_dir)
+        token()  # unreadable: say so now, not after loading TensorFlow and the data
+        chief = cluster.read_heartbeat(cluster.chief_path(project_dir))
+        cluster.check_worker_id_free(project_dir, worker_id, chief["worker_timeout"])
+        settings = search_module.recorded_settings(project_dir)
+        settings.data, settings.quiet = data, quiet
+        space = spaces.load(settings.space)
+        backend.import_quietly()
+        settings.precision = backend.use_precision(settings.precision)  # this machine's fastest
+        tuning.check_space(space, settings)
+        split, _ = search_module.load_split(settings)
+        check_worker_matches(project_dir, settings, space, split)
 
-    heartbeat = cluster.Heartbeat(cluster.worker_path(project_dir, worker_id), id=worker_id)
-    heartbeat.start()
-    use_keras_tuner_cluster(host, port, worker_id)
-    oracle_client.TIMEOUT = wait  # each call waits this long for a chief that went away
-    tuner = tuning.make_tuner(settings, space, split, say, worker=worker_id)
-    tuner.oracle = WorkerClient(tuner.oracle._oracle, wait)
-    say(f"worker {worker_id} joined {project_dir} (chief {host}:{port})")
-    try:
-        tuner.search(verbose=0)
-    except grpc.RpcError as e:
-        raise SweepError(
-            f"Lost the chief at {host}:{port} ({e.code().name}). Finished trials are saved; "
-            "start this worker again once the chief runs."
-        ) from None
-    finally:
-        heartbeat.stop()
+        heartbeat = cluster.Heartbeat(cluster.worker_path(project_dir, worker_id), id=worker_id)
+        heartbeat.start()
+        use_keras_tuner_cluster(host, port, worker_id)
+        oracle_client.TIMEOUT = wait  # each call waits this long for a chief that went away
+        tuner = tuning.make_tuner(settings, space, split, say, worker=worker_id)
+        tuner.oracle = WorkerClient(tuner.oracle._oracle, channel, token, wait)
+        say(f"worker {worker_id} joined {project_dir} (chief {address})")
+        try:
+            tuner.search(verbose=0)
+        except grpc.RpcError as e:
+            raise chief_failure(e, address, project_dir) from None
+        finally:
+            heartbeat.stop()
     say(f"worker {worker_id}: the search is done; {tuner.ended_here} trials ended here")
     return tuner.ended_here

@@ -30,13 +30,16 @@ EVALUATIONS_FILE = "evaluations.jsonl"
 LOCK_FILE = ".lock"
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` so that readers see either the old file or the new one, whole."""
+def atomic_write_text(path: str | os.PathLike, text: str, mode: int = 0o644) -> None:
+    """Write `text` to `path` so that readers see either the old file or the new one, whole.
+
+    `mode` is set before the file takes its name: the default is for everyone who may read the
+    search; 0o600 keeps a secret its owner's from the first moment."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; these files are for everyone who may read
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

@@ -1,18 +1,26 @@
 """One search, a chief and two workers on 127.0.0.1, on KerasTuner's gRPC chief/worker mode.
 
 Real processes on the real CIFAR-10 copy (tiny budgets) and real SIGKILLs: every trial must end
-exactly once, both workers must train, every process must exit, whatever is killed.
+exactly once, both workers must train, every process must exit, whatever is killed. Real gRPC
+calls from outside the search: without the token of the search's folder they change nothing.
 """
 
 import json
+import re
+import shutil
 import signal
 import socket
+import stat
+import subprocess
+import sys
 from collections import Counter
 
+import grpc
 import pytest
 from conftest import backed_up_epochs, run_sweep, start_sweep, statuses, wait_for
+from test_cli import IMPORT_PROBE
 
-from sweep import state
+from sweep import cluster, state
 
 pytestmark = pytest.mark.cifar
 EXIT_TIMEOUT = 300
@@ -30,9 +38,9 @@ def chief_args(data, port, trials, epochs, space="tiny_cnn", timeout="60s"):
             "--tuner", "random", "--port", str(port), "--worker-timeout", timeout]
 
 
-def start_worker(data, port, worker_id, cwd):
+def start_worker(data, port, worker_id, cwd, *options):
     return start_sweep("worker", "--chief", f"127.0.0.1:{port}", "--id", worker_id,
-                       "--data", str(data), "--wait", "2m", "-q", cwd=cwd)
+                       "--data", str(data), "--wait", "2m", "-q", *options, cwd=cwd)
 
 
 def finish(process) -> str:
@@ -166,3 +174,143 @@ def test_chief_restart_resumes_without_rerunning_finished_trials(
     output = finish(restarted)
     assert "resuming:" in output
     assert_every_trial_ended_once(project, 5)
+
+
+def search_record(project) -> dict[str, bytes]:
+    """What the chief recorded of the search: its oracle's state and every trial's files."""
+    files = [project / "oracle.json", *project.glob("trial_*/**/*")]
+    return {str(path.relative_to(project)): path.read_bytes() for path in files if path.is_file()}
+
+
+def stranger_calls(channel):
+    """Calls that would steer the search: read its space, take a trial, report a made-up score
+    for trial 0. KerasTuner's own stub and messages, as a stranger would use them."""
+    from keras_tuner.src import protos
+
+    stub = protos.get_service_grpc().OracleStub(channel)
+    service, proto = protos.get_service(), protos.get_proto()
+    made_up = proto.Trial(trial_id="0", status=proto.TrialStatus.COMPLETED,
+                          score=proto.Trial.Score(value=0.99))
+    return [(stub.GetSpace, service.GetSpaceRequest()),
+            (stub.CreateTrial, service.CreateTrialRequest(tuner_id="stranger")),
+            (stub.EndTrial, service.EndTrialRequest(trial=made_up))]
+
+
+def refusal_code(call, request, metadata=()) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as refused:
+        call(request, metadata=metadata, timeout=30)
+    return refused.value.code()
+
+
+def start_chief_and_wait(*args, cwd, project):
+    """A chief, once it serves: it writes its heartbeat file just after it starts listening."""
+    chief = start_sweep(*args, cwd=cwd)
+    wait_for(chief, cluster.chief_path(project).exists)
+    return chief
+
+
+def test_calls_without_the_search_token_change_nothing(real_cifar_train_only, tmp_path):
+    """Without the token, or with a wrong one, every call is refused and the search folder stays
+    as it was; a real worker given a wrong token stops with a clear message. With the right
+    token the same call does create a trial (the comparison can see one), and the worker with
+    the right token trains the search to its end."""
+    port = free_port()
+    project = tmp_path / "runs" / "tiny_cnn"
+    # 10 s: the trial taken with the right token has no worker behind it; it is given back.
+    args = chief_args(real_cifar_train_only, port, trials=2, epochs=1, timeout="10s")
+    chief = start_chief_and_wait(*args, cwd=tmp_path, project=project)
+    token_file = cluster.token_path(project)
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    token = token_file.read_text()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    calls = stranger_calls(channel)
+    before = search_record(project)
+
+    for metadata in ((), (("sweep-token", "not-" + token),)):
+        for call, request in calls:
+            assert refusal_code(call, request, metadata) == grpc.StatusCode.UNAUTHENTICATED
+    assert search_record(project) == before
+    assert statuses(project) == {}
+
+    token_file.write_text("a-token-from-elsewhere")
+    refused = start_worker(real_cifar_train_only, port, "w1", tmp_path)
+    output = refused.communicate(timeout=EXIT_TIMEOUT)[0]
+    assert refused.returncode == 2, output
+    assert "Traceback" not in output
+    assert output.strip().splitlines()[-1] == (
+        f"sweep: error: The chief at 127.0.0.1:{port} refused this worker's token "
+        f"(runs/tiny_cnn/cluster/chief.token): chief and worker must share the same --dir.")
+    assert search_record(project) == before
+
+    create_call, create_request = calls[1]
+    created = create_call(create_request, metadata=(("sweep-token", token),), timeout=30)
+    assert created.trial.trial_id == "0"
+    assert search_record(project) != before
+    assert statuses(project) == {"trial_0": "RUNNING"}
+    channel.close()
+
+    token_file.write_text(token)
+    finish(start_worker(real_cifar_train_only, port, "w1", tmp_path))
+    chief_output = finish(chief)
+    assert_every_trial_ended_once(project, 2)
+    assert "chief: refused a call from ipv4:127.0.0.1:" in chief_output
+    refusals = re.search(r"chief: refused (\d+) calls without this search's token", chief_output)
+    assert refusals and int(refusals[1]) > len(calls) * 2, chief_output  # the worker's too
+
+
+@pytest.fixture
+def self_signed(tmp_path):
+    """A certificate for localhost and 127.0.0.1, and its key, made by openssl."""
+    if not shutil.which("openssl"):
+        pytest.skip("the TLS test makes its certificate with openssl")
+    cert, key = tmp_path / "chief.crt", tmp_path / "chief.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+def test_tls_chief_serves_a_tls_worker_and_no_plain_client(
+    real_cifar_train_only, self_signed, tmp_path
+):
+    port = free_port()
+    cert, key = self_signed
+    project = tmp_path / "runs" / "tiny_cnn"
+    args = [*chief_args(real_cifar_train_only, port, trials=2, epochs=1),
+            "--tls-cert", str(cert), "--tls-key", str(key)]
+    chief = start_chief_and_wait(*args, cwd=tmp_path, project=project)
+
+    # Even with the right token, a plain client gets no answer from a TLS chief.
+    token = (("sweep-token", cluster.token_path(project).read_text()),)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as plain:
+        call, request = stranger_calls(plain)[0]
+        assert refusal_code(call, request, token) == grpc.StatusCode.UNAVAILABLE
+
+    worker = start_worker(real_cifar_train_only, port, "w1", tmp_path, "--tls-cert", str(cert))
+    assert "the search is done" in finish(worker)
+    chief_output = finish(chief)
+    assert f"chief serving on 0.0.0.0:{port} (TLS)" in chief_output
+    assert "refused" not in chief_output
+    assert_every_trial_ended_once(project, 2)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["chief", "--port", "8000", "--tls-cert", "chief.crt"],
+     "--tls-cert and --tls-key go together: give both or neither."),
+    (["chief", "--port", "8000", "--tls-cert", "missing.crt", "--tls-key", "junk.pem"],
+     "--tls-cert missing.crt: cannot read it (No such file or directory)."),
+    (["chief", "--port", "8000", "--tls-cert", "junk.pem", "--tls-key", "junk.pem"],
+     "--tls-cert junk.pem and --tls-key junk.pem are not a PEM certificate"),
+    (["worker", "--chief", "127.0.0.1:1", "--tls-cert", "missing.crt"],
+     "--tls-cert missing.crt: cannot read it (No such file or directory)."),
+    (["worker", "--chief", "127.0.0.1:1", "--tls-cert", "junk.pem"],
+     "--tls-cert junk.pem holds no PEM certificate."),
+])
+def test_tls_files_are_usage_errors_before_tensorflow_loads(tmp_path, args, message):
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    result = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *args], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+    assert result.stdout.strip() == "[]"  # TensorFlow was not loaded
