@@ -272,11 +272,12 @@ class HalvingOracle(kt.oracles.RandomSearchOracle):
     """Successive halving with restarts: the default tuner.
 
     Rung 0 trains many configurations (the space's default point first) on a ninth of
-    `--max-epochs`, rung 1 the best third of them on a third, rung 2 the best of those on the
-    whole schedule. Every trial trains from scratch on a learning-rate schedule that ends with
-    its own epochs, so a short trial is scored on a finished schedule, not halfway up a long one
-    (what KerasTuner's Hyperband does by continuing trials). A rung is promoted once it has
-    ended. Rung sizes come from the trial slots before the finalists (`halving_sizes`).
+    `--max-epochs`, rung 1 the best third of them (the default point always among them) on a
+    third, rung 2 the best of those on the whole schedule. Every trial trains from scratch on a
+    learning-rate schedule that ends with its own epochs, so a short trial is scored on a
+    finished schedule, not halfway up a long one (what KerasTuner's Hyperband does by
+    continuing trials). A rung is promoted once it has ended. Rung sizes come from the trial
+    slots before the finalists (`halving_plan`).
     """
 
     RUNG_KEY = "tuner/rung"
@@ -299,9 +300,20 @@ class HalvingOracle(kt.oracles.RandomSearchOracle):
             if self._awaited(by_rung[rung - 1]):
                 return IDLE  # a rung is promoted once all of it has a score
             candidates = self._candidates(by_rung[rung - 1], by_rung[rung])
+            if rung == 1 and len(by_rung[1]) == sizes[1] - 1:
+                candidates = [t for t in candidates if self._is_default(t)] or candidates
             if candidates:
                 return self._promote(candidates[0], rung, epochs[rung])
         return self._beyond_plan(by_rung, epochs)
+
+    def _is_default(self, trial) -> bool:
+        """The space's default point: it always reaches the second rung (in its last slot if
+        its first-rung score did not earn one). A ninth of the schedule underrates a strongly
+        regularised net, and the default point is the model its author measured at full length:
+        it is judged on a third of the schedule at least, beside the configurations that beat
+        it on the first rung."""
+        default = ranking.config_key(default_values(self.hyperparameters))
+        return ranking.config_key(trial.hyperparameters.values) == default
 
     def _candidates(self, below: list, promoted: list) -> list:
         """Completed trials of a rung whose configuration is not yet in the next, best first."""

@@ -135,6 +135,16 @@ def test_halving_screens_promotes_the_best_then_reseeds_the_finalist(tmp_path):
     assert {t["learning_rate"] for t in trials[6:]} == {first_rung[0]}
 
 
+def test_the_default_point_reaches_the_second_rung_even_when_screened_last(tmp_path):
+    oracle = _halving(tmp_path)
+    lowest_first = lambda values: -_lr_score(values)  # noqa: E731 - the default (1e-3) ...
+    trials = [_run_one(oracle, lowest_first) for _ in range(4)]
+    assert trials[0]["learning_rate"] == 1e-3
+    assert min(t["learning_rate"] for t in trials) < 1e-3  # ... is not among the best two
+    promoted = [_run_one(oracle, lowest_first)["learning_rate"] for _ in range(2)]
+    assert promoted == [min(t["learning_rate"] for t in trials), 1e-3]  # the best, the default
+
+
 def test_a_reloaded_halving_search_follows_the_same_plan(tmp_path):
     straight = [_run_one(_halving(tmp_path / "a"), _lr_score)]
     oracle = _halving(tmp_path / "a")
