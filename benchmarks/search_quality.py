@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sweep.search import SearchSettings  # noqa: E402  (TensorFlow-free; after the path)
+from sweep.settings import SearchSettings  # noqa: E402  (TensorFlow-free; after the path)
 
 DEFAULTS = SearchSettings()
 

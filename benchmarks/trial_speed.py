@@ -106,7 +106,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from sweep import backend
-    from sweep.search import SearchSettings, load_split
+    from sweep.search import load_split
+    from sweep.settings import SearchSettings
 
     backend.import_quietly()
     from sweep import trial as trial_module

@@ -16,14 +16,8 @@ import pandas as pd
 from sweep import backend, cluster, figures
 from sweep import report as report_module
 from sweep.errors import SweepError
-from sweep.search import (
-    SearchOutcome,
-    SearchSettings,
-    check_settings,
-    parse_duration,
-    recorded_settings,
-    run_search,
-)
+from sweep.search import check_settings, recorded_settings, run_search
+from sweep.settings import SearchOutcome, SearchSettings, parse_duration
 
 
 def in_notebook() -> bool:

@@ -36,7 +36,7 @@ def _search_options(parser: argparse.ArgumentParser) -> None:
 def _definition_options(parser: argparse.ArgumentParser, defaults) -> None:
     """What defines a search: `run` and `chief` take the same."""
     from sweep.backend import PRECISIONS
-    from sweep.search import DEFAULT_TUNER, TUNERS
+    from sweep.settings import DEFAULT_TUNER, TUNERS
 
     parser.add_argument("--space", default=defaults.space,
                         help="search space (default: small_cnn)")
@@ -71,7 +71,7 @@ def _definition_options(parser: argparse.ArgumentParser, defaults) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sweep.search import SearchSettings
+    from sweep.settings import SearchSettings
 
     defaults = SearchSettings()
     parser = _Parser(
@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _spaces(args: argparse.Namespace) -> int:
     import_quietly()
     from sweep import spaces
-    from sweep.search import SearchSettings
+    from sweep.settings import SearchSettings
     from sweep.tuning import training_task
 
     task = training_task(SearchSettings())
@@ -263,7 +263,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _chief(args: argparse.Namespace) -> int:
-    from sweep.search import parse_duration
+    from sweep.settings import parse_duration
 
     search = _search(args, "port", "host", "worker_timeout", "tls_cert", "tls_key")
     timeout = parse_duration(args.worker_timeout, "--worker-timeout")
@@ -278,7 +278,7 @@ def _chief(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     from sweep import cluster
-    from sweep.search import parse_duration
+    from sweep.settings import parse_duration
 
     host, port = cluster.parse_address(args.chief)
     worker_id = cluster.check_worker_id(args.worker_id or cluster.default_worker_id())

@@ -42,7 +42,7 @@ from sweep import backend, cluster, spaces, state, tuning
 from sweep import data as data_module
 from sweep import search as search_module
 from sweep.errors import SweepError
-from sweep.search import SearchOutcome, SearchSettings
+from sweep.settings import SearchOutcome, SearchSettings, format_duration
 
 POLL_SECONDS = 1.0
 GRPC_THREADS = 8  # KerasTuner's chief serves one call at a time; its oracle is locked anyway
@@ -327,12 +327,12 @@ def wait_for_chief(channel: grpc.Channel, address: str, wait: float, say) -> Non
         grpc.channel_ready_future(channel).result(timeout=1)
         return
     except grpc.FutureTimeoutError:
-        say(f"waiting up to {search_module.format_duration(wait)} for the chief at {address}")
+        say(f"waiting up to {format_duration(wait)} for the chief at {address}")
     try:
         grpc.channel_ready_future(channel).result(timeout=wait)
     except grpc.FutureTimeoutError:
         raise SweepError(
-            f"No chief answered at {address} within {search_module.format_duration(wait)}. "
+            f"No chief answered at {address} within {format_duration(wait)}. "
             "Start it with: python -m sweep chief --port PORT ... (or check HOST:PORT, and "
             "--tls-cert: chief and worker use TLS both or neither)."
         ) from None

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from sweep import cluster, report, state
-from sweep.search import format_duration
+from sweep.settings import format_duration
 
 
 def _age(seconds: float) -> str:

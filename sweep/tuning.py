@@ -25,7 +25,7 @@ from sweep import backend, ranking, rules, spaces, state
 from sweep import trial as trial_module
 from sweep.data import CLASS_NAMES, IMAGE_SHAPE, Split
 from sweep.errors import SweepError, TimeBudgetReached
-from sweep.search import SearchOutcome, SearchSettings, format_duration, report_command
+from sweep.settings import SearchOutcome, SearchSettings, format_duration, report_command
 from sweep.spaces import Space
 
 RULE_CHECK_POINTS = 4  # random points of a space checked (with its default) before a search

@@ -17,7 +17,7 @@ from conftest import run_sweep, statuses, train_starts
 import sweep
 from sweep import spaces, state
 from sweep.errors import SweepError
-from sweep.search import parse_duration
+from sweep.settings import parse_duration
 
 
 @pytest.mark.parametrize("text, seconds", [
@@ -98,7 +98,8 @@ def test_a_refused_command_leaves_the_disk_as_it_found_it(tmp_path, tiny_cifar, 
 def _recorded_search(runs: Path, data: Path, **edits) -> Path:
     """A tiny_cnn search on `data` exactly as `_refused`'s settings would record it, with
     `edits` made to its recorded settings."""
-    from sweep.search import SearchSettings, load_split, search_record
+    from sweep.search import load_split, search_record
+    from sweep.settings import SearchSettings
 
     settings = SearchSettings(space="tiny_cnn", directory=str(runs), tuner="random",
                               max_epochs=2, finalists=0, train_size=100, val_size=100,

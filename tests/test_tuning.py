@@ -181,7 +181,7 @@ def test_a_trial_left_running_by_a_killed_process_does_not_hold_the_finalists_up
 
 @pytest.mark.parametrize("tuner", ["halving", "bayesian", "random", "hyperband"])
 def test_every_tuner_starts_with_the_space_default_point(tmp_path, tuner):
-    from sweep.search import SearchSettings
+    from sweep.settings import SearchSettings
 
     oracle = tuning.make_oracle(SearchSettings(tuner=tuner, max_trials=10, max_epochs=9))
     oracle._set_project_dir(str(tmp_path), "search")

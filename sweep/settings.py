@@ -1,0 +1,125 @@
+"""What defines a search and what it ended with: settings, durations, the outcome.
+
+TensorFlow-free, and below everything else in `sweep`: the CLI checks a command's settings with
+it before TensorFlow loads, and the engine (`sweep.tuning`) reads them without importing the
+module that runs searches (`sweep.search`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sweep import backend, ranking, spaces
+from sweep import data as data_module
+from sweep.errors import SweepError
+
+TUNERS = ("halving", "bayesian", "random", "hyperband")
+# Successive halving with restarts, then finalists (see README: "Default search"); a resumed
+# search keeps the tuner it was made with unless one is named.
+DEFAULT_TUNER = "halving"
+# Settings a resumed search must share with its first run: anything else would mix two searches.
+FIXED_SETTINGS = ("space", "space_sha256", "tuner", "seed", "max_epochs", "finalists")
+NUMBER = r"\d+(?:\.\d+)?"
+DURATION = re.compile(rf"(?:({NUMBER})h)?(?:({NUMBER})m)?(?:({NUMBER})s)?")
+
+
+@dataclass
+class SearchSettings:
+    space: str = "small_cnn"
+    tuner: str | None = None  # None: DEFAULT_TUNER for a new search, the recorded one on resume
+    # The default search fits about 2 hours on a fast 2-core machine (README: "Default search").
+    max_trials: int = 12
+    max_epochs: int = 40
+    patience: int = 8
+    finalists: int = 1  # best fully trained configurations retrained with 2 more seeds
+    seed: int = 0
+    train_size: int = 5000
+    val_size: int = 5000
+    project: str | None = None
+    directory: str = "runs"
+    data: str | None = None
+    fresh: bool = False
+    quiet: bool = False
+    time_budget: float | None = None  # seconds for this run; None: no limit
+    # This run's precision: "auto" (the machine's fastest), float32, bfloat16 or float16. It
+    # changes numerics, not the search: a resumed search may use another (README).
+    precision: str = "auto"
+    tensorboard: bool = False  # TensorBoard logs per trial, in trial_<id>/tensorboard
+    space_sha256: str = field(default="", repr=False)
+
+    @property
+    def project_name(self) -> str:
+        """`--project`, else the space's name (a space file's name without `.py`)."""
+        if self.project:
+            return self.project
+        return Path(self.space).stem if spaces.is_file_space(self.space) else self.space
+
+    @property
+    def finalists_used(self) -> int:
+        """The finalists this search's --max-trials affords (`ranking.finalists_for`)."""
+        return ranking.finalists_for(self.max_trials, self.finalists)
+
+    @property
+    def project_dir(self) -> Path:
+        return Path(self.directory) / self.project_name
+
+    def validate(self) -> None:
+        if self.tuner is not None and self.tuner not in TUNERS:
+            raise SweepError(f"Unknown tuner {self.tuner!r}. Choose one of: {', '.join(TUNERS)}.")
+        for name in ("max_trials", "max_epochs", "patience"):
+            if getattr(self, name) < 1:
+                raise SweepError(f"--{name.replace('_', '-')} must be at least 1.")
+        if self.seed < 0:
+            raise SweepError("--seed must be 0 or more.")
+        if self.precision not in backend.PRECISIONS:
+            raise SweepError(f"Unknown precision {self.precision!r}. "
+                             f"Choose one of: {', '.join(backend.PRECISIONS)}.")
+        if self.finalists < 0:
+            raise SweepError("--finalists must be 0 or more.")
+        data_module.check_split_sizes(self.train_size, self.val_size)
+
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise SweepError("--time-budget must be positive, e.g. 90m or 3h.")
+
+
+def parse_duration(text: str, option: str = "--time-budget") -> float:
+    """Seconds in a duration as people write it: '45s', '90m', '1.5h', '1h30m', '1h30' (a number
+    after the hours is minutes, as said aloud) or a bare number of seconds ('5400').
+
+    Not `pandas.Timedelta`: it reads '5400' as nanoseconds, refuses '1h30', and takes '1h1h' or
+    '1.5.5h'. Anything but these forms is refused, so no duration has two meanings."""
+    written = re.sub(r"\s+", "", text.lower())
+    if re.fullmatch(NUMBER, written):
+        return float(written)
+    match = DURATION.fullmatch(re.sub(rf"(?<=h)({NUMBER})$", r"\1m", written))
+    if not written or not match:
+        raise SweepError(f"{option} {text!r} is not a duration: use e.g. 45m, 3h, 1h30 or 1.5h.")
+    hours, minutes, seconds = (float(g or 0) for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def format_duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
+
+
+@dataclass
+class SearchOutcome:
+    project_dir: Path
+    completed: int
+    failed: int
+    best_trial: str | None
+    best_val_accuracy: float | None
+
+
+def report_command(settings: SearchSettings) -> str:
+    """The command that shows this search's report."""
+    args = ["python -m sweep report"]
+    if settings.project:
+        args += ["--project", settings.project]
+    if settings.directory != "runs":
+        args += ["--dir", settings.directory]
+    return " ".join(args)
