@@ -43,8 +43,8 @@ def _assert_whole(project, trials, epochs):
 
 
 def test_sigkill_mid_trial_resumes_without_retraining(real_cifar_train_only, tmp_path):
-    args = _args(real_cifar_train_only, space="small_cnn", epochs=4)
-    project = tmp_path / "runs" / "small_cnn"
+    args = _args(real_cifar_train_only, epochs=6)
+    project = tmp_path / "runs" / "tiny_cnn"
 
     # Kill 1: inside the very first trial, right after its first epoch is recorded, often while
     # its backup is being written (KerasTuner alone would restart the whole search here).
@@ -61,7 +61,7 @@ def test_sigkill_mid_trial_resumes_without_retraining(real_cifar_train_only, tmp
     starts = train_starts(project)
     assert [t for t, _ in starts] == ["0", "0", "1", "1", "2"], starts  # none trained twice
     assert starts[3][1] >= 1, starts  # trial 1 continued from its backed-up epoch
-    _assert_whole(project, 3, 4)
+    _assert_whole(project, 3, 6)
     shown = run_sweep("report", cwd=tmp_path)
     assert shown.returncode == 0 and "trials: 3 completed" in shown.stdout
 

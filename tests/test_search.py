@@ -141,13 +141,15 @@ def test_a_changed_space_split_or_dataset_is_refused(tmp_path, tiny_cifar, edits
 def test_run_report_evaluate_resume_extend_refuse_other_settings(
     real_cifar_train_only, real_cifar_batches, tmp_path
 ):
-    base = ["run", "--data", str(real_cifar_train_only), "--train-size", "300",
-            "--val-size", "300", "--max-epochs", "2", "--quiet"]
+    # tiny_cnn: what is tested here is the tool, not the space (the README's command names
+    # small_cnn; test_spaces builds and checks it).
+    base = ["run", "--space", "tiny_cnn", "--data", str(real_cifar_train_only),
+            "--train-size", "300", "--val-size", "300", "--max-epochs", "2", "--quiet"]
     first = run_sweep(*base, "--max-trials", "2", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "trial 0 started: default point" in first.stdout
     assert "trial 1 done [2/2]" in first.stdout and "See: python -m sweep report" in first.stdout
-    project = tmp_path / "runs" / "small_cnn"
+    project = tmp_path / "runs" / "tiny_cnn"
     record = json.loads((project / state.SETTINGS_FILE).read_text())
     assert record["split"]["train_size"] == 300 and record["settings"]["tuner"] == "halving"
     assert sum(record["split"]["val_class_counts"].values()) == 300
@@ -156,11 +158,11 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
     shown = run_sweep("report", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "trials: 2 completed" in shown.stdout and "best: trial" in shown.stdout
-    trials = pd.read_csv(tmp_path / "reports" / "small_cnn" / "trials.csv")
+    trials = pd.read_csv(tmp_path / "reports" / "tiny_cnn" / "trials.csv")
     assert len(trials) == 2 and set(trials["status"]) == {"COMPLETED"}
     assert trials["val_accuracy"].between(0, 1).all() and "conv_blocks" in trials.columns
-    assert (tmp_path / "reports" / "small_cnn" / "curves.png").stat().st_size > 10_000
-    assert (tmp_path / "reports" / "small_cnn" / "report.html").stat().st_size > 50_000
+    assert (tmp_path / "reports" / "tiny_cnn" / "curves.png").stat().st_size > 10_000
+    assert (tmp_path / "reports" / "tiny_cnn" / "report.html").stat().st_size > 50_000
     assert "test_accuracy" not in shown.stdout  # nothing evaluated yet
 
     # The test images: absent from the folder `run` used, read only by `evaluate`.
@@ -199,7 +201,7 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
 
     fresh = run_sweep(*base, "--max-trials", "2", "--fresh", cwd=tmp_path)
     assert fresh.returncode == 0, fresh.stderr
-    kept = list((tmp_path / "runs").glob("small_cnn.previous-*"))
+    kept = list((tmp_path / "runs").glob("tiny_cnn.previous-*"))
     assert len(kept) == 1 and len(statuses(kept[0])) == 3
     assert len(statuses(project)) == 2
 
