@@ -236,14 +236,17 @@ def _say(line: str) -> None:
 
 
 def _until_interrupted(work, resume_hint: str) -> int:
-    """Run `work()`; Ctrl-C or SIGTERM ends it with status 130 and `resume_hint`."""
-    signal.signal(signal.SIGINT, _interrupt_once)
-    signal.signal(signal.SIGTERM, _interrupt_once)
+    """Run `work()`; Ctrl-C or SIGTERM ends it with status 130 and `resume_hint`. The caller's
+    handlers come back afterwards (`main` may be called from a program or a test)."""
+    previous = {s: signal.signal(s, _interrupt_once) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         work()
     except KeyboardInterrupt:
         print(f"\ninterrupted: {resume_hint}", file=sys.stderr)
         return 130
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import run_sweep
 
+from sweep.cli import main
+
 
 @pytest.mark.parametrize("args, message", [
     (["run", "--space", "nope"], "Unknown search space 'nope'"),
@@ -24,12 +26,19 @@ from conftest import run_sweep
     (["chief", "--port", "70000"], "--port 70000 is not a port number"),
     (["chief", "--port", "8000", "--worker-timeout", "0"], "--worker-timeout must be positive"),
 ])
-def test_usage_errors_exit_2_without_traceback(tmp_path, args, message):
-    result = run_sweep(*args, cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) <= 3
+def test_usage_errors_exit_2_without_traceback(tmp_path, monkeypatch, capsys, args, message):
+    """In this process, through `main(argv)`: the parser and handlers of `python -m sweep` (one
+    parser: test_console_script_and_module_share_the_parser), without a new Python each."""
+    monkeypatch.chdir(tmp_path)
+    try:
+        status = main(args)
+    except SystemExit as e:  # argparse's own usage errors
+        status = e.code
+    stderr = capsys.readouterr().err
+    assert status == 2, stderr
+    assert message in stderr
+    assert "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) <= 3
 
 
 # Calls the CLI, then says whether TensorFlow or Keras was imported on the way.
