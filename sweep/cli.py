@@ -236,18 +236,25 @@ def _say(line: str) -> None:
 
 
 def _until_interrupted(work, resume_hint: str) -> int:
-    """Run `work()`; Ctrl-C or SIGTERM ends it with status 130 and `resume_hint`. The caller's
-    handlers come back afterwards (`main` may be called from a program or a test)."""
+    """Run `work()`; Ctrl-C or SIGTERM ends it with status 130 and `resume_hint`. Unless
+    interrupted (then a second signal must still stop at once), the caller's handlers come back
+    afterwards: `main` may be called from a program or a test."""
     previous = {s: signal.signal(s, _interrupt_once) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         work()
     except KeyboardInterrupt:
         print(f"\ninterrupted: {resume_hint}", file=sys.stderr)
         return 130
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    except BaseException:
+        _restore(previous)
+        raise
+    _restore(previous)
     return 0
+
+
+def _restore(handlers: dict) -> None:
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
 
 
 def _search(args: argparse.Namespace, *not_settings: str):

@@ -1,5 +1,6 @@
 """Usage errors: one short message on stderr, exit status 2, never a traceback."""
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,11 +31,13 @@ def test_usage_errors_exit_2_without_traceback(tmp_path, monkeypatch, capsys, ar
     """In this process, through `main(argv)`: the parser and handlers of `python -m sweep` (one
     parser: test_console_script_and_module_share_the_parser), without a new Python each."""
     monkeypatch.chdir(tmp_path)
+    handler = signal.getsignal(signal.SIGINT)
     try:
         status = main(args)
     except SystemExit as e:  # argparse's own usage errors
         status = e.code
     stderr = capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is handler  # the caller's Ctrl-C is its own again
     assert status == 2, stderr
     assert message in stderr
     assert "Traceback" not in stderr
