@@ -11,6 +11,15 @@ from conftest import run_sweep
 from sweep.cli import main
 
 
+@pytest.fixture
+def float32_after():
+    """A `run` refused after TensorFlow loaded has set Keras's global dtype policy (bfloat16
+    on a CPU with bfloat16 instructions): later tests in this process must not inherit it."""
+    yield
+    if "keras" in sys.modules:
+        sys.modules["keras"].mixed_precision.set_global_policy("float32")
+
+
 @pytest.mark.parametrize("args, message", [
     (["run", "--space", "nope"], "Unknown search space 'nope'"),
     (["run", "--data", "/nowhere/cifar"], "No CIFAR-10 found at /nowhere/cifar"),
@@ -27,6 +36,7 @@ from sweep.cli import main
     (["chief", "--port", "70000"], "--port 70000 is not a port number"),
     (["chief", "--port", "8000", "--worker-timeout", "0"], "--worker-timeout must be positive"),
 ])
+@pytest.mark.usefixtures("float32_after")
 def test_usage_errors_exit_2_without_traceback(tmp_path, monkeypatch, capsys, args, message):
     """In this process, through `main(argv)`: the parser and handlers of `python -m sweep` (one
     parser: test_console_script_and_module_share_the_parser), without a new Python each."""
