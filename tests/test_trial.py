@@ -115,21 +115,3 @@ def test_patience_stops_a_trial_that_stopped_improving(tmp_path):
     record = state.read_json(trial_dir / state.TRIAL_RECORD_FILE)
     assert [e["epoch"] for e in record["history"]] == [0, 1, 2]
 
-
-def test_a_resumed_fit_restores_the_optimizer_and_its_schedule(tmp_path):
-    """The learning-rate schedule follows the optimizer's step count: a resume that restored
-    only the weights would restart the warmup (8 steps counted here instead of 16)."""
-    def model():
-        m = _model(0.01)
-        schedule = keras.optimizers.schedules.CosineDecay(0.01, decay_steps=16)
-        m.compile(optimizer=keras.optimizers.Adam(schedule), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
-        return m
-
-    trial_dir = tmp_path / "trial_0"
-    trial_dir.mkdir()
-    with pytest.raises(_Crash):
-        _fit(model(), trial_dir, epochs=4, tuner_callbacks=[_CrashAfterEpoch(1)])
-    resumed = model()
-    _fit(resumed, trial_dir, epochs=4)  # 64 images in batches of 16: 4 steps an epoch
-    assert int(resumed.optimizer.iterations) == 16
