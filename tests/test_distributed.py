@@ -5,6 +5,8 @@ exactly once, both workers must train, every process must exit, whatever is kill
 calls from outside the search: without the token of the search's folder they change nothing.
 """
 
+import csv
+import io
 import json
 import re
 import shutil
@@ -103,7 +105,23 @@ def test_chief_and_two_workers_run_each_trial_once_and_exit(
     assert "another split than the search's" in stranger.stderr
     assert "Traceback" not in stranger.stderr
 
+    # A second chief of the same search is refused: the first holds it.
+    other_port = free_port()
+    second = run_sweep(*chief_args(real_cifar_train_only, other_port, trials=6, epochs=2),
+                       cwd=tmp_path, timeout=300)
+    assert second.returncode == 2 and f"is in use by process {chief.pid}" in second.stderr
+
     workers = [start_worker(real_cifar_train_only, port, w, tmp_path) for w in ("w1", "w2")]
+    # A second worker under a live worker's id is refused (w1 paused: alive, and still w1).
+    wait_for(workers[0], lambda: cluster.worker_path(project, "w1").exists())
+    workers[0].send_signal(signal.SIGSTOP)
+    try:
+        twin = run_sweep("worker", "--chief", f"127.0.0.1:{port}", "--id", "w1", "--data",
+                         str(real_cifar_train_only), "--wait", "1m", cwd=tmp_path, timeout=300)
+    finally:
+        workers[0].send_signal(signal.SIGCONT)
+    assert twin.returncode == 2
+    assert f"Worker id 'w1' is in use by process {workers[0].pid}" in twin.stderr
     outputs = [finish(w) for w in workers]
     chief_output = finish(chief)
 
@@ -116,7 +134,8 @@ def test_chief_and_two_workers_run_each_trial_once_and_exit(
 
     report = run_sweep("report", "--format", "csv", cwd=tmp_path)
     assert report.returncode == 0, report.stderr
-    assert "worker" in report.stdout.splitlines()[0]
+    rows = list(csv.DictReader(io.StringIO(report.stdout)))
+    assert {row["trial"]: row["worker"] for row in rows} == workers_of(project)
     status = run_sweep("status", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert "6/6 trials ended (6 completed, 0 failed)" in status.stdout
