@@ -115,3 +115,36 @@ def test_patience_stops_a_trial_that_stopped_improving(tmp_path):
     record = state.read_json(trial_dir / state.TRIAL_RECORD_FILE)
     assert [e["epoch"] for e in record["history"]] == [0, 1, 2]
 
+
+class _StepCounter(keras.callbacks.Callback):
+    """The optimizer's step count when training begins and after each epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts = []
+
+    def on_train_begin(self, logs=None):
+        self.counts.append(int(self.model.optimizer.iterations))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.counts.append(int(self.model.optimizer.iterations))
+
+
+def test_a_resumed_fit_restores_the_optimizer_and_its_schedule(tmp_path):
+    """The learning-rate schedule follows the optimizer's step count: a resume that restored
+    only the weights would restart the warmup. (Counted during training: when `fit` returns,
+    the model holds its best epoch's weights and optimizer, which may be an earlier epoch.)"""
+    def model():
+        m = _model(0.01)
+        schedule = keras.optimizers.schedules.CosineDecay(0.01, decay_steps=16)
+        m.compile(optimizer=keras.optimizers.Adam(schedule), loss="categorical_crossentropy",
+                  metrics=["accuracy"])
+        return m
+
+    trial_dir = tmp_path / "trial_0"
+    trial_dir.mkdir()
+    with pytest.raises(_Crash):
+        _fit(model(), trial_dir, epochs=4, tuner_callbacks=[_CrashAfterEpoch(1)])
+    counter = _StepCounter()
+    _fit(model(), trial_dir, epochs=4, tuner_callbacks=[counter])
+    assert counter.counts == [8, 12, 16]  # 64 images in batches of 16: 4 steps an epoch
