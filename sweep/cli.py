@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 
+from sweep import interrupts
 from sweep.backend import import_quietly
 from sweep.errors import SweepError
 from sweep.state import EVALUATIONS_FILE
@@ -223,38 +223,19 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _interrupt_once(signum, frame):
-    """First Ctrl-C or SIGTERM: unwind (state is saved after every epoch) and say how to resume.
-    A second one stops at once: every file is written atomically, so nothing is corrupted."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    raise KeyboardInterrupt
-
-
 def _say(line: str) -> None:
     print(line, flush=True)
 
 
 def _until_interrupted(work, resume_hint: str) -> int:
-    """Run `work()`; Ctrl-C or SIGTERM ends it with status 130 and `resume_hint`. Unless
-    interrupted (then a second signal must still stop at once), the caller's handlers come back
-    afterwards: `main` may be called from a program or a test."""
-    previous = {s: signal.signal(s, _interrupt_once) for s in (signal.SIGINT, signal.SIGTERM)}
+    """Run `work()`; Ctrl-C or SIGTERM ends it with status 130 and `resume_hint`."""
     try:
-        work()
+        with interrupts.installed():
+            work()
     except KeyboardInterrupt:
         print(f"\ninterrupted: {resume_hint}", file=sys.stderr)
         return 130
-    except BaseException:
-        _restore(previous)
-        raise
-    _restore(previous)
     return 0
-
-
-def _restore(handlers: dict) -> None:
-    for signum, handler in handlers.items():
-        signal.signal(signum, handler)
 
 
 def _search(args: argparse.Namespace, *not_settings: str):

@@ -23,7 +23,7 @@ import numpy as np
 from keras_tuner import errors as kt_errors
 from keras_tuner.src.engine import tuner_utils
 
-from sweep import backend, state
+from sweep import backend, interrupts, state
 from sweep.data import Split
 from sweep.errors import TimeBudgetReached
 
@@ -93,7 +93,14 @@ class EpochRecorder(keras.callbacks.Callback):
         self._epoch_start = 0.0
         self._announced = False
 
+    def on_train_batch_begin(self, batch, logs=None):
+        interrupts.check()
+
+    def on_test_batch_begin(self, batch, logs=None):
+        interrupts.check()
+
     def on_epoch_begin(self, epoch, logs=None):
+        interrupts.check()
         if self._announced and self.deadline and time.monotonic() > self.deadline:
             # The last epoch is recorded and backed up: stop here, the next run continues.
             raise TimeBudgetReached()
@@ -218,17 +225,18 @@ def fit(
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(trial_dir / TENSORBOARD_DIR)))
     x_train, y_train, x_val, y_val = data.tensors
-    model.fit(
-        x_train,
-        y_train,
-        batch_size=batch_size,
-        epochs=epochs,
-        validation_data=(x_val, y_val),
-        validation_batch_size=VALIDATION_BATCH,
-        callbacks=callbacks,
-        shuffle=True,
-        verbose=0,
-    )
+    with interrupts.deferred():  # a Ctrl-C stops the fit before its next batch
+        model.fit(
+            x_train,
+            y_train,
+            batch_size=batch_size,
+            epochs=epochs,
+            validation_data=(x_val, y_val),
+            validation_batch_size=VALIDATION_BATCH,
+            callbacks=callbacks,
+            shuffle=True,
+            verbose=0,
+        )
     if recorder.non_finite:
         raise kt_errors.FailedTrialError(recorder.non_finite)
     best = state.best_epoch(record["history"])

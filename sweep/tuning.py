@@ -21,7 +21,7 @@ from keras_tuner.src.engine import hyperparameters as hp_module
 from keras_tuner.src.engine import trial as kt_trial
 
 from search_spaces.blocks import TrainingTask
-from sweep import backend, ranking, rules, spaces, state
+from sweep import backend, interrupts, ranking, rules, spaces, state
 from sweep import trial as trial_module
 from sweep.data import CLASS_NAMES, IMAGE_SHAPE, Split
 from sweep.errors import SweepError, TimeBudgetReached
@@ -483,7 +483,9 @@ class SweepTuner:
         )
 
     def pre_create_trial(self):
-        """Start no trial that would not end within the time budget (by the mean trial so far)."""
+        """Start no trial that would not end within the time budget (by the mean trial so far),
+        nor after Ctrl-C."""
+        interrupts.check()
         if self.deadline is None:
             return
         durations = [

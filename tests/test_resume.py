@@ -68,6 +68,7 @@ def test_sigkill_mid_trial_resumes_without_retraining(real_cifar_train_only, tmp
 
 @pytest.mark.parametrize("signals", [
     (signal.SIGINT,),  # Ctrl-C
+    (signal.SIGTERM,),  # a scheduler or `kill`: the same clean stop
     (signal.SIGINT, signal.SIGINT),  # an impatient second Ctrl-C: stops at once, no damage
 ])
 def test_ctrl_c_saves_and_resumes_and_a_second_run_is_refused(real_cifar_train_only, tmp_path,
