@@ -65,7 +65,7 @@ def main() -> None:
             history = state.read_json(full_dir / f"trial_{trial}" / state.TRIAL_RECORD_FILE)
             before.append(max(e["val_accuracy"] for e in history["history"][: args.rung]))
     from sweep import ranking
-    from sweep.report import hyperparameter_columns
+    from sweep.reporting.report import hyperparameter_columns
 
     drawn = [[ranking.config_key(row.dropna().to_dict())
               for _, row in search[hyperparameter_columns(search)].iterrows()]

@@ -37,7 +37,7 @@ def best_fully_trained_so_far(project: Path) -> list[tuple[float, float]]:
     import pandas as pd
 
     from sweep import state
-    from sweep.report import load_trials
+    from sweep.reporting.report import load_trials
 
     df = load_trials(project)
     ended = {e["trial"]: i for i, e in enumerate(state.read_events(project))

@@ -67,15 +67,16 @@ def timings(started: float, fit_started: float, ends: list[float], finished: flo
 def plain_trial(settings, data, jit_compile: bool, precision: str = "float32") -> dict:
     import keras
 
-    from sweep import spaces, tuning
+    from sweep import spaces
     from sweep.backend import POLICIES
-    from sweep.trial import trial_seed
+    from sweep.engine import hypermodel
+    from sweep.engine.trial import trial_seed
 
     keras.mixed_precision.set_global_policy(POLICIES[precision])
 
     space = spaces.load(settings.space)
-    task = tuning.training_task(settings)
-    hp = tuning.kt.HyperParameters()
+    task = hypermodel.training_task(settings)
+    hp = hypermodel.kt.HyperParameters()
     space.build(hp, task)  # an empty HyperParameters takes every default: learn the values
     started = time.time()
     keras.utils.set_random_seed(trial_seed(settings.seed, hp.values))  # as the tool seeds
@@ -110,8 +111,8 @@ def main() -> None:
     from sweep.settings import SearchSettings
 
     backend.import_quietly()
-    from sweep import trial as trial_module
     from sweep.data import CLASS_NAMES
+    from sweep.engine import trial as trial_module
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = SearchSettings(space=args.space, tuner="random", max_trials=1,

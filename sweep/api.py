@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep import backend, cluster, figures
-from sweep import report as report_module
+from sweep import backend
+from sweep.distributed import cluster
 from sweep.errors import SweepError
+from sweep.reporting import figures
+from sweep.reporting import report as report_module
 from sweep.search import check_settings, recorded_settings, run_search
 from sweep.settings import SearchOutcome, SearchSettings, parse_duration
 
@@ -114,7 +116,7 @@ class Search:
         tls = cluster.read_chief_tls(tls_cert, tls_key)
         check_settings(settings)  # refused before the chief's module loads TensorFlow
         backend.import_quietly()
-        from sweep.distributed import run_chief
+        from sweep.distributed.roles import run_chief
 
         return run_chief(settings, port=port, host=host, worker_timeout=worker_timeout, tls=tls,
                          say=say)

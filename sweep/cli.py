@@ -177,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _spaces(args: argparse.Namespace) -> int:
     import_quietly()
     from sweep import spaces
+    from sweep.engine.hypermodel import training_task
     from sweep.settings import SearchSettings
-    from sweep.tuning import training_task
 
     task = training_task(SearchSettings())
     for name in spaces.available():
@@ -268,7 +268,7 @@ def _chief(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from sweep import cluster
+    from sweep.distributed import cluster
     from sweep.settings import parse_duration
 
     host, port = cluster.parse_address(args.chief)
@@ -276,7 +276,7 @@ def _worker(args: argparse.Namespace) -> int:
     wait = parse_duration(args.wait, "--wait")
     certificate = cluster.read_chief_certificate(args.tls_cert) if args.tls_cert else None
     import_quietly()
-    from sweep.distributed import run_worker
+    from sweep.distributed.roles import run_worker
 
     return _until_interrupted(
         lambda: run_worker(host, port, worker_id, directory=args.directory,
@@ -288,8 +288,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from sweep.report import find_project
-    from sweep.status import search_status
+    from sweep.reporting.report import find_project
+    from sweep.reporting.status import search_status
 
     print(search_status(find_project(args.directory, args.project)))
     return 0

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from sweep import data as data_module
-from sweep import models, report, state
+from sweep import models, state
 from sweep.errors import SweepError
+from sweep.reporting import report
 
 
 def choose_trials(project_dir: Path, trial_ids: list[str] | None, top: int | None) -> list[str]:

@@ -13,16 +13,17 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
-from sweep import report, spaces, state
-from sweep import trial as trial_module
+from sweep import spaces, state
 from sweep.data import CLASS_NAMES
+from sweep.engine import trial as trial_module
 from sweep.errors import SweepError
+from sweep.reporting import report
 from sweep.search import recorded_settings
 
 
 def load_trial_model(project_dir: Path, trial_id: str) -> keras.Model:
     """The trial's model with the weights of its best epoch."""
-    from sweep import tuning
+    from sweep.engine import hypermodel
 
     record = state.read_json(project_dir / state.SETTINGS_FILE)
     space = spaces.load(record["settings"]["space"])
@@ -37,7 +38,8 @@ def load_trial_model(project_dir: Path, trial_id: str) -> keras.Model:
         raise SweepError(f"Trial {trial_id} of {project_dir} has no saved weights.")
     hps = kt.HyperParameters.from_config(
         state.read_json(trial_dir / "trial.json")["hyperparameters"])
-    task = tuning.trial_task(tuning.training_task(recorded_settings(project_dir)), hps.values)
+    task = hypermodel.trial_task(
+        hypermodel.training_task(recorded_settings(project_dir)), hps.values)
     model = space.build(hps, task)
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)  # the checkpoint holds its state too

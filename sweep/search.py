@@ -1,6 +1,6 @@
 """A search's settings, its record on disk, and the run that starts or resumes it.
 
-KerasTuner (driven by `sweep.tuning`) decides what to try and keeps the trial state; this module
+KerasTuner (driven by `sweep.engine`) decides what to try and keeps the trial state; this module
 checks, before any training, that a resumed search is the same search: KerasTuner 1.4.8 would
 silently keep its saved settings over changed ones (KERASTUNER_PITFALLS.md #8). The fixed split
 is checked here too, then the run is handed to the tuner.
@@ -129,9 +129,9 @@ def checked_search(settings: SearchSettings, say: Callable[[str], None]):
     backend.import_quietly()  # TensorFlow loads here, after the quick checks above
     settings.precision = backend.use_precision(settings.precision)
     space = spaces.load(settings.space)
-    from sweep import tuning
+    from sweep.engine import hypermodel
 
-    tuning.check_space(space, settings)
+    hypermodel.check_space(space, settings)
     split, source = load_split(settings)
     if recorded:
         check_split(recorded, split.record, settings)
@@ -182,9 +182,9 @@ def run_search(settings: SearchSettings, say: Callable[[str], None] = print,
     `say` gets each progress line; `progress`, if given, (trials ended, max trials, the line)
     after each trial, for a progress bar."""
     with opened_search(settings, say) as (space, split):
-        from sweep import tuning
+        from sweep.engine.tuner import make_tuner
 
-        tuner = tuning.make_tuner(settings, space, split, say, progress)
+        tuner = make_tuner(settings, space, split, say, progress)
         tuner.announce_start()
         started = time.monotonic()
         tuner.search_until_done()

@@ -1,7 +1,7 @@
 """What defines a search and what it ended with: settings, durations, the outcome.
 
 TensorFlow-free, and below everything else in `sweep`: the CLI checks a command's settings with
-it before TensorFlow loads, and the engine (`sweep.tuning`) reads them without importing the
+it before TensorFlow loads, and the engine (`sweep.engine`) reads them without importing the
 module that runs searches (`sweep.search`).
 """
 

@@ -3,7 +3,7 @@
 A space is a module with `build(hp, task) -> keras.Model` (and, ideally, a one-line
 `DESCRIPTION`): a built-in one in `search_spaces/` by name, a user's file by path
 (`my_space.py`), or an importable module by dotted name (`mypackage.my_space`). Every model any
-space builds goes through `sweep.rules` before it trains.
+space builds goes through `sweep.engine.rules` before it trains.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Every file of a search is written here, atomically, so a crash never leaves half a file.
 
 KerasTuner 1.4.8 rewrites `oracle.json` and `trial.json` in place: a kill during the write
-leaves a truncated file and the next start dies with a JSON error. `install_atomic_json_writes`
-swaps its writer for ours (temp file + fsync + rename), so its files and ours share one
-crash-safe path.
+leaves a truncated file and the next start dies with a JSON error. The tool's oracles and tuners
+save KerasTuner's state through `write_kerastuner_json` instead (temp file + fsync + rename), so
+its files and ours share one crash-safe path.
 """
 
 from __future__ import annotations
@@ -110,18 +110,14 @@ def read_events(project_dir: Path) -> list[dict]:
 GOOD_COPY_SUFFIX = ".good"
 
 
-def install_atomic_json_writes() -> None:
-    """Make KerasTuner write its state files through `write_json` (see module docstring), each
-    with a second copy (`<name>.good`) that `repair_keras_tuner_files` restores from if the
-    first is ever damaged by something other than us (a full disk, a hand edit)."""
-    from keras_tuner.src import utils as kt_utils
-
-    def save_json(path, obj):
-        text = write_json(path, obj)
-        atomic_write_text(f"{path}{GOOD_COPY_SUFFIX}", text)
-        return text
-
-    kt_utils.save_json = save_json
+def write_kerastuner_json(path, obj) -> str:
+    """A KerasTuner state file written through `write_json` (see module docstring), with a
+    second copy (`<name>.good`) that `repair_keras_tuner_files` restores from if the first is
+    ever damaged by something other than us (a full disk, a hand edit). The tool's oracles and
+    tuners save through it (`sweep.engine.oracles`, `sweep.engine.tuner`)."""
+    text = write_json(path, obj)
+    atomic_write_text(f"{path}{GOOD_COPY_SUFFIX}", text)
+    return text
 
 
 def _readable(path: Path) -> bool:

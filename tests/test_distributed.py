@@ -22,7 +22,8 @@ import pytest
 from conftest import backed_up_epochs, run_sweep, start_sweep, statuses, wait_for
 from test_cli import IMPORT_PROBE
 
-from sweep import cluster, state
+from sweep import state
+from sweep.distributed import cluster
 
 pytestmark = pytest.mark.cifar
 EXIT_TIMEOUT = 300

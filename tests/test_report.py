@@ -6,9 +6,11 @@ import time
 import pandas as pd
 import pytest
 
-from sweep import cluster, report, state
+from sweep import state
 from sweep.data import CLASS_NAMES
+from sweep.distributed import cluster
 from sweep.errors import SweepError
+from sweep.reporting import report
 
 
 def _trial(project, trial_id, status, val_accs, message=None, values=None, extra=None):
@@ -129,7 +131,7 @@ def _png_size(path):
 
 
 def test_the_curves_draw_each_ranked_trials_own_history(project):
-    from sweep import figures
+    from sweep.reporting import figures
 
     df = report.load_trials(project)
     fig = figures.curves_figure(project, df)
@@ -144,7 +146,7 @@ def test_the_curves_draw_each_ranked_trials_own_history(project):
 
 
 def test_the_progress_plot_marks_each_trial_and_the_best_so_far(project):
-    from sweep import figures
+    from sweep.reporting import figures
 
     ax = figures.progress_figure(project, report.load_trials(project)).axes[0]
     scored, failed = [c.get_offsets().tolist() for c in ax.collections]

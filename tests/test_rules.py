@@ -5,8 +5,9 @@ import keras_tuner as kt
 import pytest
 
 from search_spaces.blocks import TrainingTask
-from sweep import rules, spaces
-from sweep.tuning import SpaceHyperModel
+from sweep import spaces
+from sweep.engine import rules
+from sweep.engine.hypermodel import SpaceHyperModel
 
 SHAPE = (32, 32, 3)
 

@@ -5,7 +5,8 @@ import keras_tuner as kt
 import pytest
 
 from search_spaces.blocks import TrainingTask
-from sweep import rules, spaces
+from sweep import spaces
+from sweep.engine import rules
 from sweep.errors import SweepError
 
 TASK = TrainingTask(input_shape=(32, 32, 3), num_classes=10, train_size=500, epochs=3)

@@ -38,17 +38,6 @@ def test_unreadable_json_is_a_sweep_error(tmp_path):
         state.read_json(path)
 
 
-def test_keras_tuner_state_goes_through_the_atomic_writer(tmp_path):
-    from keras_tuner.src import utils as kt_utils
-
-    state.install_atomic_json_writes()
-    path = tmp_path / "oracle.json"
-    kt_utils.save_json(str(path), {"a": 1})
-    inode = os.stat(path).st_ino
-    kt_utils.save_json(str(path), {"a": 2})
-    assert json.loads(path.read_text()) == {"a": 2} and os.stat(path).st_ino != inode
-
-
 def test_event_log_skips_a_torn_last_line(tmp_path):
     state.append_event(tmp_path, event="a")
     with open(tmp_path / state.EVENTS_FILE, "a") as f:

@@ -6,7 +6,7 @@ import pytest
 from keras_tuner import errors as kt_errors
 
 from sweep import state
-from sweep import trial as trial_module
+from sweep.engine import trial as trial_module
 
 
 def _data(n=64):

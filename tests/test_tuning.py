@@ -1,4 +1,4 @@
-"""The oracle guards of `sweep.tuning` against KerasTuner 1.4.8's own oracle (no training)."""
+"""The oracle guards of `sweep.engine.oracles` against KerasTuner 1.4.8's own (no training)."""
 
 import threading
 
@@ -6,12 +6,13 @@ import keras_tuner as kt
 import pytest
 from keras_tuner.src.engine import oracle as kt_oracle
 
-from sweep import tuning
+from sweep.engine import oracles
+from sweep.engine import tuner as tuner_module
 
 
 def _oracle(oracle_class, directory):
     oracle = oracle_class(objective=kt.Objective("val_accuracy", "max"), max_trials=4, seed=1,
-                          max_consecutive_failed_trials=tuning.MAX_CONSECUTIVE_FAILURES)
+                          max_consecutive_failed_trials=oracles.MAX_CONSECUTIVE_FAILURES)
     oracle._set_project_dir(str(directory), "search")
     hps = kt.HyperParameters()
     hps.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=1e-3)
@@ -31,7 +32,7 @@ def _end(oracle, worker, status="COMPLETED"):
 
 @pytest.mark.parametrize("oracle_class, requeued", [
     (kt.oracles.RandomSearchOracle, True),  # KerasTuner alone: KERASTUNER_PITFALLS.md #13
-    (tuning.RandomOracle, False),
+    (oracles.RandomOracle, False),
 ])
 def test_a_reloaded_search_never_requeues_an_ended_trial(tmp_path, oracle_class, requeued):
     oracle = _oracle(oracle_class, tmp_path)
@@ -42,7 +43,7 @@ def test_a_reloaded_search_never_requeues_an_ended_trial(tmp_path, oracle_class,
 
 
 def test_too_many_failures_stop_every_worker_and_keep_the_lock_free(tmp_path):
-    oracle = _oracle(tuning.RandomOracle, tmp_path)
+    oracle = _oracle(oracles.RandomOracle, tmp_path)
     for worker in ("w1", "w2", "w1"):
         _end(oracle, worker, status="FAILED")
     assert oracle.stop_reason == "3 trials failed in a row (last: boom)"
@@ -52,7 +53,7 @@ def test_too_many_failures_stop_every_worker_and_keep_the_lock_free(tmp_path):
 
 
 def test_a_silent_workers_trial_goes_back_to_the_queue_and_to_the_next_worker(tmp_path):
-    oracle = _oracle(tuning.RandomOracle, tmp_path)
+    oracle = _oracle(oracles.RandomOracle, tmp_path)
     taken = oracle.create_trial("w1").trial_id
     assert oracle.release_trial("w1") == taken
     assert oracle.create_trial("w2").trial_id == taken
@@ -60,7 +61,7 @@ def test_a_silent_workers_trial_goes_back_to_the_queue_and_to_the_next_worker(tm
 
 
 def test_the_chief_reads_its_workers_under_the_oracles_lock(tmp_path):
-    oracle = _oracle(tuning.RandomOracle, tmp_path)
+    oracle = _oracle(oracles.RandomOracle, tmp_path)
     oracle.create_trial("w1")
     read = []
     reader = threading.Thread(target=lambda: read.append(oracle.workers()))
@@ -75,9 +76,9 @@ def test_the_chief_reads_its_workers_under_the_oracles_lock(tmp_path):
 
 
 def test_after_a_chief_restart_running_trials_stay_with_their_workers(tmp_path):
-    oracle = _oracle(tuning.RandomOracle, tmp_path)
+    oracle = _oracle(oracles.RandomOracle, tmp_path)
     running = oracle.create_trial("w1").trial_id
-    reloaded = _oracle(tuning.RandomOracle, tmp_path)
+    reloaded = _oracle(oracles.RandomOracle, tmp_path)
     reloaded.reload()
     assert reloaded._retry_queue == [running]  # KerasTuner queues it for anyone
     reloaded.keep_ongoing({"w1": running})
@@ -86,7 +87,7 @@ def test_after_a_chief_restart_running_trials_stay_with_their_workers(tmp_path):
 
 
 def test_a_repeated_end_of_a_trial_changes_nothing(tmp_path):
-    oracle = _oracle(tuning.RandomOracle, tmp_path)
+    oracle = _oracle(oracles.RandomOracle, tmp_path)
     trial_id = _end(oracle, "w1")
     trial = oracle.trials[trial_id]
     oracle.end_trial(trial)  # a worker retrying a call the chief had answered
@@ -94,9 +95,9 @@ def test_a_repeated_end_of_a_trial_changes_nothing(tmp_path):
 
 
 def _halving(directory, max_trials=9, finalists=1, max_epochs=9):
-    oracle = tuning.SuccessiveHalvingOracle(
+    oracle = oracles.SuccessiveHalvingOracle(
         objective=kt.Objective("val_accuracy", "max"), max_trials=max_trials, seed=1,
-        max_consecutive_failed_trials=tuning.MAX_CONSECUTIVE_FAILURES)
+        max_consecutive_failed_trials=oracles.MAX_CONSECUTIVE_FAILURES)
     oracle.max_epochs, oracle.finalists = max_epochs, finalists
     oracle._set_project_dir(str(directory), "search")
     hps = kt.HyperParameters()
@@ -168,7 +169,7 @@ def test_slots_left_by_too_few_fully_trained_configurations_go_back_to_the_searc
 
 
 def test_a_trial_left_running_by_a_killed_process_does_not_hold_the_finalists_up(tmp_path):
-    oracle = _oracle(tuning.RandomOracle, tmp_path)  # 4 trials: 2 searched, 1 finalist x 2
+    oracle = _oracle(oracles.RandomOracle, tmp_path)  # 4 trials: 2 searched, 1 finalist x 2
     oracle.max_epochs, oracle.finalists = 9, 1
     _run_one(oracle, _lr_score)
     orphan = oracle.create_trial("w1")
@@ -183,7 +184,7 @@ def test_a_trial_left_running_by_a_killed_process_does_not_hold_the_finalists_up
 def test_every_tuner_starts_with_the_space_default_point(tmp_path, tuner):
     from sweep.settings import SearchSettings
 
-    oracle = tuning.make_oracle(SearchSettings(tuner=tuner, max_trials=10, max_epochs=9))
+    oracle = oracles.make_oracle(SearchSettings(tuner=tuner, max_trials=10, max_epochs=9))
     oracle._set_project_dir(str(tmp_path), "search")
     hps = kt.HyperParameters()
     hps.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=3e-3)
@@ -212,7 +213,24 @@ def test_a_time_budget_starts_no_trial_that_would_not_end_in_time(tmp_path, mean
     tuner = SimpleNamespace(deadline=time.monotonic() + 10, known_trials=lambda: ended,
                             trial_dir=lambda trial_id: tmp_path / f"trial_{trial_id}")
     if starts:
-        tuning.SweepTuner.pre_create_trial(tuner)
+        tuner_module.SweepTuner.pre_create_trial(tuner)
     else:
-        with pytest.raises(tuning.TimeBudgetReached):
-            tuning.SweepTuner.pre_create_trial(tuner)
+        with pytest.raises(tuner_module.TimeBudgetReached):
+            tuner_module.SweepTuner.pre_create_trial(tuner)
+
+
+def test_the_tools_oracle_writes_keras_tuners_files_atomically_and_only_its_own(tmp_path):
+    from keras_tuner.src import utils as kt_utils
+
+    oracle = _oracle(oracles.RandomOracle, tmp_path)
+    trial_id = _end(oracle, "w1")
+    files = [tmp_path / "search" / "oracle.json",
+             tmp_path / "search" / f"trial_{trial_id}" / "trial.json"]
+    inodes = [path.stat().st_ino for path in files]
+    oracle.save()
+    oracle._save_trial(oracle.trials[trial_id])
+    for path, inode in zip(files, inodes, strict=True):
+        assert path.stat().st_ino != inode  # a new file renamed over the old one, not rewritten
+        assert path.with_name(path.name + ".good").read_text() == path.read_text()
+    # KerasTuner itself is left as it was, for the user's own tuners in the same program.
+    assert kt_utils.save_json.__module__ == "keras_tuner.src.utils"

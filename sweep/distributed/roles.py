@@ -34,13 +34,14 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
-from keras_tuner.src import protos
-from keras_tuner.src.distribute import oracle_chief, oracle_client
-from keras_tuner.src.engine import conditions
 
-from sweep import backend, cluster, spaces, state, tuning
+from sweep import backend, spaces, state
 from sweep import data as data_module
 from sweep import search as search_module
+from sweep.distributed import cluster
+from sweep.engine import compat, hypermodel, oracles
+from sweep.engine import tuner as tuner_module
+from sweep.engine.compat import oracle_chief, oracle_client, protos
 from sweep.errors import SweepError
 from sweep.settings import SearchOutcome, SearchSettings, format_duration
 
@@ -52,10 +53,6 @@ TOKEN_METADATA = "sweep-token"  # the call metadata that carries the chief's tok
 # the chief itself (attribute caches): a refused worker reads the token again for this long.
 TOKEN_GRACE_SECONDS = 15.0
 
-# KerasTuner 1.4.8 left a debugging print in `Parent.to_proto`: every conditional hyperparameter
-# sent over gRPC printed a stray value line. Silenced for that module only.
-conditions.print = lambda *args, **kwargs: None
-
 
 def use_keras_tuner_cluster(host: str, port: int, tuner_id: str) -> None:
     """The environment KerasTuner reads to act as chief ("chief" in the id) or as a worker."""
@@ -66,7 +63,7 @@ def use_keras_tuner_cluster(host: str, port: int, tuner_id: str) -> None:
 class ChiefServicer(oracle_chief.OracleServicer):
     """KerasTuner's servicer, saying which worker starts and ends which trial."""
 
-    def __init__(self, tuner: tuning.SweepTuner, say: Callable[[str], None]):
+    def __init__(self, tuner: tuner_module.SweepTuner, say: Callable[[str], None]):
         super().__init__(tuner.oracle)
         self.tuner = tuner
         self.say = say
@@ -79,8 +76,8 @@ class ChiefServicer(oracle_chief.OracleServicer):
             self.say(f"worker {request.tuner_id} is back: it continues trial {trial_id}")
         elif trial_id:
             trial = self.oracle.trials[trial_id]
-            values = tuning.format_values(trial.hyperparameters.values,
-                                          tuning.default_values(trial.hyperparameters))
+            values = tuner_module.format_values(trial.hyperparameters.values,
+                                          oracles.default_values(trial.hyperparameters))
             self.say(f"trial {trial_id} started on {request.tuner_id}: {values}")
         return response
 
@@ -157,7 +154,7 @@ class TokenCheck(grpc.ServerInterceptor):
         return f"chief: refused {self.refused} calls without this search's token"
 
 
-def start_server(tuner: tuning.SweepTuner, host: str, port: int,
+def start_server(tuner: tuner_module.SweepTuner, host: str, port: int,
                  interceptors: list[grpc.ServerInterceptor], tls: cluster.ChiefTls | None,
                  say) -> grpc.Server:
     """The chief's gRPC server, plain or TLS-only; the first interceptor sees calls first."""
@@ -190,7 +187,7 @@ def release_silent_workers(oracle, watch: cluster.SilenceWatch, timeout: float, 
                 "queue and continues from its last epoch on the next free worker")
 
 
-def serve_until_done(tuner: tuning.SweepTuner, watch: cluster.SilenceWatch, timeout: float,
+def serve_until_done(tuner: tuner_module.SweepTuner, watch: cluster.SilenceWatch, timeout: float,
                      say) -> None:
     """Serve until every trial ended and every live worker was told to stop (or went silent)."""
     oracle = tuner.oracle
@@ -217,7 +214,7 @@ def run_chief(settings: SearchSettings, *, port: int, host: str = "0.0.0.0",
         project_dir = settings.project_dir
         ongoing = cluster.ongoing_trials(project_dir)
         use_keras_tuner_cluster(host, port, "chief")
-        tuner = tuning.make_tuner(settings, space, split, say)
+        tuner = tuner_module.make_tuner(settings, space, split, say)
         tuner.oracle.verbose = 0  # KerasTuner's own trial tables; ours say which worker
         tuner.oracle.keep_ongoing(ongoing)
         tuner.announce_start()
@@ -236,7 +233,8 @@ def run_chief(settings: SearchSettings, *, port: int, host: str = "0.0.0.0",
             f"python -m sweep worker --chief {socket.gethostname()}:{port} "
             f"--dir {settings.directory}{with_tls}")
         try:
-            serve_until_done(tuner, cluster.SilenceWatch(project_dir), worker_timeout, say)
+            with compat.quiet_kerastuner():
+                serve_until_done(tuner, cluster.SilenceWatch(project_dir), worker_timeout, say)
         finally:
             heartbeat.stop()
             server.stop(grace=2)
@@ -387,19 +385,20 @@ def run_worker(host: str, port: int, worker_id: str, *, directory: str = "runs",
         space = spaces.load(settings.space)
         backend.import_quietly()
         settings.precision = backend.use_precision(settings.precision)  # this machine's fastest
-        tuning.check_space(space, settings)
+        hypermodel.check_space(space, settings)
         split, _ = search_module.load_split(settings)
         check_worker_matches(project_dir, settings, space, split)
 
         heartbeat = cluster.Heartbeat(cluster.worker_path(project_dir, worker_id), id=worker_id)
         heartbeat.start()
         use_keras_tuner_cluster(host, port, worker_id)
-        oracle_client.TIMEOUT = wait  # each call waits this long for a chief that went away
-        tuner = tuning.make_tuner(settings, space, split, say, worker=worker_id)
-        tuner.oracle = WorkerClient(tuner.oracle._oracle, channel, token, wait)
+        compat.set_client_timeout(wait)  # each call waits this long for a chief that went away
+        tuner = tuner_module.make_tuner(settings, space, split, say, worker=worker_id)
+        tuner.oracle = WorkerClient(compat.local_oracle(tuner.oracle), channel, token, wait)
         say(f"worker {worker_id} joined {project_dir} (chief {address})")
         try:
-            tuner.search(verbose=0)
+            with compat.quiet_kerastuner():
+                tuner.search(verbose=0)
         except grpc.RpcError as e:
             raise chief_failure(e, address, project_dir) from None
         finally:

@@ -21,10 +21,10 @@ from pathlib import Path
 import keras
 import numpy as np
 from keras_tuner import errors as kt_errors
-from keras_tuner.src.engine import tuner_utils
 
 from sweep import backend, interrupts, state
 from sweep.data import Split
+from sweep.engine import compat
 from sweep.errors import TimeBudgetReached
 
 BACKUP_DIR = "backup"
@@ -33,7 +33,6 @@ TENSORBOARD_DIR = "tensorboard"
 # KerasTuner adds these to every fit: EpochRecorder saves the best epoch instead (atomically),
 # and TunerCallback only forwards to Tuner hooks that do nothing, but it defines a per-batch
 # hook, which makes Keras wait for every step's logs (see AtomicBackupAndRestore).
-KERAS_TUNER_CALLBACKS_REPLACED = (tuner_utils.SaveBestEpoch, tuner_utils.TunerCallback)
 # KerasTuner's name for a trial's best weights.
 CHECKPOINT_FILE = "checkpoint.weights.h5"
 
@@ -220,7 +219,7 @@ def fit(
         recorder,
         AtomicBackupAndRestore(str(trial_dir / BACKUP_DIR)),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience),
-        *[c for c in tuner_callbacks if not isinstance(c, KERAS_TUNER_CALLBACKS_REPLACED)],
+        *[c for c in tuner_callbacks if not isinstance(c, compat.KERAS_TUNER_CALLBACKS)],
     ]
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(trial_dir / TENSORBOARD_DIR)))

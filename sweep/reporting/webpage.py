@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep import figures, state
+from sweep import state
+from sweep.reporting import figures
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep import cluster, figures, ranking, state, webpage
+from sweep import ranking, state
+from sweep.distributed import cluster
 from sweep.errors import SweepError
-from sweep.figures import CHALLENGE_BASELINE, CURVES
+from sweep.reporting import figures, webpage
+from sweep.reporting.figures import CHALLENGE_BASELINE, CURVES
 
 FAILED = ("FAILED", "INVALID")
 SUMMARY_COLUMNS = ["rank", "trial", "val_accuracy", "val_mean", "val_std", "seeds",

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import keras
 from keras import layers
-from keras.src.layers.merging.base_merge import Merge
-from keras.src.layers.preprocessing.image_preprocessing.base_image_preprocessing_layer import (
-    BaseImagePreprocessingLayer,
-)
 
+from sweep.engine.compat import BaseImagePreprocessingLayer, Merge
 from sweep.errors import SweepError
 
 PLAIN_LAYERS = (

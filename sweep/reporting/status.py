@@ -2,7 +2,7 @@
 
 Trials come from the report's table; which worker holds which trial from KerasTuner's
 `oracle.json` (the chief saves it whenever it hands out a trial); who is alive from the heartbeat
-files in `cluster/` (see `sweep.cluster`).
+files in `cluster/` (see `sweep.distributed.cluster`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep import cluster, report, state
+from sweep import state
+from sweep.distributed import cluster
+from sweep.reporting import report
 from sweep.settings import format_duration
 
 

@@ -1,0 +1,72 @@
+"""From a search space to a checked model: each trial's task (its own schedule length) and the
+challenge's rules applied before anything trains."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras_tuner as kt
+
+from search_spaces.blocks import TrainingTask
+from sweep import backend, ranking, spaces
+from sweep.data import CLASS_NAMES, IMAGE_SHAPE
+from sweep.engine import rules
+from sweep.errors import SweepError
+from sweep.settings import SearchSettings
+from sweep.spaces import Space
+
+RULE_CHECK_POINTS = 4  # random points of a space checked (with its default) before a search
+
+
+class SpaceHyperModel(kt.HyperModel):
+    def __init__(self, space: Space, task: TrainingTask, precision: str):
+        super().__init__(name=space.name)
+        self.space = space
+        self.task = task
+        self.precision = precision
+
+    def build(self, hp):
+        """Build and check the model: a trial whose model breaks a rule fails before training.
+        Its learning-rate schedule spans the trial's own epochs (`ranking.trial_epochs`).
+
+        The precision is set here, for each model: KerasTuner calls `clear_session()` before
+        every build, which resets Keras's global dtype policy to float32."""
+        backend.set_policy(self.precision)
+        model = self.space.build(hp, trial_task(self.task, hp.values))
+        try:
+            rules.check_model(model)
+        except rules.RuleViolation as e:
+            raise kt.errors.FailedTrialError(f"search space {self.space.name}: {e}") from None
+        return model
+
+
+def training_task(settings: SearchSettings) -> TrainingTask:
+    return TrainingTask(
+        input_shape=IMAGE_SHAPE,
+        num_classes=len(CLASS_NAMES),
+        train_size=settings.train_size,
+        epochs=settings.max_epochs,
+    )
+
+
+def trial_task(task: TrainingTask, values: dict) -> TrainingTask:
+    """The task of one trial: a screening trial's schedule ends with its own, shorter epochs."""
+    return dataclasses.replace(task, epochs=ranking.trial_epochs(values, task.epochs))
+
+
+def check_space(space: Space, settings: SearchSettings) -> None:
+    """Build the space's default and a few random points and check each against the rules,
+    so a space that breaks them stops the search before any training."""
+    try:
+        points = spaces.sample_points(
+            space, training_task(settings), RULE_CHECK_POINTS, settings.seed
+        )
+    except Exception as e:  # noqa: BLE001 - a user's space may raise anything
+        raise SweepError(
+            f"Search space {space.name!r} failed to build a model: {type(e).__name__}: {e}"
+        ) from None
+    for _, model in points:
+        try:
+            rules.check_model(model)
+        except rules.RuleViolation as e:
+            raise SweepError(f"Search space {space.name!r}: {e}") from None

@@ -1,0 +1,364 @@
+"""KerasTuner oracles made for this tool: the default point first, crash-safe bookkeeping,
+successive halving, and finalists retrained with more seeds."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import keras_tuner as kt
+from keras_tuner.engine import trial as kt_trial
+
+from sweep import ranking, state
+from sweep.settings import SearchSettings
+
+ENDED = ("COMPLETED", "FAILED", "INVALID")
+# KerasTuner aborts after this many failed trials in a row; a space that always fails is a bug.
+MAX_CONSECUTIVE_FAILURES = 3
+HYPERBAND_ITERATIONS = 1000  # in effect unlimited: --max-trials ends a Hyperband search
+HALVING_FACTOR = 3  # successive halving keeps the best third of a rung, at 3x its epochs
+
+
+def default_values(space: kt.HyperParameters) -> dict:
+    """The default point of a space: each active hyperparameter at its default."""
+    hps = kt.HyperParameters()
+    for hp in space.space:
+        hps.merge([hp])
+        if hps.is_active(hp):
+            hps.values[hp.name] = hp.default
+    return hps.values
+
+
+class DefaultFirst:
+    """Oracle mixin: the space's default point is the first trial of every search, and no
+    configuration is proposed twice.
+
+    KerasTuner starts with a random point; a space's default is the model its author measured,
+    so trying it first gives every search a known-good baseline from its first trial on.
+    """
+
+    def _random_values(self):
+        defaults = default_values(self.hyperparameters)
+        if not self._duplicate(defaults):
+            return defaults
+        return super()._random_values()
+
+    def _duplicate(self, values):
+        """Tried before, as a configuration: KerasTuner's own check hashes the tuner's
+        bookkeeping values too, so a configuration tried on a rung would look new."""
+        tried = {ranking.config_key(t.hyperparameters.values) for t in self.trials.values()}
+        return ranking.config_key(values) in tried
+
+
+class SafeOracle:
+    """Oracle mixin: what KerasTuner's oracle lacks when processes die or trials keep failing.
+
+    - A reloaded search never re-runs an ended trial. `end_trial` saves `oracle.json` before it
+      drops the trial from `ongoing_trials`, and a reload requeues every ongoing trial
+      (KERASTUNER_PITFALLS.md #13): a chief killed in between, or one restarted after the last
+      trial, would train it again.
+    - Too many failures in a row stop the search cleanly (#7). KerasTuner raises inside
+      `end_trial` before saving the trial, and its `synchronized` lock is never released on an
+      exception: a distributed chief would hang for good (keras-tuner#915). Here the trial is
+      saved, the lock released, and every worker is told to stop.
+    - A chief can hand a silent worker's trial to another one (`release_trial`) and, after a
+      restart, let workers still training keep theirs (`keep_ongoing`).
+    """
+
+    stop_reason: str | None = None  # why the search stopped early, for the user
+    exhausted = False  # KerasTuner answered STOPPED: the space or Hyperband's brackets ran out
+
+    def save(self):
+        state.write_kerastuner_json(self._get_oracle_fname(), self.get_state())
+
+    def _save_trial(self, trial):
+        path = Path(self._get_trial_dir(trial.trial_id)) / "trial.json"
+        state.write_kerastuner_json(path, trial.get_state())
+
+    def reload(self):
+        super().reload()
+        self._retry_queue = [t for t in self._retry_queue if self.trials[t].status not in ENDED]
+
+    @kt.synchronized
+    def create_trial(self, tuner_id):
+        if self.stop_reason:
+            self.tuner_ids.discard(tuner_id)
+            return kt_trial.Trial(self.get_space(), status="STOPPED")
+        trial = super().create_trial(tuner_id)
+        self.exhausted = self.exhausted or trial.status == "STOPPED"
+        return trial
+
+    @kt.synchronized
+    def end_trial(self, trial):
+        ongoing = {t.trial_id for t in self.ongoing_trials.values()}
+        if trial.trial_id not in ongoing and self.trials[trial.trial_id].status in ENDED:
+            return  # a worker repeating a call the chief answered before it restarted
+        try:
+            super().end_trial(trial)
+        except RuntimeError as e:
+            if "consecutive" not in str(e):
+                raise
+            ended = self.trials[trial.trial_id]
+            self._save_trial(ended)
+            self._drop_ongoing(trial.trial_id)
+            self.save()
+            self.stop_reason = (
+                f"{MAX_CONSECUTIVE_FAILURES} trials failed in a row "
+                f"(last: {state.failure_reason(ended.message)})"
+            )
+
+    def _drop_ongoing(self, trial_id: str) -> None:
+        for tuner_id, ongoing in list(self.ongoing_trials.items()):
+            if ongoing.trial_id == trial_id:
+                del self.ongoing_trials[tuner_id]
+
+    @kt.synchronized
+    def release_trial(self, tuner_id: str) -> str | None:
+        """Forget a worker; its trial, if any, goes back to the queue. Returns the trial id."""
+        self.tuner_ids.discard(tuner_id)
+        trial = self.ongoing_trials.pop(tuner_id, None)
+        if trial is None:
+            return None
+        self._retry_queue.append(trial.trial_id)
+        self.save()
+        return trial.trial_id
+
+    @kt.synchronized
+    def keep_ongoing(self, ongoing: dict[str, str]) -> None:
+        """After a chief restart, give the trials that were running back to their workers (a
+        reload queued them): a worker still training finishes its trial; a dead one loses it
+        after the timeout, like any silent worker."""
+        for tuner_id, trial_id in ongoing.items():
+            if trial_id in self._retry_queue:
+                self._retry_queue.remove(trial_id)
+                self.ongoing_trials[tuner_id] = self.trials[trial_id]
+                self.tuner_ids.add(tuner_id)
+        self.save()
+
+    @kt.synchronized
+    def ongoing_workers(self) -> dict[str, str]:
+        return {tuner_id: trial.trial_id for tuner_id, trial in self.ongoing_trials.items()}
+
+    @kt.synchronized
+    def workers(self) -> set[str]:
+        """Every worker that asked for a trial, copied under the oracle's lock: the chief's gRPC
+        threads add to `tuner_ids` while it is read."""
+        return set(self.tuner_ids)
+
+    @kt.synchronized
+    def search_done(self) -> bool:
+        """Nothing running or queued, and nothing more to start."""
+        if self.ongoing_trials or self._retry_queue:
+            return False
+        return bool(self.stop_reason) or self.exhausted or len(self.trials) >= self.max_trials
+
+
+def runs_of(trials) -> list[ranking.Run]:
+    """KerasTuner's trials as `sweep.ranking` ranks them."""
+    return [ranking.Run(t.trial_id, t.hyperparameters.values, t.status == "COMPLETED", t.score)
+            for t in trials]
+
+
+def _running(status) -> dict:
+    return {"status": kt_trial.TrialStatus.RUNNING, "values": status}
+
+
+IDLE = {"status": kt_trial.TrialStatus.IDLE, "values": None}
+STOPPED = {"status": kt_trial.TrialStatus.STOPPED, "values": None}
+
+
+class Finalists:
+    """Oracle mixin: the search's last `REPLICAS * finalists` trials retrain its best fully
+    trained configurations with other seeds, so the winner is chosen by a mean, not one draw.
+
+    The search's own oracle proposes every trial before them. Once it has, and its trials have
+    ended, the best `finalists` configurations (by `sweep.ranking`) are retrained, each with
+    `tuner/replica` 1..REPLICAS (the trial seed changes with it). Slots left over (fewer fully
+    trained configurations than finalists) go back to the search's oracle, so `--max-trials`
+    stays exact. Everything is derived from the trials, so a resumed search picks up where it was.
+    """
+
+    finalists = 0
+    max_epochs = 0
+
+    def _awaited(self, trials: list) -> bool:
+        """Whether any of `trials` is still to end: running on a worker, or queued to run again.
+        A trial a killed process left RUNNING is queued on reload; one found in neither place
+        never runs again, and waiting for it would wait for ever."""
+        pending = {t.trial_id for t in self.ongoing_trials.values()} | set(self._retry_queue)
+        return any(t.trial_id in pending for t in trials)
+
+    def search_slots(self) -> int:
+        return self.max_trials - ranking.REPLICAS * self.finalists
+
+
+    def _next_replica(self) -> dict | None:
+        chosen: list[str] = []
+        for ranked in ranking.rank(runs_of(self.trials.values()), self.max_epochs):
+            key = ranking.config_key(ranked.run.values)
+            if key not in chosen:
+                chosen.append(key)
+        done = {(ranking.config_key(t.hyperparameters.values),
+                 t.hyperparameters.values.get(ranking.REPLICA_KEY))
+                for t in self.trials.values()}
+        for key in chosen[: self.finalists]:
+            for replica in range(1, ranking.REPLICAS + 1):
+                if (key, replica) not in done:
+                    values = {**json.loads(key), ranking.REPLICA_KEY: replica}
+                    if self.max_epochs:
+                        values[ranking.EPOCHS_KEY] = self.max_epochs
+                    return values
+        return None
+
+    def populate_space(self, trial_id):
+        searched = [t for t in self.trials.values()
+                    if ranking.REPLICA_KEY not in t.hyperparameters.values]
+        if len(searched) < self.search_slots():
+            response = super().populate_space(trial_id)
+            if response["status"] != kt_trial.TrialStatus.STOPPED:
+                return response  # else the search's oracle ran out early: finalists now
+        if self._awaited(searched):
+            return IDLE  # finalists are chosen once every searched trial has its score
+        replica = self._next_replica()
+        return _running(replica) if replica else super().populate_space(trial_id)
+
+
+MIN_HALVING_SLOTS = 5  # 3 configurations, the best on a third, then on all the epochs
+
+
+def halving_plan(slots: int, finalists: int, max_epochs: int) -> list[tuple[int, int]]:
+    """(configurations, epochs) per rung: n on a ninth of `max_epochs`, n/3 on a third, n/9 (at
+    least `finalists`) on all of it, with the largest n that fits `slots` trials; slots left
+    over add configurations to the first rung. Under MIN_HALVING_SLOTS there is nothing to
+    halve: every trial trains on all the epochs."""
+    if slots < MIN_HALVING_SLOTS:
+        return [(max(slots, 1), max_epochs)]
+
+    def sizes(n: int) -> list[int]:
+        second = math.ceil(n / HALVING_FACTOR)
+        return [n, second, min(second, max(math.ceil(n / HALVING_FACTOR**2), finalists))]
+
+    n = 1
+    while sum(sizes(n + 1)) <= slots:
+        n += 1
+    planned = sizes(n)
+    planned[0] += slots - sum(planned)
+    epochs = [max(1, round(max_epochs / HALVING_FACTOR**2)),
+              max(1, round(max_epochs / HALVING_FACTOR)), max_epochs]
+    return list(zip(planned, epochs, strict=True))
+
+
+def counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+class HalvingOracle(kt.oracles.RandomSearchOracle):
+    """Successive halving with restarts: the default tuner.
+
+    Rung 0 trains many configurations (the space's default point first) on a ninth of
+    `--max-epochs`, rung 1 the best third of them (the default point always among them) on a
+    third, rung 2 the best of those on the whole schedule. Every trial trains from scratch on a
+    learning-rate schedule that ends with its own epochs, so a short trial is scored on a
+    finished schedule, not halfway up a long one (what KerasTuner's Hyperband does by
+    continuing trials). A rung is promoted once it has ended. Rung sizes come from the trial
+    slots before the finalists (`halving_plan`).
+    """
+
+    RUNG_KEY = "tuner/rung"
+
+    def _rung(self, trial) -> int:
+        return trial.hyperparameters.values.get(self.RUNG_KEY, 0)
+
+    def populate_space(self, trial_id):
+        plan = halving_plan(self.search_slots(), self.finalists, self.max_epochs)
+        sizes, epochs = [n for n, _ in plan], [e for _, e in plan]
+        by_rung = [[t for t in self.trials.values() if self._rung(t) == r]
+                   for r in range(len(plan))]
+        if len(by_rung[0]) < sizes[0]:
+            values = self._random_values()
+            if values is not None:
+                return _running({**values, self.RUNG_KEY: 0, ranking.EPOCHS_KEY: epochs[0]})
+        for rung in range(1, len(sizes)):
+            if len(by_rung[rung]) >= sizes[rung]:
+                continue
+            if self._awaited(by_rung[rung - 1]):
+                return IDLE  # a rung is promoted once all of it has a score
+            candidates = self._candidates(by_rung[rung - 1], by_rung[rung])
+            if rung == 1 and len(by_rung[1]) == sizes[1] - 1:
+                candidates = [t for t in candidates if self._is_default(t)] or candidates
+            if candidates:
+                return self._promote(candidates[0], rung, epochs[rung])
+        return self._beyond_plan(by_rung, epochs)
+
+    def _is_default(self, trial) -> bool:
+        """The space's default point: it always reaches the second rung (in its last slot if
+        its first-rung score did not earn one). A ninth of the schedule underrates a strongly
+        regularised net, and the default point is the model its author measured at full length:
+        it is judged on a third of the schedule at least, beside the configurations that beat
+        it on the first rung."""
+        default = ranking.config_key(default_values(self.hyperparameters))
+        return ranking.config_key(trial.hyperparameters.values) == default
+
+    def _candidates(self, below: list, promoted: list) -> list:
+        """Completed trials of a rung whose configuration is not yet in the next, best first."""
+        taken = {ranking.config_key(t.hyperparameters.values) for t in promoted}
+        return sorted(
+            (t for t in below if t.status == "COMPLETED" and t.score is not None
+             and ranking.config_key(t.hyperparameters.values) not in taken),
+            key=lambda t: t.score, reverse=True)
+
+    def _promote(self, trial, rung: int, epochs: int) -> dict:
+        values = ranking.config_of(trial.hyperparameters.values)
+        return _running({**values, self.RUNG_KEY: rung, ranking.EPOCHS_KEY: epochs})
+
+    def _beyond_plan(self, by_rung: list[list], epochs: list[int]) -> dict:
+        """Slots the plan leaves (fewer finalists than planned, or a small --max-trials): the
+        next-best configuration goes up a rung, the highest first; else a new configuration."""
+        for rung in range(len(by_rung) - 1, 0, -1):
+            candidates = self._candidates(by_rung[rung - 1], by_rung[rung])
+            if candidates:
+                return self._promote(candidates[0], rung, epochs[rung])
+        values = self._random_values()
+        if values is None:
+            return STOPPED
+        return _running({**values, self.RUNG_KEY: 0, ranking.EPOCHS_KEY: epochs[0]})
+
+
+class RandomOracle(DefaultFirst, SafeOracle, Finalists, kt.oracles.RandomSearchOracle):
+    pass
+
+
+class BayesianOracle(DefaultFirst, SafeOracle, Finalists, kt.oracles.BayesianOptimizationOracle):
+    pass
+
+
+class HyperbandOracle(DefaultFirst, SafeOracle, Finalists, kt.oracles.HyperbandOracle):
+    pass
+
+
+class SuccessiveHalvingOracle(DefaultFirst, SafeOracle, Finalists, HalvingOracle):
+    pass
+
+
+def make_oracle(settings: SearchSettings) -> Finalists:
+    common = dict(
+        objective=kt.Objective("val_accuracy", "max"),
+        # KerasTuner treats seed 0 as "random" (#9): shift the user's seed by one.
+        seed=settings.seed + 1,
+        max_consecutive_failed_trials=MAX_CONSECUTIVE_FAILURES,
+    )
+    if settings.tuner == "hyperband":
+        # Hyperband has no trial count of its own: it iterates until --max-trials caps it
+        # (see README), instead of stopping after one pass over its brackets.
+        oracle = HyperbandOracle(max_epochs=settings.max_epochs, factor=3,
+                                 hyperband_iterations=HYPERBAND_ITERATIONS, **common)
+        oracle.max_trials = settings.max_trials
+    else:
+        oracle_class = {"bayesian": BayesianOracle, "random": RandomOracle,
+                        "halving": SuccessiveHalvingOracle}[settings.tuner]
+        oracle = oracle_class(max_trials=settings.max_trials, **common)
+    oracle.max_epochs = settings.max_epochs
+    oracle.finalists = settings.finalists_used
+    return oracle
+

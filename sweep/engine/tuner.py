@@ -1,0 +1,339 @@
+"""The tuner: one trial after another under an oracle, each trained by `sweep.engine.trial`, with
+one progress line per trial, crash-safe bookkeeping and the search's outcome."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import keras_tuner as kt
+from keras_tuner.engine import trial as kt_trial
+
+from sweep import backend, interrupts, ranking, state
+from sweep.data import CLASS_NAMES, Split
+from sweep.engine import compat
+from sweep.engine import trial as trial_module
+from sweep.engine.hypermodel import SpaceHyperModel, training_task
+from sweep.engine.oracles import ENDED, counted, default_values, halving_plan, make_oracle, runs_of
+from sweep.errors import SweepError, TimeBudgetReached
+from sweep.settings import SearchOutcome, SearchSettings, format_duration, report_command
+from sweep.spaces import Space
+
+
+def format_values(values: dict, defaults: dict) -> str:
+    """The hyperparameters that differ from the space's default point."""
+    changed = {
+        k: v for k, v in values.items() if not k.startswith("tuner/") and defaults.get(k) != v
+    }
+    if not changed:
+        return "default point"
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in changed.items())
+
+
+class SweepTuner:
+    """Tuner mixin: our trial, crash-safe bookkeeping, and one progress line per trial."""
+
+    def __init__(self, *, oracle, hypermodel, settings: SearchSettings,
+                 data: trial_module.TrainingData, say: Callable[[str], None], progress=None,
+                 worker: str | None = None):
+        kt.Tuner.__init__(
+            self,
+            oracle=oracle,
+            hypermodel=hypermodel,
+            directory=settings.directory,
+            project_name=settings.project_name,
+            overwrite=False,
+        )
+        self.settings = settings
+        self.data = data
+        self.say = say
+        self.progress = progress
+        self.worker = worker  # this process's id in a distributed search, else None
+        self.ended_here = 0  # trials this process ended
+        self.started = time.monotonic()
+        self.deadline = self.started + settings.time_budget if settings.time_budget else None
+        # KerasTuner reloads a project only if <tuner_id>.json exists, which it first writes when
+        # a trial ends: written now, a kill during the first trial resumes instead of restarting.
+        self.save()
+
+    def trial_dir(self, trial_id: str) -> Path:
+        return Path(self.get_trial_dir(trial_id))
+
+    def run_trial(self, trial, *args, **kwargs):
+        # Not Hyperband's: it would continue a promoted trial from its parent's epochs.
+        return kt.Tuner.run_trial(self, trial, *args, **kwargs)
+
+    def _build_hypermodel(self, hp):
+        """Seeded from the search seed and the values; never from a parent's weights (Hyperband
+        would load them): every trial trains from scratch on its own complete schedule."""
+        keras.utils.set_random_seed(trial_module.trial_seed(self.settings.seed, hp.values))
+        return kt.Tuner._build_hypermodel(self, hp)
+
+    def _build_and_fit_model(self, trial, *args, **kwargs):
+        hp = trial.hyperparameters
+        model = self._try_build(hp)
+        epochs = ranking.trial_epochs(hp.values, self.settings.max_epochs)
+        fully_trained = epochs >= self.settings.max_epochs
+        return trial_module.fit(
+            model,
+            trial_id=trial.trial_id,
+            trial_dir=self.trial_dir(trial.trial_id),
+            batch_size=hp.get("batch_size"),
+            data=self.data,
+            epochs=epochs,
+            patience=self.settings.patience,
+            tuner_callbacks=kwargs.get("callbacks", []),
+            say=self.say if not self.settings.quiet else lambda _: None,
+            deadline=self.deadline,
+            tensorboard=self.settings.tensorboard,
+            worker=self.worker,
+            # The report's confusion matrix is for the best fully trained model only.
+            best_so_far=self.best_score() if fully_trained else math.inf,
+        )
+
+    def pre_create_trial(self):
+        """Start no trial that would not end within the time budget (by the mean trial so far),
+        nor after Ctrl-C."""
+        interrupts.check()
+        if self.deadline is None:
+            return
+        durations = [
+            trial_module.load_record(self.trial_dir(t.trial_id)).get("train_seconds", 0.0)
+            for t in self.known_trials() if t.status in ENDED
+        ]
+        expected = sum(durations) / len(durations) if durations else 0.0
+        if time.monotonic() + expected > self.deadline:
+            raise TimeBudgetReached()
+
+    def on_trial_begin(self, trial):
+        super().on_trial_begin(trial)
+        self._event("trial_start", trial=trial.trial_id)
+        self.say(f"trial {trial.trial_id} started: {self.describe(trial)}")
+
+    def describe(self, trial) -> str:
+        """A new configuration by what differs from the default point; a rung or a finalist by
+        the trial that first tried its configuration."""
+        values = trial.hyperparameters.values
+        key = ranking.config_key(values)
+        first = min((t.trial_id for t in self.known_trials()
+                     if ranking.config_key(t.hyperparameters.values) == key), default=None)
+        epochs = ranking.trial_epochs(values, self.settings.max_epochs)
+        if first is None or first == trial.trial_id:
+            summary = format_values(values, default_values(trial.hyperparameters))
+            return summary if epochs >= self.settings.max_epochs \
+                else f"{summary} ({epochs} epochs)"
+        if ranking.REPLICA_KEY in values:
+            return (f"finalist: trial {first}'s configuration with seed "
+                    f"{values[ranking.REPLICA_KEY] + 1} of {ranking.REPLICAS + 1}")
+        return f"trial {first}'s configuration on {epochs} epochs"
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        self.ended_here += 1
+        self._event("trial_end", trial=trial.trial_id, status=trial.status)
+        trial_module.discard_backup(self.trial_dir(trial.trial_id))
+        line = self.trial_line(trial)
+        self.say(line)
+        if self.progress:
+            ended = self.ended_trials()
+            self.progress(ended, self.settings.max_trials, line)
+
+    def _event(self, event: str, **fields) -> None:
+        where = {"worker": self.worker} if self.worker else {}
+        state.append_event(Path(self.project_dir), event=event, **fields, **where)
+
+    def trial_line(self, trial, worker: str | None = None) -> str:
+        record = trial_module.load_record(self.trial_dir(trial.trial_id))
+        best = state.best_epoch(record["history"])
+        took = format_duration(record.get("train_seconds", 0.0))
+        done = self.ended_trials()
+        if trial.status == "COMPLETED" and best:
+            result = (
+                f"val_acc {best['val_accuracy']:.4f} at epoch {best['epoch'] + 1} "
+                f"(train {best.get('accuracy', float('nan')):.4f})"
+            )
+        else:
+            result = f"{trial.status}: {state.failure_reason(trial.message)}"
+        where = f" on {worker}" if worker else ""
+        return (
+            f"trial {trial.trial_id} done{where} [{done}/{self.settings.max_trials}]: {result}, "
+            f"{len(record['history'])} epochs in {took} | best so far {self._best_line()}"
+            f"{self.time_left_line()}"
+        )
+
+    def known_trials(self) -> list:
+        """Every trial of the search: the oracle's own, or on a worker (whose oracle lives in the
+        chief) what the chief last wrote to the shared folder."""
+        if self._is_worker():
+            return [kt_trial.Trial.load(str(path))
+                    for path in Path(self.project_dir).glob("trial_*/trial.json")]
+        return list(self.oracle.trials.values())
+
+    def ended_trials(self) -> int:
+        """Trials that will not run again: completed or failed."""
+        return sum(t.status in ENDED for t in self.known_trials())
+
+    def _runs(self) -> list[ranking.Run]:
+        return runs_of(self.known_trials())
+
+    def ranked(self) -> list[ranking.Ranked]:
+        """Fully trained trials, best first (`sweep.ranking`)."""
+        return ranking.rank(self._runs(), self.settings.max_epochs)
+
+    def best_score(self) -> float | None:
+        scores = [r.run.score for r in self.ranked()]
+        return max(scores) if scores else None
+
+    def _best_line(self) -> str:
+        ranked = self.ranked()
+        if ranked:
+            best = ranked[0]
+            seeds = f", mean {best.mean:.4f} +- {best.std:.4f} of {best.seeds} seeds" \
+                if best.seeds > 1 else ""
+            return f"{best.run.score:.4f} (trial {best.run.trial}{seeds})"
+        short = ranking.best_unfinished(self._runs(), self.settings.max_epochs)
+        if short:
+            epochs = ranking.trial_epochs(short.values, self.settings.max_epochs)
+            return (f"none fully trained yet (screening: {short.score:.4f}, trial {short.trial}, "
+                    f"{epochs} epochs)")
+        return "none"
+
+    def announce_start(self) -> None:
+        s = self.settings
+        trials = self.known_trials()
+        ended = self.ended_trials()
+        self.say(
+            f"search {s.project_name} in {s.project_dir}: space {s.space}, tuner {s.tuner}, "
+            f"{s.max_trials} trials of at most {s.max_epochs} epochs, "
+            f"split seed {s.seed} ({s.train_size} train / {s.val_size} val), "
+            f"{backend.name()} backend in {s.precision}"
+        )
+        self.say(f"plan: {self.plan_line()}")
+        if trials:
+            retry = self.oracle._retry_queue
+            pending = f", trial {', '.join(retry)} interrupted: continuing it" if retry else ""
+            self.say(f"resuming: {ended} trials finished and kept{pending}")
+
+    def plan_line(self) -> str:
+        """What the search will train, in epochs: the measure of its cost on any machine."""
+        s, finalists = self.settings, self.settings.finalists_used
+        searched = s.max_trials - ranking.REPLICAS * finalists
+        if s.tuner == "halving":
+            steps = ", ".join(f"{counted(n, 'configuration')} on {counted(e, 'epoch')}"
+                              for n, e in halving_plan(searched, finalists, s.max_epochs))
+            search = f"successive halving: {steps}"
+        else:
+            search = f"{searched} trials of at most {s.max_epochs} epochs"
+        if finalists:
+            best = "the best" if finalists == 1 else f"the {finalists} best"
+            search += (f", then {best} fully trained retrained with "
+                       f"{ranking.REPLICAS} more seeds ({s.max_epochs} epochs each)")
+        total = self.planned_epochs()
+        return search + (f": {total} epochs in all" if total else "")
+
+    def planned_epochs(self) -> int | None:
+        """Epochs the whole search trains (at most, where early stopping may cut trials);
+        None for Hyperband, whose trial lengths depend on where --max-trials cuts it."""
+        s, finalists = self.settings, self.settings.finalists_used
+        searched = s.max_trials - ranking.REPLICAS * finalists
+        if s.tuner == "hyperband":
+            return None
+        if s.tuner == "halving":
+            search = sum(n * e for n, e in halving_plan(searched, finalists, s.max_epochs))
+        else:
+            search = searched * s.max_epochs
+        return search + ranking.REPLICAS * finalists * s.max_epochs
+
+    def time_left_line(self) -> str:
+        """The plan's epochs not yet trained, at this search's mean speed so far."""
+        planned = self.planned_epochs()
+        records = [trial_module.load_record(self.trial_dir(t.trial_id))
+                   for t in self.known_trials()]
+        trained = sum(len(r["history"]) for r in records)
+        seconds = sum(r.get("train_seconds", 0.0) for r in records)
+        if not planned or not trained:
+            return ""
+        left = max(0, planned - trained) * seconds / trained
+        return f" | about {format_duration(left)} left ({seconds / trained:.0f} s an epoch)"
+
+    def save(self):
+        if not self._is_worker():
+            self.oracle.save()
+        state.write_kerastuner_json(self._get_tuner_fname(), self.get_state())
+
+    def search_until_done(self) -> None:
+        try:
+            with compat.quiet_kerastuner():
+                self.search(verbose=0)
+        except TimeBudgetReached:
+            ended = self.ended_trials()
+            self.say(
+                f"time budget of {format_duration(self.settings.time_budget)} reached: "
+                f"{ended}/{self.settings.max_trials} trials ended, the rest saved. "
+                "Run the same command again to continue."
+            )
+        self.raise_if_stopped_early()
+
+    def raise_if_stopped_early(self) -> None:
+        if self.oracle.stop_reason:
+            raise SweepError(
+                f"{self.oracle.stop_reason}. "
+                "Check the search space; the failed trials are kept in the search."
+            )
+
+    def outcome(self) -> SearchOutcome:
+        trials = self.known_trials()
+        best = self.ranked()
+        outcome = SearchOutcome(
+            project_dir=self.settings.project_dir,
+            completed=sum(t.status == "COMPLETED" for t in trials),
+            failed=sum(t.status in ("FAILED", "INVALID") for t in trials),
+            best_trial=best[0].run.trial if best else None,
+            best_val_accuracy=best[0].run.score if best else None,
+        )
+        ended = outcome.completed + outcome.failed
+        state_line = "search done" if ended >= self.settings.max_trials else "search stopped"
+        self.say(
+            f"{state_line}: {outcome.completed} completed, {outcome.failed} failed; "
+            f"best {self._best_line()}. See: {report_command(self.settings)}"
+        )
+        return outcome
+
+
+class SearchTuner(SweepTuner, kt.Tuner):
+    pass
+
+
+class HyperbandSearchTuner(SweepTuner, kt.Hyperband):
+    pass
+
+
+def make_tuner(settings: SearchSettings, space: Space, split: Split, say,
+               progress=None, worker: str | None = None) -> SweepTuner:
+    compat.check()
+    task = training_task(settings)
+    tuner_class = HyperbandSearchTuner if settings.tuner == "hyperband" else SearchTuner
+    try:
+        # KerasTuner prints "Reloading Tuner from ..."; `announce_start` says it our way.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return tuner_class(
+                oracle=make_oracle(settings),
+                hypermodel=SpaceHyperModel(space, task, settings.precision),
+                settings=settings,
+                data=trial_module.TrainingData.from_split(split, len(CLASS_NAMES)),
+                say=say,
+                progress=progress,
+                worker=worker,
+            )
+    except (json.JSONDecodeError, RuntimeError) as e:
+        raise SweepError(
+            f"Could not open the search in {settings.project_dir} ({e}). "
+            "Run with --fresh to start over (the old search is kept aside)."
+        ) from None
