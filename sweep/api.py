@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep import backend
+from sweep import backend, ranking
 from sweep.distributed import cluster
 from sweep.errors import SweepError
 from sweep.reporting import figures
@@ -130,7 +130,7 @@ class Search:
         was retrained with more seeds (a finalist), `val_mean`, `val_std` and `seeds` say how it
         did over all of them; configurations are ranked by that mean (`sweep.ranking`)."""
         df = self.trials()
-        ranked = df[df["rank"].notna()] if not df.empty else df
+        ranked = ranking.ranked_rows(df)
         if ranked.empty:
             raise SweepError(f"{self.project_dir} has no fully trained trial yet.")
         row = ranked.iloc[0]

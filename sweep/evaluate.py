@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from sweep import data as data_module
-from sweep import models, state
+from sweep import models, ranking, state
 from sweep.errors import SweepError
 from sweep.reporting import report
 
@@ -22,9 +22,9 @@ from sweep.reporting import report
 def choose_trials(project_dir: Path, trial_ids: list[str] | None, top: int | None) -> list[str]:
     """The trials to evaluate: those named, else the `top` best (default: the best one)."""
     ranked = report.load_trials(project_dir)
-    completed = ranked[ranked["rank"].notna()]
+    completed = ranking.ranked_rows(ranked)
     if trial_ids:
-        finished = ranked[ranked["status"].eq("COMPLETED")]
+        finished = ranked[ranked["status"].eq(state.COMPLETED)]
         unknown = [t for t in trial_ids if t not in set(finished["trial"])]
         if unknown:
             raise SweepError(

@@ -32,12 +32,12 @@ def load_trial_model(project_dir: Path, trial_id: str) -> keras.Model:
             f"The code of search space {space.name!r} changed since {project_dir} was made: "
             "its trials can no longer be rebuilt."
         )
-    trial_dir = project_dir / f"trial_{trial_id}"
+    trial_dir = state.trial_dir(project_dir, trial_id)
     checkpoint = trial_dir / trial_module.CHECKPOINT_FILE
     if not checkpoint.is_file():
         raise SweepError(f"Trial {trial_id} of {project_dir} has no saved weights.")
     hps = kt.HyperParameters.from_config(
-        state.read_json(trial_dir / "trial.json")["hyperparameters"])
+        state.read_json(trial_dir / state.TRIAL_FILE)["hyperparameters"])
     task = hypermodel.trial_task(
         hypermodel.training_task(recorded_settings(project_dir)), hps.values)
     model = space.build(hps, task)
@@ -62,18 +62,16 @@ def export(project_dir: Path, trial_id: str, path: Path) -> tuple[Path, Path]:
          *trained.layers],
         name=f"{project_dir.name}_trial_{trial_id}",
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".tmp-{path.name}")
-    standalone.save(temporary)
-    temporary.replace(path)
+    with state.atomic_file(path) as temporary:
+        standalone.save(temporary)
     row = report.load_trials(project_dir).set_index("trial").loc[trial_id]
     sidecar = path.with_suffix(".json")
     state.write_json(sidecar, {
         "trial": trial_id,
         "search": str(project_dir),
         "space": record["settings"]["space"],
-        "hyperparameters": state.read_json(project_dir / f"trial_{trial_id}" / "trial.json")
-        ["hyperparameters"]["values"],
+        "hyperparameters": state.read_json(
+            state.trial_dir(project_dir, trial_id) / state.TRIAL_FILE)["hyperparameters"]["values"],
         "split": {k: record["split"][k] for k in ("seed", "train_size", "val_size",
                                                   "indices_sha256", "data_sha256")},
         "val_accuracy": row["val_accuracy"],

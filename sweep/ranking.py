@@ -99,3 +99,9 @@ def best_unfinished(runs: Iterable[Run], max_epochs: int) -> Run | None:
     short = [r for r in runs if r.completed and r.score is not None
              and trial_epochs(r.values, max_epochs) < max_epochs]
     return max(short, key=lambda r: r.score, default=None)
+
+
+def ranked_rows(table):
+    """The rows of a `report.load_trials` table that rank as results, best first (an empty
+    table has no `rank` column)."""
+    return table[table["rank"].notna()] if not table.empty else table

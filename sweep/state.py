@@ -17,6 +17,7 @@ import os
 import re
 import socket
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,26 +29,52 @@ TRIAL_RECORD_FILE = "record.json"
 EVENTS_FILE = "events.jsonl"
 EVALUATIONS_FILE = "evaluations.jsonl"
 LOCK_FILE = ".lock"
+ORACLE_FILE = "oracle.json"  # KerasTuner's
+TRIAL_FILE = "trial.json"  # KerasTuner's, in each trial's folder
+
+# A trial's status: KerasTuner's words (`keras_tuner.engine.trial.TrialStatus`), and the two a
+# report adds: a trial cut short, and one whose files cannot be read.
+COMPLETED, FAILED, INVALID = "COMPLETED", "FAILED", "INVALID"
+RUNNING, IDLE, STOPPED = "RUNNING", "IDLE", "STOPPED"
+INTERRUPTED, UNREADABLE = "INTERRUPTED", "UNREADABLE"
+FAILED_STATES = (FAILED, INVALID)
+ENDED = (COMPLETED, *FAILED_STATES)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str, mode: int = 0o644) -> None:
-    """Write `text` to `path` so that readers see either the old file or the new one, whole.
+def trial_dir(project_dir: Path, trial_id: str) -> Path:
+    return Path(project_dir) / f"trial_{trial_id}"
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
+    """A temporary path beside `path` for any writer to fill (Keras's `save_weights` too: the
+    name ends like `path`'s). When the block ends it is flushed to disk and renamed to `path`,
+    so readers see either the old file or the new one, whole; if the block fails, it is removed.
 
     `mode` is set before the file takes its name: the default is for everyone who may read the
     search; 0o600 keeps a secret its owner's from the first moment."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=f"-{path.name}")
+    os.close(fd)
     try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes, mode: int = 0o644) -> None:
+    """Write `data` to `path` through `atomic_file`."""
+    with atomic_file(path, mode) as temporary:
+        temporary.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 def _finite(obj: Any) -> Any:
@@ -63,7 +90,7 @@ def _finite(obj: Any) -> Any:
 
 def write_json(path: str | os.PathLike, obj: Any) -> str:
     text = json.dumps(_finite(obj), indent=1, default=str)
-    atomic_write_text(path, text)
+    atomic_write(path, text)
     return text
 
 
@@ -116,7 +143,7 @@ def write_kerastuner_json(path, obj) -> str:
     ever damaged by something other than us (a full disk, a hand edit). The tool's oracles and
     tuners save through it (`sweep.engine.oracles`, `sweep.engine.tuner`)."""
     text = write_json(path, obj)
-    atomic_write_text(f"{path}{GOOD_COPY_SUFFIX}", text)
+    atomic_write(f"{path}{GOOD_COPY_SUFFIX}", text)
     return text
 
 
@@ -144,7 +171,7 @@ def repair_keras_tuner_files(project_dir: Path) -> list[str]:
                 f"{path} is unreadable and has no good copy. Move the search aside and start "
                 "over with --fresh (the old search is kept), or restore the file from a backup."
             )
-        atomic_write_text(path, good.read_text())
+        atomic_write(path, good.read_text())
         repaired.append(f"{path.relative_to(project_dir)} was unreadable: restored its last "
                         "good copy")
     return repaired

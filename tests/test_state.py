@@ -26,7 +26,7 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
     path = tmp_path / "a.json"
     state.write_json(path, {"n": 1})
     with pytest.raises(TypeError):
-        state.atomic_write_text(path, object())
+        state.atomic_write(path, object())
     assert json.loads(path.read_text()) == {"n": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 

@@ -50,7 +50,7 @@ def write_token(project_dir: Path) -> str:
     folder is the trust boundary, so whoever can read the folder may work for the search, and
     nobody else. A new one at every start, so a token seen once stops working at the restart."""
     token = secrets.token_urlsafe(32)
-    state.atomic_write_text(token_path(project_dir), token, mode=0o600)
+    state.atomic_write(token_path(project_dir), token, mode=0o600)
     return token
 
 
@@ -74,7 +74,7 @@ def read_heartbeat(path: Path) -> dict | None:
 def ongoing_trials(project_dir: Path) -> dict[str, str]:
     """Which worker holds which trial, as KerasTuner's `oracle.json` last recorded it (the chief
     saves it whenever it hands out a trial); empty if there is none or it is unreadable."""
-    return (read_heartbeat(project_dir / "oracle.json") or {}).get("ongoing_trials", {})
+    return (read_heartbeat(project_dir / state.ORACLE_FILE) or {}).get("ongoing_trials", {})
 
 
 def read_workers(project_dir: Path) -> dict[str, dict]:

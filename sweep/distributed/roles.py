@@ -304,7 +304,7 @@ class WorkerClient(oracle_client.OracleClient):
 
     def create_trial(self, tuner_id):
         trial = super().create_trial(tuner_id)
-        if trial.status == "IDLE":
+        if trial.status == state.IDLE:
             time.sleep(IDLE_RETRY_SECONDS)
         return trial
 

@@ -13,7 +13,6 @@ from keras_tuner.engine import trial as kt_trial
 from sweep import ranking, state
 from sweep.settings import SearchSettings
 
-ENDED = ("COMPLETED", "FAILED", "INVALID")
 # KerasTuner aborts after this many failed trials in a row; a space that always fails is a bug.
 MAX_CONSECUTIVE_FAILURES = 3
 HYPERBAND_ITERATIONS = 1000  # in effect unlimited: --max-trials ends a Hyperband search
@@ -73,26 +72,27 @@ class SafeOracle:
         state.write_kerastuner_json(self._get_oracle_fname(), self.get_state())
 
     def _save_trial(self, trial):
-        path = Path(self._get_trial_dir(trial.trial_id)) / "trial.json"
+        path = Path(self._get_trial_dir(trial.trial_id)) / state.TRIAL_FILE
         state.write_kerastuner_json(path, trial.get_state())
 
     def reload(self):
         super().reload()
-        self._retry_queue = [t for t in self._retry_queue if self.trials[t].status not in ENDED]
+        self._retry_queue = [t for t in self._retry_queue
+                             if self.trials[t].status not in state.ENDED]
 
     @kt.synchronized
     def create_trial(self, tuner_id):
         if self.stop_reason:
             self.tuner_ids.discard(tuner_id)
-            return kt_trial.Trial(self.get_space(), status="STOPPED")
+            return kt_trial.Trial(self.get_space(), status=state.STOPPED)
         trial = super().create_trial(tuner_id)
-        self.exhausted = self.exhausted or trial.status == "STOPPED"
+        self.exhausted = self.exhausted or trial.status == state.STOPPED
         return trial
 
     @kt.synchronized
     def end_trial(self, trial):
         ongoing = {t.trial_id for t in self.ongoing_trials.values()}
-        if trial.trial_id not in ongoing and self.trials[trial.trial_id].status in ENDED:
+        if trial.trial_id not in ongoing and self.trials[trial.trial_id].status in state.ENDED:
             return  # a worker repeating a call the chief answered before it restarted
         try:
             super().end_trial(trial)
@@ -156,7 +156,7 @@ class SafeOracle:
 
 def runs_of(trials) -> list[ranking.Run]:
     """KerasTuner's trials as `sweep.ranking` ranks them."""
-    return [ranking.Run(t.trial_id, t.hyperparameters.values, t.status == "COMPLETED", t.score)
+    return [ranking.Run(t.trial_id, t.hyperparameters.values, t.status == state.COMPLETED, t.score)
             for t in trials]
 
 
@@ -304,7 +304,7 @@ class HalvingOracle(kt.oracles.RandomSearchOracle):
         """Completed trials of a rung whose configuration is not yet in the next, best first."""
         taken = {ranking.config_key(t.hyperparameters.values) for t in promoted}
         return sorted(
-            (t for t in below if t.status == "COMPLETED" and t.score is not None
+            (t for t in below if t.status == state.COMPLETED and t.score is not None
              and ranking.config_key(t.hyperparameters.values) not in taken),
             key=lambda t: t.score, reverse=True)
 

@@ -139,9 +139,8 @@ class EpochRecorder(keras.callbacks.Callback):
 
     def _save_best_weights(self):
         """The best epoch's weights, whole or not at all (KerasTuner's own writes in place)."""
-        temporary = self.trial_dir / f"tmp-{CHECKPOINT_FILE}"
-        self.model.save_weights(str(temporary), overwrite=True)
-        temporary.replace(self.trial_dir / CHECKPOINT_FILE)
+        with state.atomic_file(self.trial_dir / CHECKPOINT_FILE) as temporary:
+            self.model.save_weights(str(temporary), overwrite=True)
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -177,9 +176,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         folder = Path(self.backup_dir)
         folder.mkdir(parents=True, exist_ok=True)
         name = f"epoch{self._current_epoch}.weights.h5"
-        temporary = folder / f"tmp-{name}"
-        self.model.save_weights(str(temporary), overwrite=True)
-        temporary.replace(folder / name)
+        with state.atomic_file(folder / name) as temporary:
+            self.model.save_weights(str(temporary), overwrite=True)
         state.write_json(self._state_path(), {"epoch": self._current_epoch, "weights": name})
         for old in folder.glob("*.weights.h5"):
             if old.name != name:

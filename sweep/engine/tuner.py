@@ -20,7 +20,7 @@ from sweep.data import CLASS_NAMES, Split
 from sweep.engine import compat
 from sweep.engine import trial as trial_module
 from sweep.engine.hypermodel import SpaceHyperModel, training_task
-from sweep.engine.oracles import ENDED, counted, default_values, halving_plan, make_oracle, runs_of
+from sweep.engine.oracles import counted, default_values, halving_plan, make_oracle, runs_of
 from sweep.errors import SweepError, TimeBudgetReached
 from sweep.settings import SearchOutcome, SearchSettings, format_duration, report_command
 from sweep.spaces import Space
@@ -106,7 +106,7 @@ class SweepTuner:
             return
         durations = [
             trial_module.load_record(self.trial_dir(t.trial_id)).get("train_seconds", 0.0)
-            for t in self.known_trials() if t.status in ENDED
+            for t in self.known_trials() if t.status in state.ENDED
         ]
         expected = sum(durations) / len(durations) if durations else 0.0
         if time.monotonic() + expected > self.deadline:
@@ -154,7 +154,7 @@ class SweepTuner:
         best = state.best_epoch(record["history"])
         took = format_duration(record.get("train_seconds", 0.0))
         done = self.ended_trials()
-        if trial.status == "COMPLETED" and best:
+        if trial.status == state.COMPLETED and best:
             result = (
                 f"val_acc {best['val_accuracy']:.4f} at epoch {best['epoch'] + 1} "
                 f"(train {best.get('accuracy', float('nan')):.4f})"
@@ -178,7 +178,7 @@ class SweepTuner:
 
     def ended_trials(self) -> int:
         """Trials that will not run again: completed or failed."""
-        return sum(t.status in ENDED for t in self.known_trials())
+        return sum(t.status in state.ENDED for t in self.known_trials())
 
     def _runs(self) -> list[ranking.Run]:
         return runs_of(self.known_trials())
@@ -293,8 +293,8 @@ class SweepTuner:
         best = self.ranked()
         outcome = SearchOutcome(
             project_dir=self.settings.project_dir,
-            completed=sum(t.status == "COMPLETED" for t in trials),
-            failed=sum(t.status in ("FAILED", "INVALID") for t in trials),
+            completed=sum(t.status == state.COMPLETED for t in trials),
+            failed=sum(t.status in state.FAILED_STATES for t in trials),
             best_trial=best[0].run.trial if best else None,
             best_val_accuracy=best[0].run.score if best else None,
         )

@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from sweep import state
+from sweep import ranking, state
 from sweep.data import CLASS_NAMES
 
 CHALLENGE_BASELINE = 0.667  # the hand-tuned model's validation accuracy in the challenge
@@ -23,7 +23,7 @@ CURVES = 3  # best trials drawn in the curves figure
 def histories(project_dir: Path, trial_ids: list[str]) -> dict[str, pd.DataFrame]:
     out = {}
     for trial_id in trial_ids:
-        path = project_dir / f"trial_{trial_id}" / state.TRIAL_RECORD_FILE
+        path = state.trial_dir(project_dir, trial_id) / state.TRIAL_RECORD_FILE
         if path.exists():
             out[trial_id] = pd.DataFrame(state.read_json(path)["history"])
     return out
@@ -44,7 +44,7 @@ def _finish_axes(ax, xlabel: str, ylabel: str, accuracy: bool = True) -> None:
 def curves_figure(project_dir: Path, df: pd.DataFrame, top: int = CURVES) -> Figure | None:
     """The challenge's picture: training vs validation accuracy (and loss) per epoch of the
     best trials; the gap between the curves is the overfitting."""
-    ranked = df[df["rank"].notna()].head(top) if not df.empty else df
+    ranked = ranking.ranked_rows(df).head(top)
     curves = {k: v for k, v in histories(project_dir, list(ranked["trial"])).items()
               if not v.empty}
     if not curves:
@@ -74,7 +74,7 @@ def progress_figure(project_dir: Path, df: pd.DataFrame) -> Figure | None:
     if df.empty:
         return None
     ordered = df.assign(order=df["trial"].astype(int)).sort_values("order")
-    scored = ordered["status"].eq("COMPLETED") & ordered["val_accuracy"].notna()
+    scored = ordered["status"].eq(state.COMPLETED) & ordered["val_accuracy"].notna()
     fig = Figure(figsize=(7, 3.6))
     ax = fig.subplots()
     ax.scatter(ordered["order"][scored], ordered["val_accuracy"][scored], label="trial",
@@ -94,7 +94,7 @@ def progress_figure(project_dir: Path, df: pd.DataFrame) -> Figure | None:
 def effects_figure(df: pd.DataFrame, columns: list[str]) -> Figure | None:
     """Validation accuracy against each hyperparameter: a scatter for numbers, a box per
     choice for the rest."""
-    completed = df[df["rank"].notna()] if not df.empty else df
+    completed = ranking.ranked_rows(df)
     columns = [c for c in columns
                if not c.startswith("tuner/") and completed[c].dropna().astype(str).nunique() > 1]
     if completed.empty or not columns:

@@ -7,6 +7,7 @@ search in progress without disturbing it.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -20,7 +21,6 @@ from sweep.errors import SweepError
 from sweep.reporting import figures, webpage
 from sweep.reporting.figures import CHALLENGE_BASELINE, CURVES
 
-FAILED = ("FAILED", "INVALID")
 SUMMARY_COLUMNS = ["rank", "trial", "val_accuracy", "val_mean", "val_std", "seeds",
                    "train_accuracy", "test_accuracy", "best_epoch", "epochs", "schedule", "params",
                    "minutes", "status", "worker"]
@@ -66,17 +66,17 @@ def search_is_running(project_dir: Path) -> bool:
 
 def _trial_row(trial_dir: Path, running: bool) -> dict:
     try:
-        trial = state.read_json(trial_dir / "trial.json")
+        trial = state.read_json(trial_dir / state.TRIAL_FILE)
     except SweepError as e:
-        return {"trial": trial_dir.name.removeprefix("trial_"), "status": "UNREADABLE",
+        return {"trial": trial_dir.name.removeprefix("trial_"), "status": state.UNREADABLE,
                 "reason": str(e)}
     record_path = trial_dir / state.TRIAL_RECORD_FILE
     record = state.read_json(record_path) if record_path.exists() else {"history": []}
     history = record["history"]
     best = state.best_epoch(history) or {}
     status = trial["status"]
-    if status in ("RUNNING", "IDLE"):
-        status = "RUNNING" if running else "INTERRUPTED"
+    if status in (state.RUNNING, state.IDLE):
+        status = state.RUNNING if running else state.INTERRUPTED
     return {
         "trial": trial["trial_id"],
         "status": status,
@@ -87,7 +87,8 @@ def _trial_row(trial_dir: Path, running: bool) -> dict:
         "params": record.get("params", math.nan),
         "minutes": record.get("train_seconds", 0.0) / 60,
         "worker": record.get("worker"),  # set in a distributed search
-        "reason": state.failure_reason(trial.get("message")) if status in FAILED else "",
+        "reason": (state.failure_reason(trial.get("message"))
+                   if status in state.FAILED_STATES else ""),
         **trial["hyperparameters"]["values"],
     }
 
@@ -112,7 +113,7 @@ def load_trials(project_dir: Path) -> pd.DataFrame:
     max_epochs = state.read_json(project_dir / state.SETTINGS_FILE)["settings"]["max_epochs"]
     values = [_values(row) for _, row in df.iterrows()]
     df["schedule"] = [ranking.trial_epochs(v, max_epochs) for v in values]
-    runs = [ranking.Run(row["trial"], v, row["status"] == "COMPLETED", row["val_accuracy"])
+    runs = [ranking.Run(row["trial"], v, row["status"] == state.COMPLETED, row["val_accuracy"])
             for v, (_, row) in zip(values, df.iterrows(), strict=True)]
     ranked = {r.run.trial: r for r in ranking.rank(runs, max_epochs)}
     df["rank"] = pd.array([ranked[t].rank if t in ranked else None for t in df["trial"]],
@@ -124,7 +125,7 @@ def load_trials(project_dir: Path) -> pd.DataFrame:
     df["val_mean"] = [several[t].mean if t in several else math.nan for t in df["trial"]]
     df["val_std"] = [several[t].std if t in several else math.nan for t in df["trial"]]
     # Then screening trials, best first; then failed and unfinished ones, by id.
-    screening = df["val_accuracy"].where(df["status"].eq("COMPLETED"))
+    screening = df["val_accuracy"].where(df["status"].eq(state.COMPLETED))
     df = (df.assign(_screening=-screening)
           .sort_values(["rank", "_screening", "trial"], na_position="last")
           .drop(columns="_screening").reset_index(drop=True))
@@ -159,8 +160,8 @@ def ranking_table(df: pd.DataFrame) -> pd.DataFrame:
     summary = [c for c in SUMMARY_COLUMNS if c not in SHOWN_WHEN_SET or df[c].notna().any()]
     shown = df[summary].copy()
     shown["hyperparameters"] = [
-        _format_hyperparameters(row, columns) if row["status"] != "UNREADABLE" else row["reason"]
-        for _, row in df.iterrows()
+        row["reason"] if row["status"] == state.UNREADABLE
+        else _format_hyperparameters(row, columns) for _, row in df.iterrows()
     ]
     failed = df["reason"].fillna("").ne("")
     shown.loc[failed, "hyperparameters"] = "failed: " + df.loc[failed, "reason"]
@@ -176,7 +177,7 @@ def headline(project_dir: Path, df: pd.DataFrame, record: dict) -> str:
     ]
     counts = df["status"].value_counts().to_dict() if not df.empty else {}
     lines.append("trials: " + (", ".join(f"{n} {k.lower()}" for k, n in counts.items()) or "none"))
-    ranked = df[df["rank"].notna()] if not df.empty else df
+    ranked = ranking.ranked_rows(df)
     if not ranked.empty:
         top = ranked.iloc[0]
         margin = (top["val_accuracy"] - CHALLENGE_BASELINE) * 100
@@ -187,8 +188,8 @@ def headline(project_dir: Path, df: pd.DataFrame, record: dict) -> str:
             f"({margin:+.1f} points vs the challenge's {CHALLENGE_BASELINE:.1%}), "
             f"train {top['train_accuracy']:.2%}{seeds}"
         )
-    elif not df.empty and df["status"].eq("COMPLETED").any():
-        short = df[df["status"].eq("COMPLETED")].iloc[0]
+    elif not df.empty and df["status"].eq(state.COMPLETED).any():
+        short = df[df["status"].eq(state.COMPLETED)].iloc[0]
         lines.append(
             f"no fully trained model yet: the best screening trial, {short['trial']}, reached "
             f"{short['val_accuracy']:.2%} on a {short['schedule']}-epoch schedule "
@@ -203,11 +204,13 @@ def headline(project_dir: Path, df: pd.DataFrame, record: dict) -> str:
     return "\n".join(lines)
 
 
-def _save(fig, path: Path) -> Path | None:
+def _png(fig) -> bytes | None:
+    """The figure as PNG, rendered once for both its file and the page."""
     if fig is None:
         return None
-    fig.savefig(path, dpi=110)
-    return path
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
 
 
 def _left_aligned_text(table: pd.DataFrame) -> str:
@@ -232,7 +235,7 @@ def hyperparameter_importance(df: pd.DataFrame) -> pd.DataFrame | None:
     random forest's impurity importance (scikit-learn), choices one-hot encoded and summed back."""
     from sklearn.ensemble import RandomForestRegressor
 
-    completed = df[df["rank"].notna()] if not df.empty else df
+    completed = ranking.ranked_rows(df)
     columns = [c for c in hyperparameter_columns(df) if not c.startswith("tuner/")]
     if len(completed) < MIN_TRIALS_FOR_IMPORTANCE or not columns:
         return None
@@ -259,11 +262,11 @@ def _as_json(project_dir: Path, df: pd.DataFrame, record: dict) -> str:
 
 def best_record(project_dir: Path, df: pd.DataFrame) -> tuple[str, dict] | None:
     """The best completed trial's id and its record (history, layers, confusion)."""
-    ranked = df[df["rank"].notna()] if not df.empty else df
+    ranked = ranking.ranked_rows(df)
     if ranked.empty:
         return None
     trial_id = ranked.iloc[0]["trial"]
-    path = project_dir / f"trial_{trial_id}" / state.TRIAL_RECORD_FILE
+    path = state.trial_dir(project_dir, trial_id) / state.TRIAL_RECORD_FILE
     return trial_id, state.read_json(path)
 
 
@@ -318,22 +321,22 @@ def write_report(
         head += "\nmost important hyperparameters: " + ", ".join(
             f"{row.hyperparameter} ({row.importance:.2f})" for row in leaders)
     written = [output / "trials.csv", output / "summary.md", output / "report.html"]
-    state.atomic_write_text(written[0], df.to_csv(index=False))
-    figs = make_figures(project_dir, df, top, record)
+    state.atomic_write(written[0], df.to_csv(index=False))
+    figs = {name: _png(fig) for name, fig in make_figures(project_dir, df, top, record).items()}
     markdown = [f"# {project_dir.name}", "", *[f"- {line}" for line in head.splitlines()], ""]
     if not shown.empty:
         markdown += [shown.to_markdown(index=False, floatfmt=".4f"), ""]
     if importance is not None:
         markdown += ["## Hyperparameter importance", "",
                      importance.to_markdown(index=False, floatfmt=".3f"), ""]
-    for name, fig in figs.items():
-        path = _save(fig, output / name)
-        if path:
+    for name, png in figs.items():
+        if png is not None:
+            state.atomic_write(output / name, png)
             markdown += [f"![{CAPTIONS[name]}]({name})", ""]
-            written.append(path)
-    state.atomic_write_text(written[1], "\n".join(markdown))
+            written.append(output / name)
+    state.atomic_write(written[1], "\n".join(markdown))
     page = webpage.render(project_dir, record, df, table, head, importance, figs)
-    state.atomic_write_text(written[2], page)
+    state.atomic_write(written[2], page)
     texts = {
         "table": lambda: head + "\n\n" + (_left_aligned_text(shown) if not shown.empty
                                            else "no trials yet"),

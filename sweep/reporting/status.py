@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep import state
+from sweep import ranking, state
 from sweep.distributed import cluster
 from sweep.reporting import report
 from sweep.settings import format_duration
@@ -35,8 +35,8 @@ def trial_lines(df: pd.DataFrame, project_dir: Path, max_epochs: int) -> list[st
     holders = {trial: worker for worker, trial in cluster.ongoing_trials(project_dir).items()
                if distributed}
     lines = []
-    for row in df[df["status"].isin(["RUNNING", "INTERRUPTED"])].itertuples():
-        record_path = project_dir / f"trial_{row.trial}" / state.TRIAL_RECORD_FILE
+    for row in df[df["status"].isin([state.RUNNING, state.INTERRUPTED])].itertuples():
+        record_path = state.trial_dir(project_dir, row.trial) / state.TRIAL_RECORD_FILE
         since = time.time() - record_path.stat().st_mtime if record_path.exists() else math.nan
         where = f" on {holders[row.trial]}" if row.trial in holders else ""
         last = f", last epoch {_age(since)}" if math.isfinite(since) else ""
@@ -66,15 +66,15 @@ def search_status(project_dir: Path) -> str:
     s = record["settings"]
     df = report.load_trials(project_dir)
     counts = df["status"].value_counts().to_dict() if not df.empty else {}
-    ended = counts.get("COMPLETED", 0) + sum(counts.get(k, 0) for k in report.FAILED)
+    ended = counts.get(state.COMPLETED, 0) + sum(counts.get(k, 0) for k in state.FAILED_STATES)
     running = "running" if report.search_is_running(project_dir) else "not running"
     lines = [
         f"search {project_dir.name} ({project_dir}), {running}: space {s['space']}, "
         f"tuner {s['tuner']}, {ended}/{s['max_trials']} trials ended "
         f"({counts.get('COMPLETED', 0)} completed, "
-        f"{sum(counts.get(k, 0) for k in report.FAILED)} failed)"
+        f"{sum(counts.get(k, 0) for k in state.FAILED_STATES)} failed)"
     ]
-    ranked = df[df["rank"].notna()] if not df.empty else df
+    ranked = ranking.ranked_rows(df)
     if not ranked.empty:
         top = ranked.iloc[0]
         by = f" on {top['worker']}" if isinstance(top.get("worker"), str) else ""
@@ -83,6 +83,6 @@ def search_status(project_dir: Path) -> str:
     unfinished = set()
     if not df.empty:
         lines += trial_lines(df, project_dir, s["max_epochs"])
-        unfinished = set(df.loc[df["status"].isin(["RUNNING", "INTERRUPTED"]), "trial"])
+        unfinished = set(df.loc[df["status"].isin([state.RUNNING, state.INTERRUPTED]), "trial"])
     lines += cluster_lines(project_dir, unfinished)
     return "\n".join(lines)

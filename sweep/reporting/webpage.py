@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 from pathlib import Path
 
 import pandas as pd
 
-from sweep import state
+from sweep import ranking, state
 from sweep.reporting import figures
 
 STYLE = """
@@ -34,12 +33,10 @@ window.addEventListener("load", () => {
 """
 
 
-def _image(fig, alt: str) -> str:
-    if fig is None:
+def _image(png: bytes | None, alt: str) -> str:
+    if png is None:
         return '<p class="note">nothing to show yet</p>'
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    data = base64.b64encode(buffer.getvalue()).decode()
+    data = base64.b64encode(png).decode()
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
@@ -76,11 +73,11 @@ def _provenance(project_dir: Path, df: pd.DataFrame, record: dict) -> pd.DataFra
 
 
 def _best_trial_parts(project_dir: Path, df: pd.DataFrame, confusion_png) -> list[str]:
-    ranked = df[df["rank"].notna()] if not df.empty else df
+    ranked = ranking.ranked_rows(df)
     if ranked.empty:
         return ['<p class="note">no completed trial yet</p>']
     best = ranked.iloc[0]
-    record = state.read_json(project_dir / f"trial_{best['trial']}" / state.TRIAL_RECORD_FILE)
+    record = state.read_json(state.trial_dir(project_dir, best["trial"]) / state.TRIAL_RECORD_FILE)
     test = best["test_accuracy"]
     parts = [f"<p>trial {html.escape(str(best['trial']))}: validation "
              f"{best['val_accuracy']:.2%}, training {best['train_accuracy']:.2%}, test "
@@ -102,9 +99,9 @@ def _best_trial_parts(project_dir: Path, df: pd.DataFrame, confusion_png) -> lis
 
 def render(project_dir: Path, record: dict, df: pd.DataFrame, table: pd.DataFrame, head: str,
            importance: pd.DataFrame | None, figs: dict) -> str:
-    """The whole page as a string, with `figs` (file name -> Figure) embedded; `record` is the
+    """The whole page as a string, with `figs` (file name -> PNG bytes) embedded; `record` is the
     search's `sweep.json`."""
-    failed = df[df["status"].isin(["FAILED", "INVALID", "INTERRUPTED", "UNREADABLE"])] \
+    failed = df[df["status"].isin([*state.FAILED_STATES, state.INTERRUPTED, state.UNREADABLE])] \
         if not df.empty else df
     lines = head.splitlines()
     best_line = next((line for line in lines if line.startswith("best:")), "no completed trial")
