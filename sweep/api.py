@@ -150,12 +150,12 @@ class Search:
         }
 
     def report(self, format: str = "table", output: str | Path | None = None,
-               top: int | None = None) -> str:
-        """The report as text in `format` (table, markdown, csv, json); files go to `output`
-        (default `reports/<project>/`)."""
+               top: int | None = None, width: int | None = None) -> str:
+        """The report as text in `format` (table, markdown, csv, json; a table cut to `width`
+        columns if given); files go to `output` (default `reports/<project>/`)."""
         project_dir = self._existing()
         folder = Path(output) if output else Path("reports") / project_dir.name
-        text, _ = report_module.write_report(project_dir, folder, top, format)
+        text, _ = report_module.write_report(project_dir, folder, top, format, width)
         return text
 
     def evaluate(self, trials: list[str] | None = None, top: int | None = None) -> list[dict]:

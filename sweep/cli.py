@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -298,7 +299,10 @@ def _status(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from sweep import Search
 
-    print(Search.open(args.directory, args.project).report(args.format, args.output, args.top))
+    # A terminal's width (or $COLUMNS); none when the output goes to a file or a pipe.
+    width = shutil.get_terminal_size((0, 0)).columns or None
+    search = Search.open(args.directory, args.project)
+    print(search.report(args.format, args.output, args.top, width))
     return 0
 
 

@@ -105,3 +105,27 @@ def ranked_rows(table):
     """The rows of a `report.load_trials` table that rank as results, best first (an empty
     table has no `rank` column)."""
     return table[table["rank"].notna()] if not table.empty else table
+
+
+def format_values(values: dict, defaults: dict) -> str:
+    """A configuration as people read it: the hyperparameters that differ from the space's
+    default point (`defaults`), without the search's bookkeeping."""
+    changed = {k: v for k, v in values.items()
+               if not k.startswith(BOOKKEEPING_PREFIX) and defaults.get(k) != v}
+    if not changed:
+        return "default point"
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in changed.items())
+
+
+def default_point(space: list[dict]) -> dict:
+    """The default point of a space as a trial.json records it (KerasTuner's hyperparameter
+    config, read without KerasTuner): each hyperparameter at its default, where the defaults
+    before it meet its conditions."""
+    point = {}
+    for entry in space:
+        config = entry["config"]
+        conditions = [c["config"] for c in config.get("conditions", [])]
+        if all(point.get(c["name"]) in c["values"] for c in conditions):
+            point[config["name"]] = config.get("default", config.get("value"))
+    return point

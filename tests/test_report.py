@@ -238,3 +238,31 @@ def test_html_page_renders_its_sections_and_images_in_chromium(project, tmp_path
     orange = ((pixels[..., 0] > 200) & (pixels[..., 1] > 100) & (pixels[..., 1] < 160)
               & (pixels[..., 2] < 80)).sum()  # matplotlib's tab:orange: the plots are drawn
     assert not_white > 0.05 and orange > 500
+
+
+SPACE = [  # as KerasTuner records a space in trial.json
+    {"class_name": "Choice", "config": {"name": "filters", "default": 32, "conditions": []}},
+    {"class_name": "Float", "config": {"name": "learning_rate", "default": 0.002,
+                                       "conditions": []}},
+    {"class_name": "Choice", "config": {"name": "units", "default": 64, "conditions": [
+        {"class_name": "Parent", "config": {"name": "filters", "values": [64]}}]}},
+]
+
+
+def test_the_table_shows_what_each_trial_changes_and_fits_a_terminal(tmp_path, project):
+    _trial(project, "4", "COMPLETED", [0.3],
+           values={"filters": 64, "learning_rate": 0.002, "units": 64, "tuner/epochs": 1})
+    for path in project.glob("trial_*/trial.json"):
+        trial = state.read_json(path)
+        state.write_json(path, {**trial, "hyperparameters": {**trial["hyperparameters"],
+                                                             "space": SPACE}})
+    text, _ = report.write_report(project, tmp_path / "out")
+    assert text.count("default point") == 2  # trials 0 and 3
+    assert "filters=64 learning_rate=0.01" in text  # trial 1
+    assert "filters=64 units=64" in text and "tuner/" not in text  # trial 4: units is new
+
+    narrow, _ = report.write_report(project, tmp_path / "out", width=105)
+    table = narrow[narrow.index("rank"):].splitlines()
+    assert max(map(len, table)) <= 105 and "filters=64 learning_r…" in narrow
+    assert table[-1] == "(hyperparameters cut to 105 columns: all in trials.csv)"
+    assert "filters,learning_rate,units" in (tmp_path / "out" / "trials.csv").read_text()

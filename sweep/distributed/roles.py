@@ -35,7 +35,7 @@ from pathlib import Path
 
 import grpc
 
-from sweep import backend, spaces, state
+from sweep import backend, ranking, spaces, state
 from sweep import data as data_module
 from sweep import search as search_module
 from sweep.distributed import cluster
@@ -76,7 +76,7 @@ class ChiefServicer(oracle_chief.OracleServicer):
             self.say(f"worker {request.tuner_id} is back: it continues trial {trial_id}")
         elif trial_id:
             trial = self.oracle.trials[trial_id]
-            values = tuner_module.format_values(trial.hyperparameters.values,
+            values = ranking.format_values(trial.hyperparameters.values,
                                           oracles.default_values(trial.hyperparameters))
             self.say(f"trial {trial_id} started on {request.tuner_id}: {values}")
         return response

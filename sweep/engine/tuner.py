@@ -26,17 +26,6 @@ from sweep.settings import SearchOutcome, SearchSettings, format_duration, repor
 from sweep.spaces import Space
 
 
-def format_values(values: dict, defaults: dict) -> str:
-    """The hyperparameters that differ from the space's default point."""
-    changed = {
-        k: v for k, v in values.items() if not k.startswith("tuner/") and defaults.get(k) != v
-    }
-    if not changed:
-        return "default point"
-    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in changed.items())
-
-
 class SweepTuner:
     """Tuner mixin: our trial, crash-safe bookkeeping, and one progress line per trial."""
 
@@ -126,7 +115,7 @@ class SweepTuner:
                      if ranking.config_key(t.hyperparameters.values) == key), default=None)
         epochs = ranking.trial_epochs(values, self.settings.max_epochs)
         if first is None or first == trial.trial_id:
-            summary = format_values(values, default_values(trial.hyperparameters))
+            summary = ranking.format_values(values, default_values(trial.hyperparameters))
             return summary if epochs >= self.settings.max_epochs \
                 else f"{summary} ({epochs} epochs)"
         if ranking.REPLICA_KEY in values:

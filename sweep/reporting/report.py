@@ -142,26 +142,28 @@ def hyperparameter_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if c not in (*SUMMARY_COLUMNS, "reason")]
 
 
-def _format_hyperparameters(row: pd.Series, columns: list[str]) -> str:
-    parts = []
-    for column in columns:
-        value = row[column]
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+def space_default_point(project_dir: Path) -> dict:
+    """The search space's default point, from the newest readable trial.json (KerasTuner adds
+    conditional hyperparameters to the space as trials first meet them)."""
+    for trial_dir in sorted(project_dir.glob("trial_*"), reverse=True):
+        try:
+            config = state.read_json(trial_dir / state.TRIAL_FILE)["hyperparameters"]
+        except (SweepError, KeyError, TypeError):
             continue
-        parts.append(f"{column}={value:.3g}" if isinstance(value, float) else f"{column}={value}")
-    return " ".join(parts)
+        return ranking.default_point(config.get("space", []))
+    return {}
 
 
-def ranking_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The ranked trials as shown to people: summary columns, then hyperparameters in one cell.
-    The test accuracy column appears once a trial has been evaluated, the worker column in a
-    distributed search."""
-    columns = hyperparameter_columns(df)
+def ranking_table(df: pd.DataFrame, defaults: dict) -> pd.DataFrame:
+    """The ranked trials as shown to people: summary columns, then in one cell what each
+    configuration changes from the space's default point (`defaults`); every value is in
+    trials.csv. The test accuracy column appears once a trial has been evaluated, the worker
+    column in a distributed search."""
     summary = [c for c in SUMMARY_COLUMNS if c not in SHOWN_WHEN_SET or df[c].notna().any()]
     shown = df[summary].copy()
     shown["hyperparameters"] = [
         row["reason"] if row["status"] == state.UNREADABLE
-        else _format_hyperparameters(row, columns) for _, row in df.iterrows()
+        else ranking.format_values(_values(row), defaults) for _, row in df.iterrows()
     ]
     failed = df["reason"].fillna("").ne("")
     shown.loc[failed, "hyperparameters"] = "failed: " + df.loc[failed, "reason"]
@@ -213,16 +215,37 @@ def _png(fig) -> bytes | None:
     return buffer.getvalue()
 
 
-def _left_aligned_text(table: pd.DataFrame) -> str:
-    width = int(table["hyperparameters"].str.len().max())
+MIN_HYPERPARAMETER_WIDTH = 16
+# A terminal's headers: short, so that the hyperparameters keep room (files keep the long ones).
+SHORT_HEADERS = {"val_accuracy": "val_acc", "train_accuracy": "train_acc", "test_accuracy":
+                 "test_acc", "val_mean": "mean", "val_std": "std", "best_epoch": "best"}
+
+
+def _left_aligned_text(table: pd.DataFrame, width: int | None = None) -> str:
+    """The table as text, hyperparameters left-aligned; with a terminal `width`, each row's
+    hyperparameters are cut to fit it (all of them are in trials.csv and `--format csv`)."""
     # Blank, not <NA>: `na_rep` does not reach integer columns that have missing values.
     counts = [c for c in table.columns if isinstance(table[c].dtype, pd.Int64Dtype)]
     table = table.astype({c: object for c in counts}).fillna({c: "" for c in counts})
+    table = table.rename(columns=SHORT_HEADERS)
+    text = _render(table)
+    longest = max(map(len, text.splitlines()))
+    if not width or longest <= width:
+        return text
+    cells = table["hyperparameters"]
+    room = max(MIN_HYPERPARAMETER_WIDTH, int(cells.str.len().max()) - (longest - width))
+    table = table.assign(hyperparameters=[c if len(c) <= room else c[:room - 1] + "…"
+                                          for c in cells])
+    return _render(table) + f"\n(hyperparameters cut to {width} columns: all in trials.csv)"
+
+
+def _render(table: pd.DataFrame) -> str:
+    cell = int(table["hyperparameters"].str.len().max())
     return table.to_string(
         index=False,
         na_rep="",
         float_format="{:.4f}".format,
-        formatters={"hyperparameters": lambda text: f"{text:<{width}}"},
+        formatters={"hyperparameters": lambda text: f"{text:<{cell}}", "minutes": "{:.1f}".format},
     )
 
 
@@ -303,15 +326,17 @@ def _split_line(record: dict) -> str:
 
 
 def write_report(
-    project_dir: Path, output: Path, top: int | None = None, fmt: str = "table"
+    project_dir: Path, output: Path, top: int | None = None, fmt: str = "table",
+    width: int | None = None,
 ) -> tuple[str, list[Path]]:
-    """The report in `fmt` (the `top` best trials, or all), plus trials.csv (all trials),
-    summary.md, report.html and the figures as PNG, written under `output`."""
+    """The report in `fmt` (the `top` best trials, or all; a table fits `width` columns when
+    given), plus trials.csv (all trials), summary.md, report.html and the figures as PNG,
+    written under `output`."""
     if fmt not in FORMATS:
         raise SweepError(f"Unknown report format {fmt!r}. Choose one of: {', '.join(FORMATS)}.")
     df = load_trials(project_dir)
     output.mkdir(parents=True, exist_ok=True)
-    table = ranking_table(df) if not df.empty else df
+    table = ranking_table(df, space_default_point(project_dir)) if not df.empty else df
     shown = table.head(top) if not table.empty else table
     importance = hyperparameter_importance(df)
     record = state.read_json(project_dir / state.SETTINGS_FILE)
@@ -338,7 +363,7 @@ def write_report(
     page = webpage.render(project_dir, record, df, table, head, importance, figs)
     state.atomic_write(written[2], page)
     texts = {
-        "table": lambda: head + "\n\n" + (_left_aligned_text(shown) if not shown.empty
+        "table": lambda: head + "\n\n" + (_left_aligned_text(shown, width) if not shown.empty
                                            else "no trials yet"),
         "markdown": lambda: "\n".join(markdown),
         "csv": lambda: df.to_csv(index=False),
