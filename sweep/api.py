@@ -63,7 +63,7 @@ class Search:
                  train_size: int = SearchSettings.train_size,
                  val_size: int = SearchSettings.val_size, time_budget: str | float | None = None,
                  quiet: bool | None = None, tensorboard: bool = False,
-                 precision: str = "auto"):
+                 precision: str = "auto", known_points: list[dict] | None = None):
         if isinstance(time_budget, str):
             time_budget = parse_duration(time_budget)
         self.settings = SearchSettings(
@@ -71,7 +71,7 @@ class Search:
             patience=patience, finalists=finalists, seed=seed, train_size=train_size,
             val_size=val_size, project=project, directory=str(directory), data=data,
             time_budget=time_budget, quiet=in_notebook() if quiet is None else quiet,
-            tensorboard=tensorboard, precision=precision,
+            tensorboard=tensorboard, precision=precision, known_points=list(known_points or []),
         )
 
     @classmethod

@@ -69,6 +69,12 @@ def _definition_options(parser: argparse.ArgumentParser, defaults) -> None:
                              "float16 on older GPUs, else float32)")
     parser.add_argument("--fresh", action="store_true",
                         help="start over; the old search is moved aside, never deleted")
+    parser.add_argument("--try", action="append", default=[], dest="try_points",
+                        metavar="NAME=VALUE,...",
+                        help="a configuration to try first, after the default point (the other "
+                             "hyperparameters at their defaults); repeatable")
+    parser.add_argument("--try-file", metavar="FILE",
+                        help="configurations to try first: a JSON list of {name: value} objects")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,9 +247,13 @@ def _until_interrupted(work, resume_hint: str) -> int:
 
 def _search(args: argparse.Namespace, *not_settings: str):
     from sweep import Search
+    from sweep.settings import parse_point, read_points
 
-    skipped = ("command", "fresh", *not_settings)
-    return Search(**{k: v for k, v in vars(args).items() if k not in skipped})
+    known_points = [parse_point(text) for text in args.try_points]
+    known_points += read_points(args.try_file) if args.try_file else []
+    skipped = ("command", "fresh", "try_points", "try_file", *not_settings)
+    return Search(**{k: v for k, v in vars(args).items() if k not in skipped},
+                  known_points=known_points)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ module that runs searches (`sweep.search`).
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,9 @@ class SearchSettings:
     # changes numerics, not the search: a resumed search may use another (README).
     precision: str = "auto"
     tensorboard: bool = False  # TensorBoard logs per trial, in trial_<id>/tensorboard
+    # Configurations tried first, after the default point (--try): {name: value}, the other
+    # hyperparameters at their defaults. Not fixed: a resumed search may add some.
+    known_points: list[dict] = field(default_factory=list)
     space_sha256: str = field(default="", repr=False)
 
     @property
@@ -82,6 +86,38 @@ class SearchSettings:
 
         if self.time_budget is not None and self.time_budget <= 0:
             raise SweepError("--time-budget must be positive, e.g. 90m or 3h.")
+        if not all(isinstance(p, dict) and p for p in self.known_points):
+            raise SweepError("Each known point must be a non-empty {name: value} mapping.")
+
+
+def parse_point(text: str) -> dict:
+    """A configuration as `--try` takes it: 'conv_blocks=4,filters=64'. Values are read as JSON
+    where they can be (4, 0.5, true, "relu"), else as text (relu)."""
+    point = {}
+    for pair in text.split(","):
+        name, equals, value = (part.strip() for part in pair.partition("="))
+        if not name or not equals or not value or name in point:
+            raise SweepError(f"--try {text!r}: write name=value pairs separated by commas, "
+                             "each name once, e.g. --try conv_blocks=4,filters=64.")
+        try:
+            point[name] = json.loads(value)
+        except json.JSONDecodeError:
+            point[name] = value
+    return point
+
+
+def read_points(path: str) -> list[dict]:
+    """The configurations of a `--try-file`: a JSON list of {name: value} objects."""
+    try:
+        points = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise SweepError(f"--try-file {path}: {e.strerror}.") from None
+    except json.JSONDecodeError as e:
+        raise SweepError(f"--try-file {path} is not JSON ({e}).") from None
+    if not isinstance(points, list) or not all(isinstance(p, dict) and p for p in points):
+        raise SweepError(f"--try-file {path} must hold a JSON list of objects, e.g. "
+                         '[{"conv_blocks": 4, "filters": 64}].')
+    return points
 
 
 def parse_duration(text: str, option: str = "--time-budget") -> float:

@@ -207,10 +207,25 @@ def describe(space: Space, task) -> list[str]:
     for point, _ in sample_points(space, task, count=8, seed=0):
         for entry in point.space:
             seen.setdefault(entry.name, entry)
-    return [_describe_entry(entry) for entry in seen.values()]
+    return [describe_entry(entry) for entry in seen.values()]
 
 
-def _describe_entry(entry) -> str:
+def allows(entry, value) -> bool:
+    """Whether the hyperparameter `entry` (KerasTuner's) can take `value`."""
+    config = entry.get_config()
+    kind = type(entry).__name__
+    if kind == "Choice":
+        return value in config["values"] and type(value) is not bool
+    if kind == "Boolean":
+        return isinstance(value, bool)
+    if kind in ("Int", "Float"):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        integral = kind == "Float" or (number and float(value).is_integer())
+        return number and integral and config["min_value"] <= value <= config["max_value"]
+    return value == config.get("value")
+
+
+def describe_entry(entry) -> str:
     config = entry.get_config()
     kind = type(entry).__name__
     if kind == "Choice":

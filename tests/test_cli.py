@@ -35,6 +35,13 @@ def float32_after():
     (["worker", "--chief", "127.0.0.1:1", "--wait", "1s"], "No chief answered at 127.0.0.1:1"),
     (["chief", "--port", "70000"], "--port 70000 is not a port number"),
     (["chief", "--port", "8000", "--worker-timeout", "0"], "--worker-timeout must be positive"),
+    (["run", "--try", "filters"], "--try 'filters': write name=value pairs"),
+    (["run", "--try-file", "points.json"], "--try-file points.json: No such file"),
+    (["run", "--space", "tiny_cnn", "--try", "width=3"], "has no hyperparameter 'width'"),
+    (["run", "--space", "tiny_cnn", "--try", "filters=12"],
+     "--try filters=12 is outside search space 'tiny_cnn': filters: 8 | 16, default 16"),
+    (["run", "--space", "tiny_cnn", "--try", "dense_units=32"],  # inactive: no dense layer
+     "has no hyperparameter 'dense_units' at this point"),
 ])
 @pytest.mark.usefixtures("float32_after")
 def test_usage_errors_exit_2_without_traceback(tmp_path, monkeypatch, capsys, args, message):
@@ -52,6 +59,7 @@ def test_usage_errors_exit_2_without_traceback(tmp_path, monkeypatch, capsys, ar
     assert message in stderr
     assert "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) <= 3
+    assert list(tmp_path.iterdir()) == []  # a refused command leaves the disk as it was
 
 
 # Calls the CLI, then says whether TensorFlow or Keras was imported on the way.

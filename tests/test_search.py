@@ -17,7 +17,7 @@ from conftest import run_sweep, statuses, train_starts
 import sweep
 from sweep import spaces, state
 from sweep.errors import SweepError
-from sweep.settings import parse_duration
+from sweep.settings import parse_duration, parse_point, read_points
 
 
 @pytest.mark.parametrize("text, seconds", [
@@ -35,6 +35,20 @@ def test_anything_else_is_not_a_duration(text):
         parse_duration(text)
     assert str(refusal.value) == (f"--time-budget {text!r} is not a duration: "
                                   "use e.g. 45m, 3h, 1h30 or 1.5h.")
+
+
+def test_known_points_read_as_people_write_them(tmp_path):
+    assert parse_point("conv_blocks=4, activation=gelu,batch_norm=false,learning_rate=1e-3") == {
+        "conv_blocks": 4, "activation": "gelu", "batch_norm": False, "learning_rate": 0.001}
+    for text in ("filters", "filters=", "=4", "filters=4,filters=8", "filters=4,,units=8"):
+        with pytest.raises(SweepError, match="write name=value pairs"):
+            parse_point(text)
+    path = tmp_path / "points.json"
+    path.write_text('[{"filters": 64}, {"conv_blocks": 4, "activation": "relu"}]')
+    assert read_points(str(path)) == [{"filters": 64}, {"conv_blocks": 4, "activation": "relu"}]
+    path.write_text('{"filters": 64}')
+    with pytest.raises(SweepError, match="must hold a JSON list of objects"):
+        read_points(str(path))
 
 
 def _tree(root: Path) -> dict[str, bytes | None]:

@@ -180,20 +180,44 @@ def test_a_trial_left_running_by_a_killed_process_does_not_hold_the_finalists_up
     assert finalist.hyperparameters.values["tuner/replica"] == 1
 
 
-@pytest.mark.parametrize("tuner", ["halving", "bayesian", "random", "hyperband"])
-def test_every_tuner_starts_with_the_space_default_point(tmp_path, tuner):
+def _oracle_of(tuner, directory, **settings):
+    """The oracle `tuner` makes, on a three-hyperparameter space."""
     from sweep.settings import SearchSettings
 
-    oracle = oracles.make_oracle(SearchSettings(tuner=tuner, max_trials=10, max_epochs=9))
-    oracle._set_project_dir(str(tmp_path), "search")
+    oracle = oracles.make_oracle(SearchSettings(tuner=tuner, max_trials=10, max_epochs=9,
+                                                **settings))
+    oracle._set_project_dir(str(directory), "search")
     hps = kt.HyperParameters()
     hps.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=3e-3)
     hps.Int("units", 8, 512, default=100)
     hps.Choice("activation", ["relu", "gelu", "elu"], default="gelu")
     oracle.update_space(hps)
-    first = oracle.create_trial("w1").hyperparameters.values
-    assert {k: first[k] for k in ("learning_rate", "units", "activation")} == {
-        "learning_rate": 3e-3, "units": 100, "activation": "gelu"}
+    return oracle
+
+
+TUNERS = ["halving", "bayesian", "random", "hyperband"]
+DEFAULT_POINT = {"learning_rate": 3e-3, "units": 100, "activation": "gelu"}
+
+
+@pytest.mark.parametrize("tuner", TUNERS)
+def test_every_tuner_starts_with_the_space_default_point(tmp_path, tuner):
+    first = _oracle_of(tuner, tmp_path).create_trial("w1").hyperparameters.values
+    assert {k: first[k] for k in DEFAULT_POINT} == DEFAULT_POINT
+
+
+@pytest.mark.parametrize("tuner", TUNERS)
+def test_known_points_come_right_after_the_default_point(tmp_path, tuner):
+    known = [{"units": 64, "activation": "relu"}, {"learning_rate": 3e-3}]  # 2nd: the default
+    oracle = _oracle_of(tuner, tmp_path, known_points=known)
+    proposed = []
+    for worker in ("w1", "w2", "w3"):
+        trial = oracle.create_trial(worker)
+        proposed.append({k: trial.hyperparameters.values[k] for k in DEFAULT_POINT})
+        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    assert proposed[:2] == [DEFAULT_POINT, {**DEFAULT_POINT, **known[0]}]
+    assert proposed[2] not in proposed[:2]  # then the tuner's own choice, never a repeat
 
 
 @pytest.mark.parametrize("mean_trial_seconds, starts", [(1.0, True), (30.0, False)])
@@ -234,3 +258,4 @@ def test_the_tools_oracle_writes_keras_tuners_files_atomically_and_only_its_own(
         assert path.with_name(path.name + ".good").read_text() == path.read_text()
     # KerasTuner itself is left as it was, for the user's own tuners in the same program.
     assert kt_utils.save_json.__module__ == "keras_tuner.src.utils"
+

@@ -70,3 +70,35 @@ def check_space(space: Space, settings: SearchSettings) -> None:
             rules.check_model(model)
         except rules.RuleViolation as e:
             raise SweepError(f"Search space {space.name!r}: {e}") from None
+    for point in settings.known_points:
+        check_known_point(space, settings, point)
+
+
+def check_known_point(space: Space, settings: SearchSettings, point: dict) -> None:
+    """A `--try` point names hyperparameters the space has at that point, each with a value it
+    allows, and its model keeps the rules. Built with the point's values set first, so that the
+    hyperparameters it makes active are registered too."""
+    hps = kt.HyperParameters()
+    hps.values.update(point)
+    try:
+        model = space.build(hps, training_task(settings))
+    except Exception as e:  # noqa: BLE001 - a user's space may raise anything
+        raise SweepError(f"--try {format_point(point)}: search space {space.name!r} failed to "
+                         f"build it: {type(e).__name__}: {e}") from None
+    entries = {entry.name: entry for entry in hps.space}
+    for name, value in point.items():
+        if name not in entries:
+            raise SweepError(f"--try {name}={value}: search space {space.name!r} has no "
+                             f"hyperparameter {name!r} at this point; it has "
+                             f"{', '.join(entries)}.")
+        if not spaces.allows(entries[name], value):
+            raise SweepError(f"--try {name}={value} is outside search space {space.name!r}: "
+                             f"{spaces.describe_entry(entries[name])}.")
+    try:
+        rules.check_model(model)
+    except rules.RuleViolation as e:
+        raise SweepError(f"--try {format_point(point)}: {e}") from None
+
+
+def format_point(point: dict) -> str:
+    return ",".join(f"{name}={value}" for name, value in point.items())

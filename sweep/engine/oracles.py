@@ -19,28 +19,34 @@ HYPERBAND_ITERATIONS = 1000  # in effect unlimited: --max-trials ends a Hyperban
 HALVING_FACTOR = 3  # successive halving keeps the best third of a rung, at 3x its epochs
 
 
-def default_values(space: kt.HyperParameters) -> dict:
-    """The default point of a space: each active hyperparameter at its default."""
+def default_values(space: kt.HyperParameters, overrides: dict | None = None) -> dict:
+    """The default point of a space (each active hyperparameter at its default), or the point
+    `overrides` names: those values, the other active hyperparameters at their defaults."""
     hps = kt.HyperParameters()
     for hp in space.space:
         hps.merge([hp])
         if hps.is_active(hp):
-            hps.values[hp.name] = hp.default
+            hps.values[hp.name] = (overrides or {}).get(hp.name, hp.default)
     return hps.values
 
 
 class DefaultFirst:
-    """Oracle mixin: the space's default point is the first trial of every search, and no
-    configuration is proposed twice.
+    """Oracle mixin: the space's default point is the first trial of every search, then the
+    known points (`--try`), and no configuration is proposed twice.
 
     KerasTuner starts with a random point; a space's default is the model its author measured,
-    so trying it first gives every search a known-good baseline from its first trial on.
+    so trying it first gives every search a known-good baseline from its first trial on; a user
+    who read a paper starts from its configuration. They come where the tuner draws a new
+    configuration (a first rung, Bayesian search's random start), so every tuner tries them.
     """
 
+    known_points: list[dict] = []
+
     def _random_values(self):
-        defaults = default_values(self.hyperparameters)
-        if not self._duplicate(defaults):
-            return defaults
+        for overrides in [{}, *self.known_points]:
+            values = default_values(self.hyperparameters, overrides)
+            if not self._duplicate(values):
+                return values
         return super()._random_values()
 
     def _duplicate(self, values):
@@ -359,6 +365,7 @@ def make_oracle(settings: SearchSettings) -> Finalists:
                         "halving": SuccessiveHalvingOracle}[settings.tuner]
         oracle = oracle_class(max_trials=settings.max_trials, **common)
     oracle.max_epochs = settings.max_epochs
+    oracle.known_points = settings.known_points
     oracle.finalists = settings.finalists_used
     return oracle
 
