@@ -28,6 +28,17 @@ NO_DESCRIPTION = "(no DESCRIPTION)"
 
 
 @dataclass(frozen=True)
+class TrainingTask:
+    """What a space's `build(hp, task)` is told about the data and the budget, to build and
+    compile a model (its learning-rate schedule ends with `epochs`)."""
+
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    train_size: int
+    epochs: int
+
+
+@dataclass(frozen=True)
 class Space:
     name: str
     module: ModuleType

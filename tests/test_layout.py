@@ -82,3 +82,21 @@ def test_the_readme_layout_names_every_module():
     unnamed = [str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
                if not path.name.startswith("__") and path.name not in layout]
     assert unnamed == []
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """The modules `path` imports, as written (`from a import b` gives `a`)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_only_the_space_loader_knows_the_built_in_spaces_package():
+    """The core does not depend on its plug-ins: spaces receive `sweep.spaces.TrainingTask`."""
+    users = [name for name, path in _modules().items()
+             if any(m.split(".")[0] == "search_spaces" for m in _imported_modules(path))]
+    assert users == ["sweep.spaces"]

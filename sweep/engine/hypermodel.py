@@ -7,13 +7,12 @@ import dataclasses
 
 import keras_tuner as kt
 
-from search_spaces.blocks import TrainingTask
 from sweep import backend, ranking, spaces
 from sweep.data import CLASS_NAMES, IMAGE_SHAPE
 from sweep.engine import rules
 from sweep.errors import SweepError
 from sweep.settings import SearchSettings
-from sweep.spaces import Space
+from sweep.spaces import Space, TrainingTask
 
 RULE_CHECK_POINTS = 4  # random points of a space checked (with its default) before a search
 
