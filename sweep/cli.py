@@ -309,8 +309,8 @@ def _status(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from sweep import Search
 
-    # A terminal's width (or $COLUMNS); none when the output goes to a file or a pipe.
-    width = shutil.get_terminal_size((0, 0)).columns or None
+    # Cut to a terminal's width; whole rows when the output goes to a file or a pipe.
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
     search = Search.open(args.directory, args.project)
     print(search.report(args.format, args.output, args.top, width))
     return 0
