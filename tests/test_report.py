@@ -252,17 +252,20 @@ SPACE = [  # as KerasTuner records a space in trial.json
 def test_the_table_shows_what_each_trial_changes_and_fits_a_terminal(tmp_path, project):
     _trial(project, "4", "COMPLETED", [0.3],
            values={"filters": 64, "learning_rate": 0.002, "units": 64, "tuner/epochs": 1})
+    _trial(project, "5", "RUNNING", [])  # no epoch yet: its counts are missing
     for path in project.glob("trial_*/trial.json"):
         trial = state.read_json(path)
         state.write_json(path, {**trial, "hyperparameters": {**trial["hyperparameters"],
                                                              "space": SPACE}})
     text, _ = report.write_report(project, tmp_path / "out")
-    assert text.count("default point") == 2  # trials 0 and 3
+    assert text.count("default point") == 3  # trials 0, 3 and 5
     assert "filters=64 learning_rate=0.01" in text  # trial 1
     assert "filters=64 units=64" in text and "tuner/" not in text  # trial 4: units is new
+    assert "2.0000" not in text  # trial 1's best epoch, an integer despite trial 5's gap
 
     narrow, _ = report.write_report(project, tmp_path / "out", width=105)
     table = narrow[narrow.index("rank"):].splitlines()
-    assert max(map(len, table)) <= 105 and "filters=64 learning_r…" in narrow
+    assert max(map(len, table)) <= 105
+    assert any("filters=64 learning" in row and row.rstrip().endswith("…") for row in table)
     assert table[-1] == "(hyperparameters cut to 105 columns: all in trials.csv)"
     assert "filters,learning_rate,units" in (tmp_path / "out" / "trials.csv").read_text()

@@ -221,13 +221,22 @@ SHORT_HEADERS = {"val_accuracy": "val_acc", "train_accuracy": "train_acc", "test
                  "test_acc", "val_mean": "mean", "val_std": "std", "best_epoch": "best"}
 
 
+COUNTS = ("rank", "seeds", "best_epoch", "epochs", "schedule", "params")
+
+
+def _counts_as_integers(table: pd.DataFrame) -> pd.DataFrame:
+    """Counts shown as integers, blank where missing: a trial that has not finished an epoch
+    makes pandas hold a count column as floats (37.0000), and `na_rep` does not reach
+    integer columns that have missing values (<NA>)."""
+    counts = [c for c in COUNTS if c in table.columns]
+    return table.astype({c: object for c in counts}).assign(**{
+        c: [int(v) if pd.notna(v) else "" for v in table[c]] for c in counts})
+
+
 def _left_aligned_text(table: pd.DataFrame, width: int | None = None) -> str:
     """The table as text, hyperparameters left-aligned; with a terminal `width`, each row's
     hyperparameters are cut to fit it (all of them are in trials.csv and `--format csv`)."""
-    # Blank, not <NA>: `na_rep` does not reach integer columns that have missing values.
-    counts = [c for c in table.columns if isinstance(table[c].dtype, pd.Int64Dtype)]
-    table = table.astype({c: object for c in counts}).fillna({c: "" for c in counts})
-    table = table.rename(columns=SHORT_HEADERS)
+    table = _counts_as_integers(table).rename(columns=SHORT_HEADERS)
     text = _render(table)
     longest = max(map(len, text.splitlines()))
     if not width or longest <= width:
@@ -350,7 +359,7 @@ def write_report(
     figs = {name: _png(fig) for name, fig in make_figures(project_dir, df, top, record).items()}
     markdown = [f"# {project_dir.name}", "", *[f"- {line}" for line in head.splitlines()], ""]
     if not shown.empty:
-        markdown += [shown.to_markdown(index=False, floatfmt=".4f"), ""]
+        markdown += [_counts_as_integers(shown).to_markdown(index=False, floatfmt=".4f"), ""]
     if importance is not None:
         markdown += ["## Hyperparameter importance", "",
                      importance.to_markdown(index=False, floatfmt=".3f"), ""]
