@@ -36,7 +36,7 @@ __all__ = [
     "KERAS_TUNER_CALLBACKS", "check", "local_oracle", "quiet_kerastuner", "set_client_timeout",
 ]
 
-# KerasTuner's own per-epoch callbacks, which `sweep.engine.trial` replaces with atomic ones.
+# KerasTuner's own per-epoch callbacks, which `sweep.engine.trial` leaves out of every fit.
 KERAS_TUNER_CALLBACKS = (tuner_utils.SaveBestEpoch, tuner_utils.TunerCallback)
 
 

@@ -30,9 +30,6 @@ from sweep.errors import TimeBudgetReached
 BACKUP_DIR = "backup"
 VALIDATION_BATCH = 500  # inference only: larger batches are faster and give the same result
 TENSORBOARD_DIR = "tensorboard"
-# KerasTuner adds these to every fit: EpochRecorder saves the best epoch instead (atomically),
-# and TunerCallback only forwards to Tuner hooks that do nothing, but it defines a per-batch
-# hook, which makes Keras wait for every step's logs (see AtomicBackupAndRestore).
 # KerasTuner's name for a trial's best weights.
 CHECKPOINT_FILE = "checkpoint.weights.h5"
 
@@ -217,6 +214,9 @@ def fit(
         recorder,
         AtomicBackupAndRestore(str(trial_dir / BACKUP_DIR)),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience),
+        # KerasTuner's own per-epoch callbacks are left out: EpochRecorder saves the best epoch
+        # instead (atomically), and TunerCallback only forwards to Tuner hooks that do nothing,
+        # but defines a per-batch hook, which makes Keras wait for every step's logs.
         *[c for c in tuner_callbacks if not isinstance(c, compat.KERAS_TUNER_CALLBACKS)],
     ]
     if tensorboard:
