@@ -175,8 +175,7 @@ class Search:
 
     def plot_history(self, top: int = 3):
         """Training vs validation accuracy per epoch of the `top` best trials (a Figure)."""
-        project_dir = self._existing()
-        return figures.curves_figure(project_dir, self.trials(), top)
+        return figures.curves_figure(self._existing(), self.trials(), top)
 
     def plot_progress(self):
         """Each trial's validation accuracy in the order trials ran, with the best so far."""

@@ -1,5 +1,6 @@
 """The Python API, export and predict: same engine as the CLI, and a model that travels alone."""
 
+import io
 import json
 import os
 import pickle
@@ -51,7 +52,7 @@ def test_api_cli_export_and_predict(real_cifar_batches, real_cifar_train_only, t
     api_ranking = list(search.trials()["trial"])
     cli = json.loads(run_sweep("report", "--format", "json", cwd=tmp_path).stdout)
     assert [t["trial"] for t in cli["trials"]] == api_ranking and len(api_ranking) == 3
-    csv = pd.read_csv(tmp_path / "reports" / "tiny_cnn" / "trials.csv")
+    csv = pd.read_csv(io.StringIO(run_sweep("report", "--format", "csv", cwd=tmp_path).stdout))
     assert len(csv) == 3 and list(csv.columns) == list(search.trials().columns)
     best = search.best()
     assert best["trial"] == api_ranking[0] and best["hyperparameters"]["conv_blocks"] in (1, 2)

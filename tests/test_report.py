@@ -173,21 +173,54 @@ def test_finds_the_only_search_or_asks_for_one(project):
         report.find_project(runs, "missing")
 
 
-def test_formats_json_csv_markdown_and_the_progress_plot(project, tmp_path):
+def test_formats_json_csv_markdown_and_the_progress_plot(project, tmp_path, monkeypatch):
     import io
     import json
 
+    def no_forest(df):
+        raise AssertionError("csv and json fit no importance")
+
+    monkeypatch.setattr(report, "hyperparameter_importance", no_forest)
     text, written = report.write_report(project, tmp_path / "out", fmt="json")
     parsed = json.loads(text)
     assert [t["trial"] for t in parsed["trials"]] == ["1", "0", "2", "3"]
     assert parsed["challenge_baseline"] == 0.667 and parsed["split"]["seed"] == 0
-    csv_text, _ = report.write_report(project, tmp_path / "out", fmt="csv")
+    csv_text, csv_written = report.write_report(project, tmp_path / "out", fmt="csv")
     assert len(pd.read_csv(io.StringIO(csv_text))) == 4
-    markdown, _ = report.write_report(project, tmp_path / "out", fmt="markdown")
+    assert written == csv_written == [] and not (tmp_path / "out").exists()  # printed only
+    monkeypatch.undo()
+    markdown, written = report.write_report(project, tmp_path / "out", fmt="markdown")
     assert markdown.startswith("# demo") and "![search progress](progress.png)" in markdown
+    assert (tmp_path / "out" / "summary.md").read_text() == markdown
     assert _png_size(tmp_path / "out" / "progress.png") == (770, 396)
+    figures = {"curves.png", "progress.png", "effects.png", "split.png", "confusion.png"}
+    assert {p.name for p in written} == {"trials.csv", "summary.md", "report.html", *figures}
     with pytest.raises(SweepError, match="Unknown report format 'pdf'"):
         report.write_report(project, tmp_path / "out", fmt="pdf")
+
+
+def test_each_figures_data_holds_the_numbers_it_draws(project):
+    from sweep.reporting import figures
+
+    df = report.load_trials(project)
+    progress = figures.progress_data(df)
+    assert list(progress["trial"]) == ["0", "1", "2", "3"]  # the order trials ran
+    assert list(progress["scored"]) == [True, True, False, False]
+    assert list(progress["best_so_far"]) == pytest.approx([0.62, 0.71, 0.71, 0.71])
+    effects = figures.effects_data(df, report.hyperparameter_columns(df))
+    assert set(effects) == {"filters", "learning_rate"}
+    assert effects["filters"].to_dict("list") == {"value": [64, 32], "val_accuracy": [0.71, 0.62]}
+    record = state.read_json(project / state.SETTINGS_FILE)
+    counts = figures.split_data(record)
+    assert list(counts.index) == CLASS_NAMES and counts.loc["dog", "train"] == 15
+    assert counts["val"].tolist() == [12 - i for i in range(10)]
+    matrix = figures.confusion_data(state.read_json(project / "trial_1" / state.TRIAL_RECORD_FILE)
+                                    ["confusion"])
+    per_class = figures.per_class_accuracy(matrix)
+    assert per_class["validation images"].tolist() == [99] * 10
+    assert per_class["accuracy"].tolist() == pytest.approx([90 / 99] * 10)
+    drawn = figures.draw_split(counts, seed=0).axes[0]
+    assert [bar.get_height() for bar in drawn.patches[:10]] == counts["train"].tolist()
 
 
 def _chromium(*args):

@@ -1,7 +1,9 @@
-"""Figures of a search, each a function from its records to a matplotlib Figure (or None).
+"""Figures of a search: for each, a `*_data` function from its records to plain pandas data, and
+a `draw_*` function from that data to a matplotlib Figure (as Optuna's `visualization` does).
 
-Figures are made without pyplot: no GUI backend is needed, and a notebook shows the Figure a
-method returns.
+The data functions need no matplotlib, so tests and other outputs read the numbers a figure
+shows; the drawing functions need no search folder. Figures are made without pyplot: no GUI
+backend is needed, and a notebook shows the Figure a method returns.
 """
 
 from __future__ import annotations
@@ -20,15 +22,6 @@ CHALLENGE_BASELINE = 0.667  # the hand-tuned model's validation accuracy in the 
 CURVES = 3  # best trials drawn in the curves figure
 
 
-def histories(project_dir: Path, trial_ids: list[str]) -> dict[str, pd.DataFrame]:
-    out = {}
-    for trial_id in trial_ids:
-        path = state.trial_dir(project_dir, trial_id) / state.TRIAL_RECORD_FILE
-        if path.exists():
-            out[trial_id] = pd.DataFrame(state.read_json(path)["history"])
-    return out
-
-
 def _finish_axes(ax, xlabel: str, ylabel: str, accuracy: bool = True) -> None:
     """Integer steps on x, labels, grid and legend; accuracy axes get 0-1 and the baseline."""
     if accuracy:
@@ -41,12 +34,21 @@ def _finish_axes(ax, xlabel: str, ylabel: str, accuracy: bool = True) -> None:
     ax.legend(loc="lower right" if accuracy else "upper right", fontsize="small")
 
 
-def curves_figure(project_dir: Path, df: pd.DataFrame, top: int = CURVES) -> Figure | None:
-    """The challenge's picture: training vs validation accuracy (and loss) per epoch of the
-    best trials; the gap between the curves is the overfitting."""
-    ranked = ranking.ranked_rows(df).head(top)
-    curves = {k: v for k, v in histories(project_dir, list(ranked["trial"])).items()
-              if not v.empty}
+def curves_data(project_dir: Path, df: pd.DataFrame, top: int = CURVES) -> dict[str, pd.DataFrame]:
+    """The per-epoch history (epoch, accuracy, val_accuracy, loss, val_loss) of the `top` best
+    ranked trials that have one, best first."""
+    curves = {}
+    for trial_id in ranking.ranked_rows(df).head(top)["trial"]:
+        path = state.trial_dir(project_dir, trial_id) / state.TRIAL_RECORD_FILE
+        history = pd.DataFrame(state.read_json(path)["history"]) if path.exists() else None
+        if history is not None and not history.empty:
+            curves[trial_id] = history
+    return curves
+
+
+def draw_curves(curves: dict[str, pd.DataFrame], title: str) -> Figure | None:
+    """The challenge's picture: training vs validation accuracy (and loss) per epoch; the gap
+    between the curves is the overfitting."""
     if not curves:
         return None
     fig = Figure(figsize=(4.5 * len(curves), 6.4))
@@ -64,99 +66,148 @@ def curves_figure(project_dir: Path, df: pd.DataFrame, top: int = CURVES) -> Fig
         if "val_loss" in history:
             loss.plot(epochs, history["val_loss"], label="validation", color="tab:orange")
         _finish_axes(loss, "epoch", "loss", accuracy=False)
-    fig.suptitle(f"{project_dir.name}: training vs validation, best trials")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(project_dir: Path, df: pd.DataFrame, top: int = CURVES) -> Figure | None:
+    """The curves of the `top` best trials of the search in `project_dir`."""
+    return draw_curves(curves_data(project_dir, df, top),
+                       f"{project_dir.name}: training vs validation, best trials")
+
+
+def progress_data(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial in the order trials ran: its best validation accuracy where it
+    completed (`scored`), and the best so far (carried over failed and unfinished trials)."""
+    ordered = df.assign(order=df["trial"].astype(int)).sort_values("order")
+    scored = ordered["status"].eq(state.COMPLETED) & ordered["val_accuracy"].notna()
+    return pd.DataFrame({
+        "trial": ordered["trial"], "order": ordered["order"], "scored": scored,
+        "val_accuracy": ordered["val_accuracy"].where(scored),
+        "best_so_far": ordered["val_accuracy"].where(scored).cummax().ffill(),
+    }).reset_index(drop=True)
+
+
+def draw_progress(progress: pd.DataFrame, title: str) -> Figure | None:
+    """Each trial's best validation accuracy in the order trials ran, with the best so far."""
+    if progress.empty:
+        return None
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.subplots()
+    scored = progress[progress["scored"]]
+    ax.scatter(scored["order"], scored["val_accuracy"], label="trial", color="tab:orange",
+               zorder=3)
+    failed = progress[~progress["scored"]]
+    if not failed.empty:
+        ax.scatter(failed["order"], [0.0] * len(failed), marker="x", color="tab:red",
+                   label="failed / unfinished", zorder=3)
+    ax.step(progress["order"], progress["best_so_far"], where="post", color="tab:blue",
+            label="best so far")
+    _finish_axes(ax, "trial (in the order they ran)", "best validation accuracy")
+    ax.set_title(title)
     fig.tight_layout()
     return fig
 
 
 def progress_figure(project_dir: Path, df: pd.DataFrame) -> Figure | None:
-    """Each trial's best validation accuracy in the order trials ran, with the best so far."""
-    if df.empty:
-        return None
-    ordered = df.assign(order=df["trial"].astype(int)).sort_values("order")
-    scored = ordered["status"].eq(state.COMPLETED) & ordered["val_accuracy"].notna()
-    fig = Figure(figsize=(7, 3.6))
-    ax = fig.subplots()
-    ax.scatter(ordered["order"][scored], ordered["val_accuracy"][scored], label="trial",
-               color="tab:orange", zorder=3)
-    failed = ~scored
-    if failed.any():
-        ax.scatter(ordered["order"][failed], [0.0] * int(failed.sum()), marker="x",
-                   color="tab:red", label="failed / unfinished", zorder=3)
-    best = ordered["val_accuracy"].where(scored).cummax().ffill()  # no gap at a failure
-    ax.step(ordered["order"], best, where="post", color="tab:blue", label="best so far")
-    _finish_axes(ax, "trial (in the order they ran)", "best validation accuracy")
-    ax.set_title(f"{project_dir.name}: search progress")
-    fig.tight_layout()
-    return fig
+    """The progress of the search in `project_dir`."""
+    return draw_progress(progress_data(df), f"{project_dir.name}: search progress")
 
 
-def effects_figure(df: pd.DataFrame, columns: list[str]) -> Figure | None:
+def effects_data(df: pd.DataFrame, columns: list[str]) -> dict[str, pd.DataFrame]:
+    """For each hyperparameter that varies among the ranked trials (`tuner/*` aside), its value
+    and the validation accuracy of each trial that set it."""
+    completed = ranking.ranked_rows(df)
+    return {column: completed[[column, "val_accuracy"]].dropna()
+                                                       .rename(columns={column: "value"})
+            for column in columns
+            if not column.startswith("tuner/")
+            and completed[column].dropna().astype(str).nunique() > 1}
+
+
+def draw_effects(effects: dict[str, pd.DataFrame]) -> Figure | None:
     """Validation accuracy against each hyperparameter: a scatter for numbers, a box per
     choice for the rest."""
-    completed = ranking.ranked_rows(df)
-    columns = [c for c in columns
-               if not c.startswith("tuner/") and completed[c].dropna().astype(str).nunique() > 1]
-    if completed.empty or not columns:
+    if not effects:
         return None
-    ncols = min(4, len(columns))
-    nrows = -(-len(columns) // ncols)
+    ncols = min(4, len(effects))
+    nrows = -(-len(effects) // ncols)
     fig = Figure(figsize=(3.6 * ncols, 2.8 * nrows))
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False).ravel())
-    for ax, column in zip(axes, columns, strict=False):
-        values = completed[[column, "val_accuracy"]].dropna()
-        numeric = pd.api.types.is_numeric_dtype(values[column]) and values[column].nunique() > 4
+    for ax, (column, values) in zip(axes, effects.items(), strict=False):
+        numeric = pd.api.types.is_numeric_dtype(values["value"]) and values["value"].nunique() > 4
         if numeric:
-            ax.scatter(values[column], values["val_accuracy"], color="tab:orange")
-            if (values[column] > 0).all() and values[column].max() > 20 * values[column].min():
+            ax.scatter(values["value"], values["val_accuracy"], color="tab:orange")
+            if (values["value"] > 0).all() and values["value"].max() > 20 * values["value"].min():
                 ax.set_xscale("log")
             else:
                 ax.xaxis.set_major_locator(MaxNLocator(4))
         else:
             groups = {str(k): g["val_accuracy"].to_numpy()
-                      for k, g in values.groupby(values[column].astype(str))}
+                      for k, g in values.groupby(values["value"].astype(str))}
             ax.boxplot(list(groups.values()), tick_labels=list(groups.keys()))
         ax.set_title(column, fontsize="medium")
         ax.set_ylabel("val accuracy", fontsize="small")
         ax.grid(alpha=0.3)
-    for ax in axes[len(columns):]:
+    for ax in axes[len(effects):]:
         ax.set_visible(False)
     fig.suptitle("validation accuracy by hyperparameter (completed trials)")
     fig.tight_layout()
     return fig
 
 
-def split_figure(record: dict) -> Figure:
-    """Class counts of the training and validation parts: how uneven the random split is."""
+def split_data(record: dict) -> pd.DataFrame:
+    """Images of each class (rows, in CIFAR-10's order) in the training and validation parts of
+    the split that `record` (the search's sweep.json) describes."""
     split = record["split"]
-    train = [split["train_class_counts"][c] for c in CLASS_NAMES]
-    val = [split["val_class_counts"][c] for c in CLASS_NAMES]
-    x = np.arange(len(CLASS_NAMES))
+    return pd.DataFrame({"train": [split["train_class_counts"][c] for c in CLASS_NAMES],
+                         "val": [split["val_class_counts"][c] for c in CLASS_NAMES]},
+                        index=pd.Index(CLASS_NAMES, name="class"))
+
+
+def draw_split(counts: pd.DataFrame, seed: int) -> Figure:
+    """Class counts of the training and validation parts: how uneven the random split is."""
+    x = np.arange(len(counts))
     fig = Figure(figsize=(9, 3.4))
     ax = fig.subplots()
-    ax.bar(x - 0.2, train, width=0.4, label=f"training ({sum(train)})", color="tab:blue")
-    ax.bar(x + 0.2, val, width=0.4, label=f"validation ({sum(val)})", color="tab:orange")
-    ax.axhline(sum(train) / len(train), color="tab:blue", linestyle=":", linewidth=1)
-    ax.set_xticks(x, CLASS_NAMES, rotation=30)
+    train, val = counts["train"], counts["val"]
+    ax.bar(x - 0.2, train, width=0.4, label=f"training ({train.sum()})", color="tab:blue")
+    ax.bar(x + 0.2, val, width=0.4, label=f"validation ({val.sum()})", color="tab:orange")
+    ax.axhline(train.mean(), color="tab:blue", linestyle=":", linewidth=1)
+    ax.set_xticks(x, counts.index, rotation=30)
     ax.set_ylabel("images")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize="small")
-    ax.set_title(f"class counts of the split (seed {split['seed']}; not stratified)")
+    ax.set_title(f"class counts of the split (seed {seed}; not stratified)")
     fig.tight_layout()
     return fig
 
 
-def confusion_figure(confusion: list[list[int]], trial_id: str) -> Figure:
+def confusion_data(confusion: list[list[int]]) -> pd.DataFrame:
+    """A trial's recorded confusion matrix, true classes as rows and predicted as columns."""
+    return pd.DataFrame(confusion, index=pd.Index(CLASS_NAMES, name="true"),
+                        columns=pd.Index(CLASS_NAMES, name="predicted"))
+
+
+def per_class_accuracy(matrix: pd.DataFrame) -> pd.DataFrame:
+    """Validation images and accuracy of each class, from a confusion matrix."""
+    images = matrix.sum(axis=1)
+    return pd.DataFrame({"class": matrix.index, "validation images": images.to_numpy(),
+                         "accuracy": np.diag(matrix) / images.clip(lower=1).to_numpy()})
+
+
+def draw_confusion(matrix: pd.DataFrame, trial_id: str) -> Figure:
     """Confusion matrix of a trial's best epoch on the validation images."""
-    matrix = np.asarray(confusion)
+    counts = matrix.to_numpy()
     fig = Figure(figsize=(6.4, 5.6))
     ax = fig.subplots()
-    image = ax.imshow(matrix, cmap="Blues")
-    for (i, j), count in np.ndenumerate(matrix):
+    image = ax.imshow(counts, cmap="Blues")
+    for (i, j), count in np.ndenumerate(counts):
         ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                color="white" if count > matrix.max() / 2 else "black")
-    ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES, rotation=45, ha="right")
-    ax.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+                color="white" if count > counts.max() / 2 else "black")
+    ax.set_xticks(range(len(matrix.columns)), matrix.columns, rotation=45, ha="right")
+    ax.set_yticks(range(len(matrix.index)), matrix.index)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(f"trial {trial_id}: confusion on the validation images")

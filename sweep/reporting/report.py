@@ -308,9 +308,10 @@ def make_figures(project_dir: Path, df: pd.DataFrame, top: int | None, record: d
     return {
         "curves.png": figures.curves_figure(project_dir, df, min(top or CURVES, CURVES)),
         "progress.png": figures.progress_figure(project_dir, df),
-        "effects.png": figures.effects_figure(df, hyperparameter_columns(df)),
-        "split.png": figures.split_figure(record),
-        "confusion.png": (figures.confusion_figure(best[1]["confusion"], best[0])
+        "effects.png": figures.draw_effects(figures.effects_data(df, hyperparameter_columns(df))),
+        "split.png": figures.draw_split(figures.split_data(record), record["split"]["seed"]),
+        "confusion.png": (figures.draw_confusion(figures.confusion_data(best[1]["confusion"]),
+                                                 best[0])
                           if best and best[1].get("confusion") else None),
     }
 
@@ -325,12 +326,12 @@ CAPTIONS = {
 
 
 def _split_line(record: dict) -> str:
-    split = record["split"]
+    counts = figures.split_data(record)
     parts = []
     for part in ("train", "val"):
-        counts = split[f"{part}_class_counts"]
-        low, high = min(counts, key=counts.get), max(counts, key=counts.get)
-        parts.append(f"{part} {counts[low]} ({low}) to {counts[high]} ({high}) images a class")
+        low, high = counts[part].idxmin(), counts[part].idxmax()
+        parts.append(f"{part} {counts[part][low]} ({low}) to {counts[part][high]} ({high}) "
+                     "images a class")
     return "split (random, not stratified): " + "; ".join(parts)
 
 
@@ -339,44 +340,66 @@ def write_report(
     width: int | None = None,
 ) -> tuple[str, list[Path]]:
     """The report in `fmt` (the `top` best trials, or all; a table fits `width` columns when
-    given), plus trials.csv (all trials), summary.md, report.html and the figures as PNG,
-    written under `output`."""
+    given) and the files written. `csv` and `json` are data for other tools: they are printed
+    only, with nothing fitted, drawn or written. The formats for people (`table`, `markdown`,
+    `html`) also write trials.csv (all trials), summary.md, report.html and the figures as PNG
+    under `output`."""
     if fmt not in FORMATS:
         raise SweepError(f"Unknown report format {fmt!r}. Choose one of: {', '.join(FORMATS)}.")
     df = load_trials(project_dir)
+    record = state.read_json(project_dir / state.SETTINGS_FILE)
+    if fmt == "csv":
+        return df.to_csv(index=False), []
+    if fmt == "json":
+        return _as_json(project_dir, df, record), []
+    return _write_people_report(project_dir, output, df, record, top, fmt, width)
+
+
+def _summary_lines(project_dir: Path, df: pd.DataFrame, record: dict,
+                   importance: pd.DataFrame | None) -> str:
+    """The headline, the split's class counts and the three most important hyperparameters."""
+    lines = [headline(project_dir, df, record), _split_line(record)]
+    if importance is not None:
+        leaders = importance.head(3).itertuples()
+        lines.append("most important hyperparameters: " + ", ".join(
+            f"{row.hyperparameter} ({row.importance:.2f})" for row in leaders))
+    return "\n".join(lines)
+
+
+def _markdown(name: str, head: str, shown: pd.DataFrame, importance: pd.DataFrame | None,
+              drawn: dict) -> str:
+    """summary.md: the headline, the ranking, the importance and the figures in `drawn`."""
+    lines = [f"# {name}", "", *[f"- {line}" for line in head.splitlines()], ""]
+    if not shown.empty:
+        lines += [_counts_as_integers(shown).to_markdown(index=False, floatfmt=".4f"), ""]
+    if importance is not None:
+        lines += ["## Hyperparameter importance", "",
+                  importance.to_markdown(index=False, floatfmt=".3f"), ""]
+    for figure in drawn:
+        lines += [f"![{CAPTIONS[figure]}]({figure})", ""]
+    return "\n".join(lines)
+
+
+def _write_people_report(project_dir: Path, output: Path, df: pd.DataFrame, record: dict,
+                         top: int | None, fmt: str, width: int | None) -> tuple[str, list[Path]]:
+    """The report folder, each figure rendered once for its PNG file and the page."""
     output.mkdir(parents=True, exist_ok=True)
     table = ranking_table(df, space_default_point(project_dir)) if not df.empty else df
     shown = table.head(top) if not table.empty else table
     importance = hyperparameter_importance(df)
-    record = state.read_json(project_dir / state.SETTINGS_FILE)
-    head = headline(project_dir, df, record) + "\n" + _split_line(record)
-    if importance is not None:
-        leaders = importance.head(3).itertuples()
-        head += "\nmost important hyperparameters: " + ", ".join(
-            f"{row.hyperparameter} ({row.importance:.2f})" for row in leaders)
-    written = [output / "trials.csv", output / "summary.md", output / "report.html"]
-    state.atomic_write(written[0], df.to_csv(index=False))
+    head = _summary_lines(project_dir, df, record, importance)
     figs = {name: _png(fig) for name, fig in make_figures(project_dir, df, top, record).items()}
-    markdown = [f"# {project_dir.name}", "", *[f"- {line}" for line in head.splitlines()], ""]
-    if not shown.empty:
-        markdown += [_counts_as_integers(shown).to_markdown(index=False, floatfmt=".4f"), ""]
-    if importance is not None:
-        markdown += ["## Hyperparameter importance", "",
-                     importance.to_markdown(index=False, floatfmt=".3f"), ""]
-    for name, png in figs.items():
-        if png is not None:
-            state.atomic_write(output / name, png)
-            markdown += [f"![{CAPTIONS[name]}]({name})", ""]
-            written.append(output / name)
-    state.atomic_write(written[1], "\n".join(markdown))
-    page = webpage.render(project_dir, record, df, table, head, importance, figs)
-    state.atomic_write(written[2], page)
-    texts = {
-        "table": lambda: head + "\n\n" + (_left_aligned_text(shown, width) if not shown.empty
-                                           else "no trials yet"),
-        "markdown": lambda: "\n".join(markdown),
-        "csv": lambda: df.to_csv(index=False),
-        "json": lambda: _as_json(project_dir, df, record),
-        "html": lambda: f"wrote {written[2]}",
-    }
-    return texts[fmt](), written
+    drawn = {name: png for name, png in figs.items() if png is not None}
+    markdown = _markdown(project_dir.name, head, shown, importance, drawn)
+    files = {"trials.csv": df.to_csv(index=False), "summary.md": markdown,
+             "report.html": webpage.render(project_dir, record, df, table, head, importance, figs),
+             **drawn}
+    for name, content in files.items():
+        state.atomic_write(output / name, content)
+    written = [output / name for name in files]
+    if fmt == "markdown":
+        return markdown, written
+    if fmt == "html":
+        return f"wrote {output / 'report.html'}", written
+    return head + "\n\n" + (_left_aligned_text(shown, width) if not shown.empty
+                             else "no trials yet"), written

@@ -85,13 +85,7 @@ def _best_trial_parts(project_dir: Path, df: pd.DataFrame, confusion_png) -> lis
                 else "not evaluated (python -m sweep evaluate)") + "</p>"]
     parts.append("<h3>Architecture</h3>" + _table(pd.DataFrame(record.get("layers", []))))
     if record.get("confusion"):
-        matrix = pd.DataFrame(record["confusion"], index=figures.CLASS_NAMES)
-        per_class = pd.DataFrame({
-            "class": figures.CLASS_NAMES,
-            "validation images": matrix.sum(axis=1).to_numpy(),
-            "accuracy": [matrix.iloc[i, i] / max(1, matrix.iloc[i].sum())
-                         for i in range(len(matrix))],
-        })
+        per_class = figures.per_class_accuracy(figures.confusion_data(record["confusion"]))
         parts += ["<h3>Confusion matrix and per-class accuracy (validation)</h3>",
                   _image(confusion_png, "confusion matrix"), _table(per_class)]
     return parts
