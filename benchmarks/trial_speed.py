@@ -48,7 +48,7 @@ def tool_trial(settings) -> dict:
     from sweep import state
     from sweep.search import run_search
 
-    run_search(settings, say=lambda line: None)
+    run_search(settings)  # its lines go to the unconfigured "sweep" logger: not shown
     settings.fresh = True  # the next round starts its own search
     project = settings.project_dir
     stamp = {e["event"]: datetime.fromisoformat(e["time"]).timestamp()

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep import backend, ranking
+from sweep import backend, log, ranking
 from sweep.distributed import cluster
 from sweep.errors import SweepError
+from sweep.log import Say
 from sweep.reporting import figures
 from sweep.reporting import report as report_module
 from sweep.search import check_settings, recorded_settings, run_search
@@ -91,24 +92,27 @@ class Search:
     def _existing(self) -> Path:
         return report_module.find_project(self.settings.directory, self.settings.project_name)
 
-    def run(self, fresh: bool = False, say=print) -> SearchOutcome:
-        """Start the search, or resume it exactly where it stopped (see the README)."""
+    def run(self, fresh: bool = False, say: Say | None = print) -> SearchOutcome:
+        """Start the search, or resume it exactly where it stopped (see the README).
+
+        `say` gets each progress line; with None they go to the "sweep" logger as configured."""
         settings = replace(self.settings, fresh=fresh)
         progress = NotebookProgress() if in_notebook() else None
         try:
-            return run_search(settings, say=say, progress=progress)
+            with log.lines_to(say):
+                return run_search(settings, progress=progress)
         finally:
             if progress:
                 progress.close()
 
     def serve(self, port: int, *, host: str = "0.0.0.0", worker_timeout: float = 120.0,
               tls_cert: str | None = None, tls_key: str | None = None, fresh: bool = False,
-              say=print) -> SearchOutcome:
+              say: Say | None = print) -> SearchOutcome:
         """Serve this search to workers (`python -m sweep worker`) until it is done.
 
         Workers share `directory` with the chief; a worker silent for `worker_timeout` seconds
         loses its trial to the next free worker (see the README, "Several machines"). With
-        `tls_cert` and `tls_key` (PEM files) the chief speaks TLS only."""
+        `tls_cert` and `tls_key` (PEM files) the chief speaks TLS only. `say` as in `run`."""
         settings = replace(self.settings, fresh=fresh)
         cluster.check_port(port)
         if worker_timeout <= 0:
@@ -118,8 +122,9 @@ class Search:
         backend.import_quietly()
         from sweep.distributed.roles import run_chief
 
-        return run_chief(settings, port=port, host=host, worker_timeout=worker_timeout, tls=tls,
-                         say=say)
+        with log.lines_to(say):
+            return run_chief(settings, port=port, host=host, worker_timeout=worker_timeout,
+                             tls=tls)
 
     def trials(self) -> pd.DataFrame:
         """One row per trial, ranked; the same columns as `trials.csv`."""

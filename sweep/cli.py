@@ -287,12 +287,16 @@ def _worker(args: argparse.Namespace) -> int:
     wait = parse_duration(args.wait, "--wait")
     certificate = cluster.read_chief_certificate(args.tls_cert) if args.tls_cert else None
     import_quietly()
+    from sweep import log
     from sweep.distributed.roles import run_worker
 
+    def work():
+        with log.lines_to(_say):
+            run_worker(host, port, worker_id, directory=args.directory, project=args.project,
+                       data=args.data, wait=wait, chief_certificate=certificate, quiet=args.quiet)
+
     return _until_interrupted(
-        lambda: run_worker(host, port, worker_id, directory=args.directory,
-                           project=args.project, data=args.data, wait=wait,
-                           chief_certificate=certificate, quiet=args.quiet, say=_say),
+        work,
         "this worker's trial continues from its last epoch when it, or another worker, "
         "picks it up.",
     )

@@ -9,6 +9,7 @@ is checked here too, then the run is handed to the tuner.
 from __future__ import annotations
 
 import contextlib
+import logging
 import platform
 import shutil
 import time
@@ -27,6 +28,8 @@ from sweep.settings import (
     SearchOutcome,
     SearchSettings,
 )
+
+log = logging.getLogger(__name__)
 
 VERSIONED_PACKAGES = ("tensorflow", "keras", "keras-tuner", "numpy", "pandas")
 
@@ -113,7 +116,7 @@ def check_settings(settings: SearchSettings) -> None:
     settings.space_sha256 = spaces.source_hash(settings.space)
 
 
-def checked_search(settings: SearchSettings, say: Callable[[str], None]):
+def checked_search(settings: SearchSettings):
     """Everything else a user can get wrong, refused before the search is written to: a resumed
     search's fixed settings (#8), then, with TensorFlow loaded, the space's models against the
     rules, the data, the recorded split and KerasTuner's files. Returns the search's record
@@ -136,12 +139,12 @@ def checked_search(settings: SearchSettings, say: Callable[[str], None]):
     if recorded:
         check_split(recorded, split.record, settings)
         for repaired in state.repair_keras_tuner_files(settings.project_dir):
-            say(repaired)
+            log.info(repaired)
     return recorded, space, split, source
 
 
 @contextlib.contextmanager
-def opened_search(settings: SearchSettings, say: Callable[[str], None], event: str = "run_start"):
+def opened_search(settings: SearchSettings, event: str = "run_start"):
     """Check, lock and open the search `settings` describe; yield its space and split.
 
     Everything a user can get wrong is checked before any training (`check_settings`, then
@@ -153,12 +156,12 @@ def opened_search(settings: SearchSettings, say: Callable[[str], None], event: s
     with contextlib.ExitStack() as locks:
         lock = locks.enter_context(state.SearchLock(project_dir))
         try:
-            recorded, space, split, source = checked_search(settings, say)
+            recorded, space, split, source = checked_search(settings)
         except BaseException:
             lock.restore()
             raise
         if settings.fresh and not lock.made_folder:
-            say(f"--fresh: the previous search was moved to {set_aside(project_dir)}")
+            log.info(f"--fresh: the previous search was moved to {set_aside(project_dir)}")
             locks.enter_context(state.SearchLock(project_dir))  # the new search's own lock
         if not recorded:
             state.write_json(project_dir / state.SETTINGS_FILE,
@@ -175,16 +178,16 @@ def load_split(settings: SearchSettings) -> tuple[data_module.Split, Path]:
     return split, source
 
 
-def run_search(settings: SearchSettings, say: Callable[[str], None] = print,
+def run_search(settings: SearchSettings,
                progress: Callable[[int, int, str], None] | None = None) -> SearchOutcome:
     """Start or resume the search `settings` describe; return when `max_trials` have ended.
 
-    `say` gets each progress line; `progress`, if given, (trials ended, max trials, the line)
-    after each trial, for a progress bar."""
-    with opened_search(settings, say) as (space, split):
+    Progress lines go to the "sweep" logger (`sweep.log`); `progress`, if given, gets (trials
+    ended, max trials, the line) after each trial, for a progress bar."""
+    with opened_search(settings) as (space, split):
         from sweep.engine.tuner import make_tuner
 
-        tuner = make_tuner(settings, space, split, say, progress)
+        tuner = make_tuner(settings, space, split, progress)
         tuner.announce_start()
         started = time.monotonic()
         tuner.search_until_done()

@@ -145,7 +145,7 @@ def test_a_changed_space_split_or_dataset_is_refused(tmp_path, tiny_cifar, edits
         settings = sweep.Search("tiny_cnn", directory=runs, tuner="random", max_epochs=2,
                                 finalists=0, train_size=100, val_size=100, data=str(data)).settings
         check_settings(settings)
-        recorded, *_ = checked_search(settings, say=lambda _: None)
+        recorded, *_ = checked_search(settings)
         assert recorded is not None  # found, and accepted as the same search
     else:
         assert message in _refused("run", runs, data=str(data), **options)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras_tuner import errors as kt_errors
 
-from sweep import state
+from sweep import log, state
 from sweep.engine import trial as trial_module
 
 
@@ -25,12 +25,16 @@ def _model(learning_rate):
 
 
 def _fit(model, trial_dir, epochs=3, lines=None, **options):
-    arguments = dict(
-        trial_id="0", trial_dir=trial_dir, batch_size=16, data=_data(), epochs=epochs,
-        patience=10, tuner_callbacks=[],
-        say=(lines.append if lines is not None else lambda _: None),
-    )
-    return trial_module.fit(model, **{**arguments, **options})
+    arguments = dict(trial_id="0", trial_dir=trial_dir, batch_size=16, data=_data(),
+                     epochs=epochs, patience=10, tuner_callbacks=[])
+    with log.lines_to(lines.append if lines is not None else lambda _: None):
+        return trial_module.fit(model, **{**arguments, **options})
+
+
+def test_quiet_trains_without_a_line_per_epoch(tmp_path):
+    lines = []
+    _fit(_model(0.01), tmp_path, lines=lines, quiet=True)
+    assert lines == [] and len(state.read_json(tmp_path / state.TRIAL_RECORD_FILE)["history"]) == 3
 
 
 def test_records_every_epoch_and_returns_the_best(tmp_path):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import logging
 import os
 import socket
 import threading
@@ -45,6 +46,8 @@ from sweep.engine.compat import oracle_chief, oracle_client, protos
 from sweep.errors import SweepError
 from sweep.settings import SearchOutcome, SearchSettings, format_duration
 
+log = logging.getLogger(__name__)
+
 POLL_SECONDS = 1.0
 GRPC_THREADS = 8  # KerasTuner's chief serves one call at a time; its oracle is locked anyway
 IDLE_RETRY_SECONDS = 1.0  # Hyperband answers IDLE while a bracket waits: ask again, not at once
@@ -63,29 +66,28 @@ def use_keras_tuner_cluster(host: str, port: int, tuner_id: str) -> None:
 class ChiefServicer(oracle_chief.OracleServicer):
     """KerasTuner's servicer, saying which worker starts and ends which trial."""
 
-    def __init__(self, tuner: tuner_module.SweepTuner, say: Callable[[str], None]):
+    def __init__(self, tuner: tuner_module.SweepTuner):
         super().__init__(tuner.oracle)
         self.tuner = tuner
-        self.say = say
 
     def CreateTrial(self, request, context):  # noqa: N802 - gRPC's name
         before = self.oracle.ongoing_workers().get(request.tuner_id)
         response = super().CreateTrial(request, context)
         trial_id = self.oracle.ongoing_workers().get(request.tuner_id)
         if trial_id and trial_id == before:
-            self.say(f"worker {request.tuner_id} is back: it continues trial {trial_id}")
+            log.info(f"worker {request.tuner_id} is back: it continues trial {trial_id}")
         elif trial_id:
             trial = self.oracle.trials[trial_id]
             values = ranking.format_values(trial.hyperparameters.values,
                                           oracles.default_values(trial.hyperparameters))
-            self.say(f"trial {trial_id} started on {request.tuner_id}: {values}")
+            log.info(f"trial {trial_id} started on {request.tuner_id}: {values}")
         return response
 
     def EndTrial(self, request, context):  # noqa: N802 - gRPC's name
         trial_id = request.trial.trial_id
         worker = next((w for w, t in self.oracle.ongoing_workers().items() if t == trial_id), None)
         response = super().EndTrial(request, context)
-        self.say(self.tuner.trial_line(self.oracle.trials[trial_id], worker))
+        log.info(self.tuner.trial_line(self.oracle.trials[trial_id], worker))
         return response
 
 
@@ -125,9 +127,8 @@ class TokenCheck(grpc.ServerInterceptor):
     """Refuses every call without this chief's token before KerasTuner's servicer sees it, so a
     stranger who reaches the port can neither take trials, report scores nor stop workers."""
 
-    def __init__(self, token: str, say: Callable[[str], None]):
+    def __init__(self, token: str):
         self._token = token.encode()
-        self._say = say
         self.refused = 0
         self._lock = threading.Lock()
         self._refusal = grpc.unary_unary_rpc_method_handler(self._refuse)
@@ -145,8 +146,8 @@ class TokenCheck(grpc.ServerInterceptor):
             self.refused += 1
             first = self.refused == 1
         if first:
-            self._say(f"chief: refused a call from {context.peer()} without this search's token "
-                      "(further refusals are counted at the end)")
+            log.warning(f"chief: refused a call from {context.peer()} without this search's "
+                        "token (further refusals are counted at the end)")
         context.abort(grpc.StatusCode.UNAUTHENTICATED,
                       "this call lacks the token of the search (its folder's cluster/chief.token)")
 
@@ -155,8 +156,8 @@ class TokenCheck(grpc.ServerInterceptor):
 
 
 def start_server(tuner: tuner_module.SweepTuner, host: str, port: int,
-                 interceptors: list[grpc.ServerInterceptor], tls: cluster.ChiefTls | None,
-                 say) -> grpc.Server:
+                 interceptors: list[grpc.ServerInterceptor],
+                 tls: cluster.ChiefTls | None) -> grpc.Server:
     """The chief's gRPC server, plain or TLS-only; the first interceptor sees calls first."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=GRPC_THREADS),
@@ -164,7 +165,7 @@ def start_server(tuner: tuner_module.SweepTuner, host: str, port: int,
         # gRPC shares ports by default: a second chief on this port would take half the calls.
         options=[("grpc.so_reuseport", 0)],
     )
-    protos.get_service_grpc().add_OracleServicer_to_server(ChiefServicer(tuner, say), server)
+    protos.get_service_grpc().add_OracleServicer_to_server(ChiefServicer(tuner), server)
     address = f"{host}:{port}"
     try:
         if tls:
@@ -178,23 +179,23 @@ def start_server(tuner: tuner_module.SweepTuner, host: str, port: int,
     return server
 
 
-def release_silent_workers(oracle, watch: cluster.SilenceWatch, timeout: float, say) -> None:
+def release_silent_workers(oracle, watch: cluster.SilenceWatch, timeout: float) -> None:
     for worker, trial_id in oracle.ongoing_workers().items():
         silent = watch.silent_for(worker)
         if silent > timeout:
             oracle.release_trial(worker)
-            say(f"worker {worker} silent for {silent:.0f} s: trial {trial_id} goes back to the "
-                "queue and continues from its last epoch on the next free worker")
+            log.info(f"worker {worker} silent for {silent:.0f} s: trial {trial_id} goes back to "
+                     "the queue and continues from its last epoch on the next free worker")
 
 
-def serve_until_done(tuner: tuner_module.SweepTuner, watch: cluster.SilenceWatch, timeout: float,
-                     say) -> None:
+def serve_until_done(tuner: tuner_module.SweepTuner, watch: cluster.SilenceWatch,
+                     timeout: float) -> None:
     """Serve until every trial ended and every live worker was told to stop (or went silent)."""
     oracle = tuner.oracle
     done_since = None
     while True:
         time.sleep(POLL_SECONDS)
-        release_silent_workers(oracle, watch, timeout, say)
+        release_silent_workers(oracle, watch, timeout)
         if not oracle.search_done():
             continue
         done_since = done_since or time.monotonic()
@@ -205,42 +206,41 @@ def serve_until_done(tuner: tuner_module.SweepTuner, watch: cluster.SilenceWatch
 
 def run_chief(settings: SearchSettings, *, port: int, host: str = "0.0.0.0",
               worker_timeout: float = cluster.DEFAULT_WORKER_TIMEOUT,
-              tls: cluster.ChiefTls | None = None,
-              say: Callable[[str], None] = print) -> SearchOutcome:
+              tls: cluster.ChiefTls | None = None) -> SearchOutcome:
     """Serve the search `settings` describe to workers until it is done; return its outcome.
 
     Its options are checked by `Search.serve`, before this module loads TensorFlow."""
-    with search_module.opened_search(settings, say, event="chief_start") as (space, split):
+    with search_module.opened_search(settings, event="chief_start") as (space, split):
         project_dir = settings.project_dir
         ongoing = cluster.ongoing_trials(project_dir)
         use_keras_tuner_cluster(host, port, "chief")
-        tuner = tuner_module.make_tuner(settings, space, split, say)
+        tuner = tuner_module.make_tuner(settings, space, split)
         tuner.oracle.verbose = 0  # KerasTuner's own trial tables; ours say which worker
         tuner.oracle.keep_ongoing(ongoing)
         tuner.announce_start()
         if tuner.oracle.search_done():
-            say("nothing left to run: raise --max-trials to extend the search")
+            log.info("nothing left to run: raise --max-trials to extend the search")
             return tuner.outcome()
         timer = CallTimer()
-        token_check = TokenCheck(cluster.write_token(project_dir), say)
+        token_check = TokenCheck(cluster.write_token(project_dir))
         ended_before = tuner.ended_trials()
-        server = start_server(tuner, host, port, [token_check, timer], tls, say)
+        server = start_server(tuner, host, port, [token_check, timer], tls)
         heartbeat = cluster.Heartbeat(cluster.chief_path(project_dir), port=port,
                                       worker_timeout=worker_timeout)
         heartbeat.start()
         with_tls = f" --tls-cert {tls.cert_path}" if tls else ""
-        say(f"chief serving on {host}:{port}{' (TLS)' if tls else ''}. Start workers with: "
-            f"python -m sweep worker --chief {socket.gethostname()}:{port} "
-            f"--dir {settings.directory}{with_tls}")
+        log.info(f"chief serving on {host}:{port}{' (TLS)' if tls else ''}. Start workers "
+                 f"with: python -m sweep worker --chief {socket.gethostname()}:{port} "
+                 f"--dir {settings.directory}{with_tls}")
         try:
             with compat.quiet_kerastuner():
-                serve_until_done(tuner, cluster.SilenceWatch(project_dir), worker_timeout, say)
+                serve_until_done(tuner, cluster.SilenceWatch(project_dir), worker_timeout)
         finally:
             heartbeat.stop()
             server.stop(grace=2)
-        say(timer.summary(tuner.ended_trials() - ended_before))
+        log.info(timer.summary(tuner.ended_trials() - ended_before))
         if token_check.refused:
-            say(token_check.summary())
+            log.info(token_check.summary())
         tuner.raise_if_stopped_early()
         return tuner.outcome()
 
@@ -319,13 +319,13 @@ def chief_channel(host: str, port: int, chief_certificate: bytes | None) -> grpc
     return grpc.secure_channel(address, credentials)
 
 
-def wait_for_chief(channel: grpc.Channel, address: str, wait: float, say) -> None:
+def wait_for_chief(channel: grpc.Channel, address: str, wait: float) -> None:
     """Block until the chief answers (it may still be loading data: keras-tuner#990)."""
     try:
         grpc.channel_ready_future(channel).result(timeout=1)
         return
     except grpc.FutureTimeoutError:
-        say(f"waiting up to {format_duration(wait)} for the chief at {address}")
+        log.info(f"waiting up to {format_duration(wait)} for the chief at {address}")
     try:
         grpc.channel_ready_future(channel).result(timeout=wait)
     except grpc.FutureTimeoutError:
@@ -366,15 +366,14 @@ def check_worker_matches(project_dir: Path, settings: SearchSettings, space: spa
 
 def run_worker(host: str, port: int, worker_id: str, *, directory: str = "runs",
                project: str | None = None, data: str | None = None, wait: float = 1800.0,
-               chief_certificate: bytes | None = None, quiet: bool = False,
-               say: Callable[[str], None] = print) -> int:
+               chief_certificate: bytes | None = None, quiet: bool = False) -> int:
     """Train the trials the chief at `host:port` hands out until it says the search is done;
     over TLS if `chief_certificate` is given (`cluster.read_chief_certificate`).
 
     Returns the number of trials this worker ended."""
     address = f"{host}:{port}"
     with chief_channel(host, port, chief_certificate) as channel:
-        wait_for_chief(channel, address, wait, say)
+        wait_for_chief(channel, address, wait)
         project_dir = cluster.find_project(Path(directory), port, project)
         token = functools.partial(cluster.read_token, project_dir)
         token()  # unreadable: say so now, not after loading TensorFlow and the data
@@ -393,9 +392,9 @@ def run_worker(host: str, port: int, worker_id: str, *, directory: str = "runs",
         heartbeat.start()
         use_keras_tuner_cluster(host, port, worker_id)
         compat.set_client_timeout(wait)  # each call waits this long for a chief that went away
-        tuner = tuner_module.make_tuner(settings, space, split, say, worker=worker_id)
+        tuner = tuner_module.make_tuner(settings, space, split, worker=worker_id)
         tuner.oracle = WorkerClient(compat.local_oracle(tuner.oracle), channel, token, wait)
-        say(f"worker {worker_id} joined {project_dir} (chief {address})")
+        log.info(f"worker {worker_id} joined {project_dir} (chief {address})")
         try:
             with compat.quiet_kerastuner():
                 tuner.search(verbose=0)
@@ -403,5 +402,5 @@ def run_worker(host: str, port: int, worker_id: str, *, directory: str = "runs",
             raise chief_failure(e, address, project_dir) from None
         finally:
             heartbeat.stop()
-    say(f"worker {worker_id}: the search is done; {tuner.ended_here} trials ended here")
+    log.info(f"worker {worker_id}: the search is done; {tuner.ended_here} trials ended here")
     return tuner.ended_here

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import math
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,8 @@ from sweep import backend, interrupts, state
 from sweep.data import Split
 from sweep.engine import compat
 from sweep.errors import TimeBudgetReached
+
+log = logging.getLogger(__name__)
 
 BACKUP_DIR = "backup"
 VALIDATION_BATCH = 500  # inference only: larger batches are faster and give the same result
@@ -75,7 +77,7 @@ class EpochRecorder(keras.callbacks.Callback):
     backup: at worst it holds one epoch more, which the resumed epoch overwrites.
     """
 
-    def __init__(self, trial_id: str, trial_dir: Path, record: dict, epochs: int, say,
+    def __init__(self, trial_id: str, trial_dir: Path, record: dict, epochs: int, quiet: bool,
                  deadline: float | None = None, worker: str | None = None):
         super().__init__()
         self.worker = worker
@@ -84,10 +86,14 @@ class EpochRecorder(keras.callbacks.Callback):
         self.trial_dir = trial_dir
         self.record = record
         self.epochs = epochs
-        self.say = say
+        self.quiet = quiet  # no line per epoch
         self.non_finite: str | None = None
         self._epoch_start = 0.0
         self._announced = False
+
+    def _say(self, line: str) -> None:
+        if not self.quiet:
+            log.info(line)
 
     def on_train_batch_begin(self, batch, logs=None):
         interrupts.check()
@@ -105,7 +111,7 @@ class EpochRecorder(keras.callbacks.Callback):
             state.append_event(self.trial_dir.parent, event="train_start", trial=self.trial_id,
                                epoch=epoch, **where)
             if epoch:
-                self.say(f"  trial {self.trial_id}: resuming at epoch {epoch + 1}")
+                self._say(f"  trial {self.trial_id}: resuming at epoch {epoch + 1}")
             self._announced = True
         self.record["history"] = [e for e in self.record["history"] if e["epoch"] < epoch]
         self._epoch_start = time.monotonic()
@@ -124,7 +130,7 @@ class EpochRecorder(keras.callbacks.Callback):
         )
         self.record["train_seconds"] = self.record.get("train_seconds", 0.0) + seconds
         state.write_json(self.trial_dir / state.TRIAL_RECORD_FILE, self.record)
-        self.say(
+        self._say(
             f"  trial {self.trial_id} epoch {epoch + 1}/{self.epochs}: "
             f"loss {logs.get('loss', math.nan):.4f} acc {logs.get('accuracy', math.nan):.4f} "
             f"val_acc {logs.get('val_accuracy', math.nan):.4f} ({seconds:.1f} s)"
@@ -191,7 +197,7 @@ def fit(
     epochs: int,
     patience: int,
     tuner_callbacks: list[keras.callbacks.Callback],
-    say: Callable[[str], None],
+    quiet: bool = False,
     deadline: float | None = None,
     tensorboard: bool = False,
     worker: str | None = None,
@@ -209,7 +215,7 @@ def fit(
         record["worker"] = worker
     record["params"] = int(model.count_params())
     record["layers"] = layer_table(model)
-    recorder = EpochRecorder(trial_id, trial_dir, record, epochs, say, deadline, worker)
+    recorder = EpochRecorder(trial_id, trial_dir, record, epochs, quiet, deadline, worker)
     callbacks = [
         recorder,
         AtomicBackupAndRestore(str(trial_dir / BACKUP_DIR)),

@@ -6,9 +6,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -25,12 +25,14 @@ from sweep.errors import SweepError, TimeBudgetReached
 from sweep.settings import SearchOutcome, SearchSettings, format_duration, report_command
 from sweep.spaces import Space
 
+log = logging.getLogger(__name__)
+
 
 class SweepTuner:
     """Tuner mixin: our trial, crash-safe bookkeeping, and one progress line per trial."""
 
     def __init__(self, *, oracle, hypermodel, settings: SearchSettings,
-                 data: trial_module.TrainingData, say: Callable[[str], None], progress=None,
+                 data: trial_module.TrainingData, progress=None,
                  worker: str | None = None):
         kt.Tuner.__init__(
             self,
@@ -42,7 +44,6 @@ class SweepTuner:
         )
         self.settings = settings
         self.data = data
-        self.say = say
         self.progress = progress
         self.worker = worker  # this process's id in a distributed search, else None
         self.ended_here = 0  # trials this process ended
@@ -79,7 +80,7 @@ class SweepTuner:
             epochs=epochs,
             patience=self.settings.patience,
             tuner_callbacks=kwargs.get("callbacks", []),
-            say=self.say if not self.settings.quiet else lambda _: None,
+            quiet=self.settings.quiet,
             deadline=self.deadline,
             tensorboard=self.settings.tensorboard,
             worker=self.worker,
@@ -104,7 +105,7 @@ class SweepTuner:
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
         self._event("trial_start", trial=trial.trial_id)
-        self.say(f"trial {trial.trial_id} started: {self.describe(trial)}")
+        log.info(f"trial {trial.trial_id} started: {self.describe(trial)}")
 
     def describe(self, trial) -> str:
         """A new configuration by what differs from the default point; a rung or a finalist by
@@ -129,7 +130,7 @@ class SweepTuner:
         self._event("trial_end", trial=trial.trial_id, status=trial.status)
         trial_module.discard_backup(self.trial_dir(trial.trial_id))
         line = self.trial_line(trial)
-        self.say(line)
+        log.info(line)
         if self.progress:
             ended = self.ended_trials()
             self.progress(ended, self.settings.max_trials, line)
@@ -198,17 +199,17 @@ class SweepTuner:
         s = self.settings
         trials = self.known_trials()
         ended = self.ended_trials()
-        self.say(
+        log.info(
             f"search {s.project_name} in {s.project_dir}: space {s.space}, tuner {s.tuner}, "
             f"{s.max_trials} trials of at most {s.max_epochs} epochs, "
             f"split seed {s.seed} ({s.train_size} train / {s.val_size} val), "
             f"{backend.name()} backend in {s.precision}"
         )
-        self.say(f"plan: {self.plan_line()}")
+        log.info(f"plan: {self.plan_line()}")
         if trials:
             retry = self.oracle._retry_queue
             pending = f", trial {', '.join(retry)} interrupted: continuing it" if retry else ""
-            self.say(f"resuming: {ended} trials finished and kept{pending}")
+            log.info(f"resuming: {ended} trials finished and kept{pending}")
 
     def plan_line(self) -> str:
         """What the search will train, in epochs: the measure of its cost on any machine."""
@@ -263,7 +264,7 @@ class SweepTuner:
                 self.search(verbose=0)
         except TimeBudgetReached:
             ended = self.ended_trials()
-            self.say(
+            log.info(
                 f"time budget of {format_duration(self.settings.time_budget)} reached: "
                 f"{ended}/{self.settings.max_trials} trials ended, the rest saved. "
                 "Run the same command again to continue."
@@ -289,7 +290,7 @@ class SweepTuner:
         )
         ended = outcome.completed + outcome.failed
         state_line = "search done" if ended >= self.settings.max_trials else "search stopped"
-        self.say(
+        log.info(
             f"{state_line}: {outcome.completed} completed, {outcome.failed} failed; "
             f"best {self._best_line()}. See: {report_command(self.settings)}"
         )
@@ -304,8 +305,8 @@ class HyperbandSearchTuner(SweepTuner, kt.Hyperband):
     pass
 
 
-def make_tuner(settings: SearchSettings, space: Space, split: Split, say,
-               progress=None, worker: str | None = None) -> SweepTuner:
+def make_tuner(settings: SearchSettings, space: Space, split: Split, progress=None,
+               worker: str | None = None) -> SweepTuner:
     compat.check()
     task = training_task(settings)
     tuner_class = HyperbandSearchTuner if settings.tuner == "hyperband" else SearchTuner
@@ -317,7 +318,6 @@ def make_tuner(settings: SearchSettings, space: Space, split: Split, say,
                 hypermodel=SpaceHyperModel(space, task, settings.precision),
                 settings=settings,
                 data=trial_module.TrainingData.from_split(split, len(CLASS_NAMES)),
-                say=say,
                 progress=progress,
                 worker=worker,
             )
