@@ -155,12 +155,17 @@ class Search:
         }
 
     def report(self, format: str = "table", output: str | Path | None = None,
-               top: int | None = None, width: int | None = None) -> str:
-        """The report as text in `format` (table, markdown, csv, json; a table cut to `width`
-        columns if given); files go to `output` (default `reports/<project>/`)."""
+               top: int | None = None, width: int | None = None, *,
+               max_params: float | None = None, max_latency: float | None = None) -> str:
+        """The report as text in `format` (table, markdown, html, csv, json; a table cut to
+        `width` columns if given); table, markdown and html also write the report's files to
+        `output` (default `reports/<project>/`). With `max_params` or `max_latency` (ms an
+        image, batch 1) the summary names the best trial within them."""
         project_dir = self._existing()
         folder = Path(output) if output else Path("reports") / project_dir.name
-        text, _ = report_module.write_report(project_dir, folder, top, format, width)
+        limits = {cost: limit for cost, limit in
+                  (("params", max_params), ("latency_ms_1", max_latency)) if limit is not None}
+        text, _ = report_module.write_report(project_dir, folder, top, format, width, limits)
         return text
 
     def evaluate(self, trials: list[str] | None = None, top: int | None = None) -> list[dict]:

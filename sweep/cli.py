@@ -147,7 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     _search_options(report)
     report.add_argument("--top", type=int, help="show only the N best trials")
     report.add_argument("--format", choices=("table", "markdown", "csv", "json", "html"),
-                        default="table", help="what to print (files are written in any case)")
+                        default="table",
+                        help="what to print: csv and json print data only; the others also "
+                             "write the report files")
+    report.add_argument("--max-params", type=float, metavar="N",
+                        help="name the best trial with at most N parameters")
+    report.add_argument("--max-latency", type=float, metavar="MS",
+                        help="name the best trial answering within MS milliseconds an image "
+                             "(batch 1, measured on the machine that trained it)")
     report.add_argument("--output", type=Path,
                         help="folder for the report files (default: reports/<project>)")
     commands.add_parser("spaces", help="list the built-in search spaces",
@@ -316,7 +323,8 @@ def _report(args: argparse.Namespace) -> int:
     # Cut to a terminal's width; whole rows when the output goes to a file or a pipe.
     width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
     search = Search.open(args.directory, args.project)
-    print(search.report(args.format, args.output, args.top, width))
+    print(search.report(args.format, args.output, args.top, width, max_params=args.max_params,
+                        max_latency=args.max_latency))
     return 0
 
 

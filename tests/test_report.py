@@ -193,7 +193,8 @@ def test_formats_json_csv_markdown_and_the_progress_plot(project, tmp_path, monk
     assert markdown.startswith("# demo") and "![search progress](progress.png)" in markdown
     assert (tmp_path / "out" / "summary.md").read_text() == markdown
     assert _png_size(tmp_path / "out" / "progress.png") == (770, 396)
-    figures = {"curves.png", "progress.png", "effects.png", "split.png", "confusion.png"}
+    figures = {"curves.png", "progress.png", "effects.png", "pareto.png", "split.png",
+               "confusion.png"}
     assert {p.name for p in written} == {"trials.csv", "summary.md", "report.html", *figures}
     with pytest.raises(SweepError, match="Unknown report format 'pdf'"):
         report.write_report(project, tmp_path / "out", fmt="pdf")
@@ -256,11 +257,11 @@ def test_html_page_renders_its_sections_and_images_in_chromium(project, tmp_path
     assert "src=\"http" not in page.read_text()  # self-contained: images are embedded
 
     dom = _chromium("--dump-dom", page.as_uri()).stdout
-    for section in ("summary", "ranking", "curves", "progress", "effects", "split",
+    for section in ("summary", "ranking", "curves", "progress", "effects", "tradeoffs", "split",
                     "best-trial", "failed", "provenance"):
         assert f'<section id="{section}">' in dom
-    # curves, progress, effects, split, confusion: each decoded by the browser
-    assert 'data-images-loaded="5/5"' in dom
+    # curves, progress, effects, Pareto fronts, split, confusion: each decoded by the browser
+    assert 'data-images-loaded="6/6"' in dom
     assert "importance" in dom and "learning_rate" in dom
 
     shot = tmp_path / "shot.png"
@@ -302,3 +303,42 @@ def test_the_table_shows_what_each_trial_changes_and_fits_a_terminal(tmp_path, p
     assert any("filters=64 learning" in row and row.rstrip().endswith("…") for row in table)
     assert table[-1] == "(hyperparameters cut to 105 columns: all in trials.csv)"
     assert "filters,learning_rate,units" in (tmp_path / "out" / "trials.csv").read_text()
+
+
+def test_pareto_fronts_and_the_best_trial_within_limits(project, tmp_path):
+    from sweep.reporting import figures, tradeoffs
+
+    costs = {"0": (1000, 2.0), "1": (5000, 1.0)}  # trial: params, ms an image at batch 1
+    for trial_id, val, (params, ms) in [("4", 0.65, (800, 3.0)), ("5", 0.6, (3000, 0.5)),
+                                        ("6", 0.55, (6000, 4.0))]:
+        _trial(project, trial_id, "COMPLETED", [val], values={"filters": 8 * int(trial_id)})
+        costs[trial_id] = params, ms
+    for trial_id, (params, ms) in costs.items():
+        path = project / f"trial_{trial_id}" / state.TRIAL_RECORD_FILE
+        state.write_json(path, {**state.read_json(path), "params": params, "latency_ms_1": ms,
+                                "latency_ms_256": ms / 4})
+    df = report.load_trials(project)
+    # val: 1 0.71 (5000, 1.0 ms), 4 0.65 (800, 3.0), 0 0.62 (1000, 2.0), 5 0.60 (3000, 0.5),
+    # 6 0.55 (6000, 4.0): trial 6 is beaten on both by trial 1, trial 0 by trial 4 on size.
+    assert list(tradeoffs.pareto_front(df, "params")["trial"]) == ["4", "1"]
+    assert list(tradeoffs.pareto_front(df, "latency_ms_1")["trial"]) == ["5", "1"]
+    assert tradeoffs.best_within(df, {"params": 4000})["trial"] == "4"
+    assert tradeoffs.best_within(df, {"params": 4000, "latency_ms_1": 2.5})["trial"] == "0"
+    assert tradeoffs.best_within(df, {"params": 500}) is None
+    fronts = tradeoffs.front_table(df).set_index("trial")["front"].to_dict()
+    assert fronts == {"1": "parameters, ms an image (batch 1)", "4": "parameters",
+                      "5": "ms an image (batch 1)"}
+    [size, speed] = figures.draw_pareto(figures.pareto_data(df)).axes
+    [front] = [line for line in size.get_lines() if line.get_label() == "Pareto front"]
+    assert list(front.get_xdata()) == [800, 5000] and size.get_xlabel() == "parameters"
+
+    text, _ = report.write_report(project, tmp_path / "out",
+                                  limits={"params": 4000, "latency_ms_1": 2.5})
+    assert ("best within parameters <= 4000 and ms an image (batch 1) <= 2.5: trial 0 at 62.00 %"
+            .replace(" %", "%") in text)
+    header = next(line for line in text.splitlines() if line.lstrip().startswith("rank"))
+    assert " ms " in header  # latency at batch 1 (trials.csv also has it at batch 256)
+    for limits, message in [({"flops": 1}, "No limit on flops"), ({"params": 0}, "positive")]:
+        with pytest.raises(SweepError, match=message):
+            report.write_report(project, tmp_path / "refused", limits=limits)
+    assert not (tmp_path / "refused").exists()

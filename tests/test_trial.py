@@ -46,6 +46,7 @@ def test_records_every_epoch_and_returns_the_best(tmp_path):
     assert [e["epoch"] for e in record["history"]] == [0, 1, 2]
     assert metrics["val_accuracy"] == max(e["val_accuracy"] for e in record["history"])
     assert record["params"] == _model(0.01).count_params()
+    assert record["latency_ms_1"] > 0 and record["latency_ms_256"] > 0  # ms an image, measured
     assert len(lines) == 3 and "epoch 3/3" in lines[-1]
     assert not (trial_dir / trial_module.BACKUP_DIR).exists()  # removed when training ends
     [event] = state.read_events(tmp_path)

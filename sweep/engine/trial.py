@@ -30,6 +30,7 @@ from sweep.errors import TimeBudgetReached
 log = logging.getLogger(__name__)
 
 BACKUP_DIR = "backup"
+LATENCY_PREFIX = "latency_ms_"  # record keys: latency_ms_1, latency_ms_256 (per image)
 VALIDATION_BATCH = 500  # inference only: larger batches are faster and give the same result
 TENSORBOARD_DIR = "tensorboard"
 # KerasTuner's name for a trial's best weights.
@@ -247,6 +248,7 @@ def fit(
         raise kt_errors.FailedTrialError("no epoch finished with a validation accuracy")
     if best_so_far is None or best["val_accuracy"] > best_so_far:
         record["confusion"] = best_epoch_confusion(model, trial_dir, data)
+    record.update(inference_latency(model, data.x_val))
     state.write_json(trial_dir / state.TRIAL_RECORD_FILE, record)
     return {k: v for k, v in best.items() if k not in ("epoch", "seconds", "ended")}
 
@@ -273,6 +275,27 @@ def best_epoch_confusion(model: keras.Model, trial_dir: Path, data: TrainingData
     matrix = np.zeros((classes, classes), dtype=int)
     np.add.at(matrix, (true, predicted), 1)
     return matrix.tolist()
+
+
+LATENCY_BATCHES = {1: 20, 256: 3}  # batch size: timed calls (after as many warm-up calls)
+
+
+def inference_latency(model: keras.Model, images: np.ndarray) -> dict[str, float]:
+    """Milliseconds of inference per image at batch 1 (one image at a time, as a service
+    answers) and at batch 256 (throughput), on this machine, after warm-up: the median of the
+    timed calls, through Keras's compiled predict step. A machine busy with other work measures
+    slower: compare trials trained on the same machine."""
+    latency = {}
+    for batch, calls in LATENCY_BATCHES.items():
+        inputs = images[:batch]
+        timings = []
+        for call in range(2 * calls):
+            start = time.perf_counter()
+            model.predict_on_batch(inputs)
+            if call >= calls:
+                timings.append(time.perf_counter() - start)
+        latency[f"{LATENCY_PREFIX}{batch}"] = 1000 * float(np.median(timings)) / len(inputs)
+    return latency
 
 
 def discard_backup(trial_dir: Path) -> None:

@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 
 from sweep import ranking, state
 from sweep.data import CLASS_NAMES
+from sweep.reporting import tradeoffs
 
 CHALLENGE_BASELINE = 0.667  # the hand-tuned model's validation accuracy in the challenge
 CURVES = 3  # best trials drawn in the curves figure
@@ -153,6 +154,44 @@ def draw_effects(effects: dict[str, pd.DataFrame]) -> Figure | None:
     for ax in axes[len(effects):]:
         ax.set_visible(False)
     fig.suptitle("validation accuracy by hyperparameter (completed trials)")
+    fig.tight_layout()
+    return fig
+
+
+def pareto_data(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """For each cost a trial records (parameters, latency), the ranked trials that measured it
+    and their Pareto front: (trial, cost, val_accuracy) each."""
+    data = {}
+    for cost in tradeoffs.COSTS:
+        if cost not in df:
+            continue
+        trials = ranking.ranked_rows(df).dropna(subset=[cost])[["trial", cost, "val_accuracy"]]
+        if not trials.empty:
+            data[cost] = trials, tradeoffs.pareto_front(df, cost)[["trial", cost, "val_accuracy"]]
+    return data
+
+
+def draw_pareto(pareto: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> Figure | None:
+    """Validation accuracy against each cost; the front joins the trials nothing beats."""
+    if not pareto:
+        return None
+    fig = Figure(figsize=(5 * len(pareto), 3.8))
+    axes = fig.subplots(1, len(pareto), squeeze=False)[0]
+    for ax, (cost, (trials, front)) in zip(axes, pareto.items(), strict=True):
+        ax.scatter(trials[cost], trials["val_accuracy"], color="tab:orange", label="trial",
+                   zorder=3)
+        ax.step(front[cost], front["val_accuracy"], where="post", color="tab:blue",
+                marker="o", label="Pareto front")
+        for row in front.itertuples():
+            ax.annotate(row.trial, (getattr(row, cost), row.val_accuracy), fontsize=7,
+                        textcoords="offset points", xytext=(3, -9))
+        if trials[cost].min() > 0 and trials[cost].max() > 20 * trials[cost].min():
+            ax.set_xscale("log")
+        ax.set_xlabel(tradeoffs.COSTS[cost])
+        ax.set_ylabel("validation accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize="small")  # the front rises to the right
+    fig.suptitle("accuracy against size and speed (fully trained trials)")
     fig.tight_layout()
     return fig
 

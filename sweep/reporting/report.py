@@ -18,14 +18,17 @@ import pandas as pd
 from sweep import ranking, state
 from sweep.distributed import cluster
 from sweep.errors import SweepError
-from sweep.reporting import figures, webpage
+from sweep.reporting import figures, tradeoffs, webpage
 from sweep.reporting.figures import CHALLENGE_BASELINE, CURVES
 
+LATENCIES = ["latency_ms_1", "latency_ms_256"]  # ms an image at batch 1 and 256 (trial.py)
 SUMMARY_COLUMNS = ["rank", "trial", "val_accuracy", "val_mean", "val_std", "seeds",
                    "train_accuracy", "test_accuracy", "best_epoch", "epochs", "schedule", "params",
-                   "minutes", "status", "worker"]
-# Columns the ranking shows only when filled in: finalists' seeds, evaluations, workers.
-SHOWN_WHEN_SET = ("val_mean", "val_std", "seeds", "test_accuracy", "worker")
+                   *LATENCIES, "minutes", "status", "worker"]
+# Columns the ranking shows only when filled in: finalists' seeds, evaluations, latencies (a
+# search older than their measurement has none), workers.
+SHOWN_WHEN_SET = ("val_mean", "val_std", "seeds", "test_accuracy", "latency_ms_1", "worker")
+FILE_ONLY = ("latency_ms_256",)  # in trials.csv, not in the ranking people read
 
 
 def find_project(directory: str | os.PathLike, project: str | None) -> Path:
@@ -85,6 +88,7 @@ def _trial_row(trial_dir: Path, running: bool) -> dict:
         "best_epoch": best["epoch"] + 1 if best else math.nan,
         "epochs": len(history),
         "params": record.get("params", math.nan),
+        **{latency: record.get(latency, math.nan) for latency in LATENCIES},
         "minutes": record.get("train_seconds", 0.0) / 60,
         "worker": record.get("worker"),  # set in a distributed search
         "reason": (state.failure_reason(trial.get("message"))
@@ -159,7 +163,8 @@ def ranking_table(df: pd.DataFrame, defaults: dict) -> pd.DataFrame:
     configuration changes from the space's default point (`defaults`); every value is in
     trials.csv. The test accuracy column appears once a trial has been evaluated, the worker
     column in a distributed search."""
-    summary = [c for c in SUMMARY_COLUMNS if c not in SHOWN_WHEN_SET or df[c].notna().any()]
+    summary = [c for c in SUMMARY_COLUMNS if c not in FILE_ONLY
+               and (c not in SHOWN_WHEN_SET or df[c].notna().any())]
     shown = df[summary].copy()
     shown["hyperparameters"] = [
         row["reason"] if row["status"] == state.UNREADABLE
@@ -218,7 +223,8 @@ def _png(fig) -> bytes | None:
 MIN_HYPERPARAMETER_WIDTH = 16
 # A terminal's headers: short, so that the hyperparameters keep room (files keep the long ones).
 SHORT_HEADERS = {"val_accuracy": "val_acc", "train_accuracy": "train_acc", "test_accuracy":
-                 "test_acc", "val_mean": "mean", "val_std": "std", "best_epoch": "best"}
+                 "test_acc", "val_mean": "mean", "val_std": "std", "best_epoch": "best",
+                 "latency_ms_1": "ms"}
 
 
 COUNTS = ("rank", "seeds", "best_epoch", "epochs", "schedule", "params")
@@ -254,7 +260,8 @@ def _render(table: pd.DataFrame) -> str:
         index=False,
         na_rep="",
         float_format="{:.4f}".format,
-        formatters={"hyperparameters": lambda text: f"{text:<{cell}}", "minutes": "{:.1f}".format},
+        formatters={"hyperparameters": lambda text: f"{text:<{cell}}", "minutes": "{:.1f}".format,
+                    "ms": lambda v: "" if pd.isna(v) else f"{v:.2f}"},
     )
 
 
@@ -309,6 +316,7 @@ def make_figures(project_dir: Path, df: pd.DataFrame, top: int | None, record: d
         "curves.png": figures.curves_figure(project_dir, df, min(top or CURVES, CURVES)),
         "progress.png": figures.progress_figure(project_dir, df),
         "effects.png": figures.draw_effects(figures.effects_data(df, hyperparameter_columns(df))),
+        "pareto.png": figures.draw_pareto(figures.pareto_data(df)),
         "split.png": figures.draw_split(figures.split_data(record), record["split"]["seed"]),
         "confusion.png": (figures.draw_confusion(figures.confusion_data(best[1]["confusion"]),
                                                  best[0])
@@ -320,6 +328,7 @@ CAPTIONS = {
     "curves.png": "training vs validation accuracy and loss, best trials",
     "progress.png": "search progress",
     "effects.png": "validation accuracy by hyperparameter",
+    "pareto.png": "accuracy against size and speed",
     "split.png": "class counts of the split",
     "confusion.png": "best trial: confusion on the validation images",
 }
@@ -337,28 +346,34 @@ def _split_line(record: dict) -> str:
 
 def write_report(
     project_dir: Path, output: Path, top: int | None = None, fmt: str = "table",
-    width: int | None = None,
+    width: int | None = None, limits: dict[str, float] | None = None,
 ) -> tuple[str, list[Path]]:
     """The report in `fmt` (the `top` best trials, or all; a table fits `width` columns when
-    given) and the files written. `csv` and `json` are data for other tools: they are printed
+    given) and the files written; `limits` (cost -> maximum, `tradeoffs.COSTS`) names the best
+    trial within them. `csv` and `json` are data for other tools: they are printed
     only, with nothing fitted, drawn or written. The formats for people (`table`, `markdown`,
     `html`) also write trials.csv (all trials), summary.md, report.html and the figures as PNG
     under `output`."""
     if fmt not in FORMATS:
         raise SweepError(f"Unknown report format {fmt!r}. Choose one of: {', '.join(FORMATS)}.")
+    tradeoffs.check_limits(limits or {})
     df = load_trials(project_dir)
     record = state.read_json(project_dir / state.SETTINGS_FILE)
     if fmt == "csv":
         return df.to_csv(index=False), []
     if fmt == "json":
         return _as_json(project_dir, df, record), []
-    return _write_people_report(project_dir, output, df, record, top, fmt, width)
+    return _write_people_report(project_dir, output, df, record, top, fmt, width, limits or {})
 
 
 def _summary_lines(project_dir: Path, df: pd.DataFrame, record: dict,
-                   importance: pd.DataFrame | None) -> str:
-    """The headline, the split's class counts and the three most important hyperparameters."""
-    lines = [headline(project_dir, df, record), _split_line(record)]
+                   importance: pd.DataFrame | None, limits: dict[str, float]) -> str:
+    """The headline, the best trial within `limits` if any, the split's class counts and the
+    three most important hyperparameters."""
+    lines = [headline(project_dir, df, record)]
+    if limits:
+        lines.append(tradeoffs.limits_line(df, limits))
+    lines.append(_split_line(record))
     if importance is not None:
         leaders = importance.head(3).itertuples()
         lines.append("most important hyperparameters: " + ", ".join(
@@ -366,34 +381,40 @@ def _summary_lines(project_dir: Path, df: pd.DataFrame, record: dict,
     return "\n".join(lines)
 
 
-def _markdown(name: str, head: str, shown: pd.DataFrame, importance: pd.DataFrame | None,
-              drawn: dict) -> str:
-    """summary.md: the headline, the ranking, the importance and the figures in `drawn`."""
-    lines = [f"# {name}", "", *[f"- {line}" for line in head.splitlines()], ""]
+def _markdown(page: webpage.Page, shown: pd.DataFrame, drawn: dict) -> str:
+    """summary.md: the summary, the `shown` ranking, the importance, the Pareto fronts and the
+    figures in `drawn`."""
+    lines = [f"# {page.project_dir.name}", "", *[f"- {line}" for line in page.summary.splitlines()],
+             ""]
     if not shown.empty:
         lines += [_counts_as_integers(shown).to_markdown(index=False, floatfmt=".4f"), ""]
-    if importance is not None:
+    if page.importance is not None:
         lines += ["## Hyperparameter importance", "",
-                  importance.to_markdown(index=False, floatfmt=".3f"), ""]
+                  page.importance.to_markdown(index=False, floatfmt=".3f"), ""]
+    if page.fronts is not None:
+        lines += ["## Pareto fronts: accuracy against size and speed", "",
+                  _counts_as_integers(page.fronts).to_markdown(index=False, floatfmt=".4g"), ""]
     for figure in drawn:
         lines += [f"![{CAPTIONS[figure]}]({figure})", ""]
     return "\n".join(lines)
 
 
 def _write_people_report(project_dir: Path, output: Path, df: pd.DataFrame, record: dict,
-                         top: int | None, fmt: str, width: int | None) -> tuple[str, list[Path]]:
+                         top: int | None, fmt: str, width: int | None,
+                         limits: dict[str, float]) -> tuple[str, list[Path]]:
     """The report folder, each figure rendered once for its PNG file and the page."""
     output.mkdir(parents=True, exist_ok=True)
     table = ranking_table(df, space_default_point(project_dir)) if not df.empty else df
     shown = table.head(top) if not table.empty else table
     importance = hyperparameter_importance(df)
-    head = _summary_lines(project_dir, df, record, importance)
     figs = {name: _png(fig) for name, fig in make_figures(project_dir, df, top, record).items()}
+    page = webpage.Page(project_dir, record, df, table,
+                        _summary_lines(project_dir, df, record, importance, limits), importance,
+                        tradeoffs.front_table(df) if not df.empty else None, figs)
     drawn = {name: png for name, png in figs.items() if png is not None}
-    markdown = _markdown(project_dir.name, head, shown, importance, drawn)
+    markdown = _markdown(page, shown, drawn)
     files = {"trials.csv": df.to_csv(index=False), "summary.md": markdown,
-             "report.html": webpage.render(project_dir, record, df, table, head, importance, figs),
-             **drawn}
+             "report.html": webpage.render(page), **drawn}
     for name, content in files.items():
         state.atomic_write(output / name, content)
     written = [output / name for name in files]
@@ -401,5 +422,5 @@ def _write_people_report(project_dir: Path, output: Path, df: pd.DataFrame, reco
         return markdown, written
     if fmt == "html":
         return f"wrote {output / 'report.html'}", written
-    return head + "\n\n" + (_left_aligned_text(shown, width) if not shown.empty
-                             else "no trials yet"), written
+    return page.summary + "\n\n" + (_left_aligned_text(shown, width) if not shown.empty
+                                     else "no trials yet"), written

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -91,33 +92,49 @@ def _best_trial_parts(project_dir: Path, df: pd.DataFrame, confusion_png) -> lis
     return parts
 
 
-def render(project_dir: Path, record: dict, df: pd.DataFrame, table: pd.DataFrame, head: str,
-           importance: pd.DataFrame | None, figs: dict) -> str:
-    """The whole page as a string, with `figs` (file name -> PNG bytes) embedded; `record` is the
-    search's `sweep.json`."""
+@dataclass(frozen=True)
+class Page:
+    """What the report shows, computed once for the page and the other files."""
+
+    project_dir: Path
+    record: dict  # the search's sweep.json
+    trials: pd.DataFrame  # `report.load_trials`
+    table: pd.DataFrame  # the ranking as people read it
+    summary: str  # one line each
+    importance: pd.DataFrame | None
+    fronts: pd.DataFrame | None  # `tradeoffs.front_table`
+    figures: dict[str, bytes | None]  # file name -> PNG
+
+
+def render(page: Page) -> str:
+    """The whole page as a string, every figure embedded."""
+    project_dir, df, figs = page.project_dir, page.trials, page.figures
     failed = df[df["status"].isin([*state.FAILED_STATES, state.INTERRUPTED, state.UNREADABLE])] \
         if not df.empty else df
-    lines = head.splitlines()
+    lines = page.summary.splitlines()
     best_line = next((line for line in lines if line.startswith("best:")), "no completed trial")
     sections = [
         _section("summary", "Summary", f'<p class="best">{html.escape(best_line)}</p>',
                  "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"),
-        _section("ranking", "Trials ranked by validation accuracy", _table(table)),
+        _section("ranking", "Trials ranked by validation accuracy", _table(page.table)),
         _section("curves", "Training vs validation accuracy per epoch",
                  _image(figs["curves.png"], "training vs validation")),
         _section("progress", "Search progress", _image(figs["progress.png"], "search progress")),
         _section("effects", "Hyperparameter effects",
                  _image(figs["effects.png"], "hyperparameter effects"),
                  "<h3>Importance (random forest on completed trials)</h3>",
-                 _table(importance) if importance is not None
+                 _table(page.importance) if page.importance is not None
                  else '<p class="note">needs at least 5 completed trials</p>'),
+        _section("tradeoffs", "Accuracy against size and speed",
+                 _image(figs["pareto.png"], "Pareto fronts"),
+                 "<h3>Trials on a Pareto front</h3>", _table(page.fronts)),
         _section("split", "The split", _image(figs["split.png"], "class counts")),
         _section("best-trial", "Best trial",
                  *_best_trial_parts(project_dir, df, figs["confusion.png"])),
         _section("failed", "Failed and interrupted trials",
                  _table(failed[["trial", "status", "reason"]] if not failed.empty else None)),
         _section("provenance", "Settings and provenance",
-                 _table(_provenance(project_dir, df, record))),
+                 _table(_provenance(project_dir, df, page.record))),
     ]
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
