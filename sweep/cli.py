@@ -75,6 +75,9 @@ def _definition_options(parser: argparse.ArgumentParser, defaults) -> None:
                              "hyperparameters at their defaults); repeatable")
     parser.add_argument("--try-file", metavar="FILE",
                         help="configurations to try first: a JSON list of {name: value} objects")
+    parser.add_argument("--max-params", type=float, metavar="N",
+                        help="skip, before any training, a configuration whose model has more "
+                             "than N parameters, and draw another (not counted as a trial)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,7 +21,8 @@ TUNERS = ("halving", "bayesian", "random", "hyperband")
 # search keeps the tuner it was made with unless one is named.
 DEFAULT_TUNER = "halving"
 # Settings a resumed search must share with its first run: anything else would mix two searches.
-FIXED_SETTINGS = ("space", "space_sha256", "tuner", "seed", "max_epochs", "finalists")
+FIXED_SETTINGS = ("space", "space_sha256", "tuner", "seed", "max_epochs", "finalists",
+                  "max_params")
 NUMBER = r"\d+(?:\.\d+)?"
 DURATION = re.compile(rf"(?:({NUMBER})h)?(?:({NUMBER})m)?(?:({NUMBER})s)?")
 
@@ -51,6 +52,8 @@ class SearchSettings:
     # Configurations tried first, after the default point (--try): {name: value}, the other
     # hyperparameters at their defaults. Not fixed: a resumed search may add some.
     known_points: list[dict] = field(default_factory=list)
+    # Configurations whose model has more parameters are skipped before training (--max-params).
+    max_params: float | None = None
     space_sha256: str = field(default="", repr=False)
 
     @property
@@ -86,6 +89,8 @@ class SearchSettings:
 
         if self.time_budget is not None and self.time_budget <= 0:
             raise SweepError("--time-budget must be positive, e.g. 90m or 3h.")
+        if self.max_params is not None and self.max_params < 1:
+            raise SweepError("--max-params must be at least 1, e.g. --max-params 1e6.")
         if not all(isinstance(p, dict) and p for p in self.known_points):
             raise SweepError("Each known point must be a non-empty {name: value} mapping.")
 

@@ -27,6 +27,7 @@ from sweep.errors import SweepError
 SETTINGS_FILE = "sweep.json"
 TRIAL_RECORD_FILE = "record.json"
 EVENTS_FILE = "events.jsonl"
+SKIPPED_EVENT = "config_skipped"  # a configuration over --max-params, never trained
 EVALUATIONS_FILE = "evaluations.jsonl"
 LOCK_FILE = ".lock"
 ORACLE_FILE = "oracle.json"  # KerasTuner's

@@ -38,6 +38,29 @@ def test_anything_else_is_not_a_duration(text):
                                   "use e.g. 45m, 3h, 1h30 or 1.5h.")
 
 
+def test_max_params_skips_big_models_before_training_and_the_report_says_so(tmp_path,
+                                                                            tiny_cifar):
+    search = sweep.Search("tiny_cnn", directory=tmp_path / "runs", tuner="random", max_trials=3,
+                          max_epochs=1, finalists=0, train_size=100, val_size=100,
+                          data=str(tiny_cifar), max_params=20_000, quiet=True)
+    lines = []
+    search.run(say=lines.append)
+    trials = search.trials()
+    assert list(trials["status"]) == ["COMPLETED"] * 3 and (trials["params"] <= 20_000).all()
+    assert not any("default point" in line for line in lines)  # 25,722 parameters: skipped
+    skipped = [e for e in state.read_events(search.project_dir)
+               if e["event"] == state.SKIPPED_EVENT]
+    assert skipped and all(e["params"] > 20_000 for e in skipped)
+    text = search.report(output=tmp_path / "out")
+    assert f"; {len(skipped)} configurations skipped before training, over --max-params 20000" \
+        in text
+    changed = sweep.Search("tiny_cnn", directory=tmp_path / "runs", data=str(tiny_cifar),
+                           train_size=100, val_size=100, max_trials=3, max_epochs=1, finalists=0,
+                           max_params=50_000)
+    with pytest.raises(SweepError, match="max_params"):
+        changed.run(say=None)
+
+
 def test_known_points_read_as_people_write_them(tmp_path):
     assert parse_point("conv_blocks=4, activation=gelu,batch_norm=false,learning_rate=1e-3") == {
         "conv_blocks": 4, "activation": "gelu", "batch_norm": False, "learning_rate": 0.001}

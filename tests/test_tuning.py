@@ -259,3 +259,59 @@ def test_the_tools_oracle_writes_keras_tuners_files_atomically_and_only_its_own(
     # KerasTuner itself is left as it was, for the user's own tuners in the same program.
     assert kt_utils.save_json.__module__ == "keras_tuner.src.utils"
 
+
+
+def _limited_oracle(tuner, directory):
+    """An oracle with --max-params 90,000 on a space where a model has 1,000 parameters a unit:
+    the default point (100 units) is over the limit."""
+    from sweep.settings import SearchSettings
+
+    oracle = oracles.make_oracle(
+        SearchSettings(tuner=tuner, max_trials=10, max_epochs=9, max_params=90_000,
+                       directory=str(directory), project="search"),
+        count_params=lambda hp: hp.values["units"] * 1000)
+    oracle._set_project_dir(str(directory), "search")
+    (directory / "search").mkdir(exist_ok=True)
+    hps = kt.HyperParameters()
+    hps.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=3e-3)
+    hps.Int("units", 8, 512, default=100)
+    oracle.update_space(hps)
+    return oracle
+
+
+@pytest.mark.parametrize("tuner", TUNERS)
+def test_configurations_over_max_params_are_skipped_before_they_become_trials(tmp_path, tuner):
+    from sweep import state
+
+    oracle = _limited_oracle(tuner, tmp_path)
+    units = []
+    for worker in ("w1", "w2", "w3", "w4"):
+        trial = oracle.create_trial(worker)
+        units.append(trial.hyperparameters.values["units"])
+        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    assert all(u <= 90 for u in units) and len(oracle.trials) == 4  # skipped: not trials
+    skipped = [e for e in state.read_events(tmp_path / "search")
+               if e["event"] == state.SKIPPED_EVENT]
+    assert skipped[0]["values"]["units"] == 100 and skipped[0]["params"] == 100_000  # default
+    assert all(e["values"]["units"] > 90 for e in skipped)
+    configurations = {tuple(sorted(e["values"].items())) for e in skipped}
+    assert len(configurations) == len(skipped)  # each recorded once
+
+
+def test_a_bayesian_proposal_over_max_params_gives_way_to_one_within_it(tmp_path, monkeypatch):
+    oracle = _limited_oracle("bayesian", tmp_path)
+    over = {"status": "RUNNING", "values": {"learning_rate": 1e-3, "units": 400}}
+    monkeypatch.setattr(kt.oracles.BayesianOptimizationOracle, "populate_space",
+                        lambda self, trial_id: over)
+    response = oracle.populate_space("7")
+    assert response["status"] == "RUNNING" and response["values"]["units"] <= 90
+
+
+def test_a_space_with_nothing_within_max_params_stops_with_the_reason(tmp_path):
+    oracle = _limited_oracle("random", tmp_path)
+    oracle.max_params = 1  # no model is this small
+    assert oracle.create_trial("w1").status == "STOPPED"
+    assert "no new configuration has at most --max-params 1 parameters in 100 draws" \
+        in oracle.stop_reason

@@ -38,6 +38,14 @@ class SpaceHyperModel(kt.HyperModel):
             raise kt.errors.FailedTrialError(f"search space {self.space.name}: {e}") from None
         return model
 
+    def count_params(self, hp) -> int:
+        """Parameters of the model `hp` builds, without training or checking it: what
+        --max-params limits (a model that cannot be built counts as 0 and fails as a trial)."""
+        try:
+            return int(self.space.build(hp, trial_task(self.task, hp.values)).count_params())
+        except Exception:  # noqa: BLE001 - the trial will fail with the reason
+            return 0
+
 
 def training_task(settings: SearchSettings) -> TrainingTask:
     return TrainingTask(

@@ -15,6 +15,7 @@ from sweep.settings import SearchSettings
 
 # KerasTuner aborts after this many failed trials in a row; a space that always fails is a bug.
 MAX_CONSECUTIVE_FAILURES = 3
+MAX_DRAWS = 100  # configurations drawn for one trial before --max-params stops the search
 HYPERBAND_ITERATIONS = 1000  # in effect unlimited: --max-trials ends a Hyperband search
 HALVING_FACTOR = 3  # successive halving keeps the best third of a rung, at 3x its epochs
 
@@ -32,22 +33,52 @@ def default_values(space: kt.HyperParameters, overrides: dict | None = None) -> 
 
 class DefaultFirst:
     """Oracle mixin: the space's default point is the first trial of every search, then the
-    known points (`--try`), and no configuration is proposed twice.
+    known points (`--try`), no configuration is proposed twice, and none over `--max-params`.
 
     KerasTuner starts with a random point; a space's default is the model its author measured,
     so trying it first gives every search a known-good baseline from its first trial on; a user
     who read a paper starts from its configuration. They come where the tuner draws a new
     configuration (a first rung, Bayesian search's random start), so every tuner tries them.
+
+    A configuration whose model is over `--max-params` is skipped there, before it becomes a
+    trial, and another is drawn: it is neither a failure nor counted in `--max-trials`
+    (KerasTuner would count it as a failed trial and, after three, stop: keras-tuner #175, #989).
+    Each skipped configuration is an event of the search, for the report.
     """
 
     known_points: list[dict] = []
+    max_params: float | None = None
+    count_params = None  # hyperparameters -> parameters of their model; set with max_params
+    params_seen: dict[str, int]  # configuration -> parameters, as counted by this process
+    events_dir: Path | None = None  # where skipped configurations are recorded
 
     def _random_values(self):
         for overrides in [{}, *self.known_points]:
             values = default_values(self.hyperparameters, overrides)
-            if not self._duplicate(values):
+            if not self._duplicate(values) and self.within_max_params(values):
                 return values
-        return super()._random_values()
+        for _ in range(MAX_DRAWS):
+            values = super()._random_values()
+            if values is None or self.within_max_params(values):
+                return values
+        self.stop_reason = (f"no new configuration has at most --max-params {self.max_params:g} "
+                            f"parameters in {MAX_DRAWS} draws")
+        return None
+
+    def within_max_params(self, values: dict) -> bool:
+        """Whether the model of `values` is within --max-params; a configuration over it is
+        recorded as skipped the first time this process sees it."""
+        if self.max_params is None:
+            return True
+        key, seen = ranking.config_key(values), self.params_seen
+        if key not in seen:
+            hp = self.hyperparameters.copy()
+            hp.values = dict(values)
+            seen[key] = self.count_params(hp)
+            if seen[key] > self.max_params:
+                state.append_event(self.events_dir, event=state.SKIPPED_EVENT, params=seen[key],
+                                   values=ranking.config_of(values))
+        return seen[key] <= self.max_params
 
     def _duplicate(self, values):
         """Tried before, as a configuration: KerasTuner's own check hashes the tuner's
@@ -336,7 +367,15 @@ class RandomOracle(DefaultFirst, SafeOracle, Finalists, kt.oracles.RandomSearchO
 
 
 class BayesianOracle(DefaultFirst, SafeOracle, Finalists, kt.oracles.BayesianOptimizationOracle):
-    pass
+    def populate_space(self, trial_id):
+        """The Gaussian process proposes without `_random_values`: a proposal over
+        --max-params gives way to a random configuration within it."""
+        response = super().populate_space(trial_id)
+        values = response.get("values")
+        if response["status"] != kt_trial.TrialStatus.RUNNING or self.within_max_params(values):
+            return response
+        values = self._random_values()
+        return _running(values) if values is not None else STOPPED
 
 
 class HyperbandOracle(DefaultFirst, SafeOracle, Finalists, kt.oracles.HyperbandOracle):
@@ -347,7 +386,9 @@ class SuccessiveHalvingOracle(DefaultFirst, SafeOracle, Finalists, HalvingOracle
     pass
 
 
-def make_oracle(settings: SearchSettings) -> Finalists:
+def make_oracle(settings: SearchSettings, count_params=None) -> Finalists:
+    """The oracle of `settings.tuner`; `count_params` (hyperparameters -> parameters of their
+    model) is needed with --max-params."""
     common = dict(
         objective=kt.Objective("val_accuracy", "max"),
         # KerasTuner treats seed 0 as "random" (#9): shift the user's seed by one.
@@ -366,6 +407,8 @@ def make_oracle(settings: SearchSettings) -> Finalists:
         oracle = oracle_class(max_trials=settings.max_trials, **common)
     oracle.max_epochs = settings.max_epochs
     oracle.known_points = settings.known_points
+    oracle.max_params, oracle.count_params = settings.max_params, count_params
+    oracle.events_dir, oracle.params_seen = settings.project_dir, {}
     oracle.finalists = settings.finalists_used
     return oracle
 

@@ -313,9 +313,10 @@ def make_tuner(settings: SearchSettings, space: Space, split: Split, progress=No
     try:
         # KerasTuner prints "Reloading Tuner from ..."; `announce_start` says it our way.
         with contextlib.redirect_stdout(io.StringIO()):
+            hypermodel = SpaceHyperModel(space, task, settings.precision)
             return tuner_class(
-                oracle=make_oracle(settings),
-                hypermodel=SpaceHyperModel(space, task, settings.precision),
+                oracle=make_oracle(settings, hypermodel.count_params),
+                hypermodel=hypermodel,
                 settings=settings,
                 data=trial_module.TrainingData.from_split(split, len(CLASS_NAMES)),
                 progress=progress,

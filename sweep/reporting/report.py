@@ -97,6 +97,12 @@ def _trial_row(trial_dir: Path, running: bool) -> dict:
     }
 
 
+def skipped_configurations(project_dir: Path) -> int:
+    """Configurations never trained because their model was over --max-params."""
+    return len({ranking.config_key(e["values"]) for e in state.read_events(project_dir)
+                if e["event"] == state.SKIPPED_EVENT})
+
+
 def latest_evaluations(project_dir: Path) -> dict[str, dict]:
     """The last explicit test-set evaluation of each evaluated trial (`sweep evaluate`)."""
     return {e["trial"]: e for e in state.read_lines(project_dir / state.EVALUATIONS_FILE)}
@@ -183,7 +189,10 @@ def headline(project_dir: Path, df: pd.DataFrame, record: dict) -> str:
         f"indices {split['indices_sha256'][:12]}, data {split['data_sha256'][:12]})",
     ]
     counts = df["status"].value_counts().to_dict() if not df.empty else {}
-    lines.append("trials: " + (", ".join(f"{n} {k.lower()}" for k, n in counts.items()) or "none"))
+    skipped = skipped_configurations(project_dir)
+    lines.append("trials: " + (", ".join(f"{n} {k.lower()}" for k, n in counts.items()) or "none")
+                 + (f"; {skipped} configurations skipped before training, over --max-params "
+                    f"{s['max_params']:g}" if skipped else ""))
     ranked = ranking.ranked_rows(df)
     if not ranked.empty:
         top = ranked.iloc[0]
