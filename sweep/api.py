@@ -65,7 +65,8 @@ class Search:
                  val_size: int = SearchSettings.val_size, time_budget: str | float | None = None,
                  quiet: bool | None = None, tensorboard: bool = False,
                  precision: str = "auto", known_points: list[dict] | None = None,
-                 max_params: float | None = None):
+                 max_params: float | None = None,
+                 keep_checkpoints: int = SearchSettings.keep_checkpoints):
         if isinstance(time_budget, str):
             time_budget = parse_duration(time_budget)
         self.settings = SearchSettings(
@@ -74,7 +75,7 @@ class Search:
             val_size=val_size, project=project, directory=str(directory), data=data,
             time_budget=time_budget, quiet=in_notebook() if quiet is None else quiet,
             tensorboard=tensorboard, precision=precision, known_points=list(known_points or []),
-            max_params=max_params,
+            max_params=max_params, keep_checkpoints=keep_checkpoints,
         )
 
     @classmethod

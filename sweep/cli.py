@@ -80,6 +80,14 @@ def _definition_options(parser: argparse.ArgumentParser, defaults) -> None:
                              "than N parameters, and draw another (not counted as a trial)")
 
 
+def _keep_checkpoints_option(parser: argparse.ArgumentParser, defaults) -> None:
+    parser.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints,
+                        metavar="N",
+                        help="keep the weights of the best N fully trained trials and delete "
+                             "the others' as the search goes (default: "
+                             f"{defaults.keep_checkpoints})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sweep.settings import SearchSettings
 
@@ -100,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write TensorBoard logs per trial (runs/<project>/trial_*/"
                           "tensorboard; browse with: tensorboard --logdir runs/<project>)")
     run.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
+    _keep_checkpoints_option(run, defaults)
     _search_options(run)
 
     chief = commands.add_parser(
@@ -119,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "workers the same file (default: plain gRPC, see the README)")
     chief.add_argument("--tls-key", metavar="FILE",
                        help="the unencrypted PEM private key of --tls-cert")
+    _keep_checkpoints_option(chief, defaults)
     _search_options(chief)
 
     worker = commands.add_parser(

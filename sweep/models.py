@@ -15,7 +15,6 @@ import numpy as np
 
 from sweep import spaces, state
 from sweep.data import CLASS_NAMES
-from sweep.engine import trial as trial_module
 from sweep.errors import SweepError
 from sweep.reporting import report
 from sweep.search import recorded_settings
@@ -33,9 +32,11 @@ def load_trial_model(project_dir: Path, trial_id: str) -> keras.Model:
             "its trials can no longer be rebuilt."
         )
     trial_dir = state.trial_dir(project_dir, trial_id)
-    checkpoint = trial_dir / trial_module.CHECKPOINT_FILE
+    checkpoint = trial_dir / state.CHECKPOINT_FILE
     if not checkpoint.is_file():
-        raise SweepError(f"Trial {trial_id} of {project_dir} has no saved weights.")
+        raise SweepError(
+            f"Trial {trial_id} of {project_dir} has no saved weights: a search keeps those of "
+            "its best fully trained trials only (--keep-checkpoints).")
     hps = kt.HyperParameters.from_config(
         state.read_json(trial_dir / state.TRIAL_FILE)["hyperparameters"])
     task = hypermodel.trial_task(

@@ -32,6 +32,7 @@ EVALUATIONS_FILE = "evaluations.jsonl"
 LOCK_FILE = ".lock"
 ORACLE_FILE = "oracle.json"  # KerasTuner's
 TRIAL_FILE = "trial.json"  # KerasTuner's, in each trial's folder
+CHECKPOINT_FILE = "checkpoint.weights.h5"  # a trial's best epoch: weights and optimizer state
 
 # A trial's status: KerasTuner's words (`keras_tuner.engine.trial.TrialStatus`), and the two a
 # report adds: a trial cut short, and one whose files cannot be read.

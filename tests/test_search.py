@@ -38,16 +38,22 @@ def test_anything_else_is_not_a_duration(text):
                                   "use e.g. 45m, 3h, 1h30 or 1.5h.")
 
 
-def test_max_params_skips_big_models_before_training_and_the_report_says_so(tmp_path,
-                                                                            tiny_cifar):
+def test_max_params_skips_big_models_and_keep_checkpoints_deletes_outranked_weights(
+        tmp_path, tiny_cifar):
     search = sweep.Search("tiny_cnn", directory=tmp_path / "runs", tuner="random", max_trials=3,
                           max_epochs=1, finalists=0, train_size=100, val_size=100,
-                          data=str(tiny_cifar), max_params=20_000, quiet=True)
+                          data=str(tiny_cifar), max_params=20_000, quiet=True,
+                          keep_checkpoints=1)
     lines = []
     search.run(say=lines.append)
     trials = search.trials()
     assert list(trials["status"]) == ["COMPLETED"] * 3 and (trials["params"] <= 20_000).all()
     assert not any("default point" in line for line in lines)  # 25,722 parameters: skipped
+    weights = list(search.project_dir.glob(f"trial_*/{state.CHECKPOINT_FILE}"))
+    assert [p.parent.name for p in weights] == [f"trial_{trials['trial'].iloc[0]}"]  # the best
+    outranked = trials["trial"].iloc[1]
+    with pytest.raises(SweepError, match="keeps those of its best fully trained trials only"):
+        search.export(tmp_path / "other.keras", trial=outranked)
     skipped = [e for e in state.read_events(search.project_dir)
                if e["event"] == state.SKIPPED_EVENT]
     assert skipped and all(e["params"] > 20_000 for e in skipped)

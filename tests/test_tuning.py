@@ -315,3 +315,31 @@ def test_a_space_with_nothing_within_max_params_stops_with_the_reason(tmp_path):
     assert oracle.create_trial("w1").status == "STOPPED"
     assert "no new configuration has at most --max-params 1 parameters in 100 draws" \
         in oracle.stop_reason
+
+
+def test_only_the_best_fully_trained_trials_keep_their_weights(tmp_path):
+    """Trials 0-3 fully trained (scores 0.5, 0.7, 0.6, 0.4), 4 a screening trial, 5 failed, 6
+    running: with --keep-checkpoints 2, only 1, 2 and the running 6 keep their weights."""
+    from types import SimpleNamespace
+
+    from sweep import ranking, state
+
+    scores = {"0": 0.5, "1": 0.7, "2": 0.6, "3": 0.4, "4": 0.9}
+    trials = [SimpleNamespace(trial_id=t, status="COMPLETED", score=score,
+                              hyperparameters=SimpleNamespace(values={
+                                  "units": int(t), **({"tuner/epochs": 3} if t == "4" else {})}))
+              for t, score in scores.items()]
+    trials += [SimpleNamespace(trial_id="5", status="FAILED", score=None,
+                               hyperparameters=SimpleNamespace(values={"units": 5})),
+               SimpleNamespace(trial_id="6", status="RUNNING", score=None,
+                               hyperparameters=SimpleNamespace(values={"units": 6}))]
+    for trial in trials:
+        (tmp_path / f"trial_{trial.trial_id}").mkdir()
+        (tmp_path / f"trial_{trial.trial_id}" / state.CHECKPOINT_FILE).write_bytes(b"weights")
+    tuner = SimpleNamespace(
+        settings=SimpleNamespace(keep_checkpoints=2, max_epochs=9), known_trials=lambda: trials,
+        trial_dir=lambda trial_id: tmp_path / f"trial_{trial_id}",
+        ranked=lambda: ranking.rank(oracles.runs_of(trials), 9))
+    tuner_module.SweepTuner.prune_checkpoints(tuner)
+    kept = sorted(p.parent.name for p in tmp_path.glob(f"trial_*/{state.CHECKPOINT_FILE}"))
+    assert kept == ["trial_1", "trial_2", "trial_6"]

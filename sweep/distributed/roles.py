@@ -87,6 +87,7 @@ class ChiefServicer(oracle_chief.OracleServicer):
         trial_id = request.trial.trial_id
         worker = next((w for w, t in self.oracle.ongoing_workers().items() if t == trial_id), None)
         response = super().EndTrial(request, context)
+        self.tuner.prune_checkpoints()
         log.info(self.tuner.trial_line(self.oracle.trials[trial_id], worker))
         return response
 

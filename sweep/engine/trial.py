@@ -34,7 +34,6 @@ LATENCY_PREFIX = "latency_ms_"  # record keys: latency_ms_1, latency_ms_256 (per
 VALIDATION_BATCH = 500  # inference only: larger batches are faster and give the same result
 TENSORBOARD_DIR = "tensorboard"
 # KerasTuner's name for a trial's best weights.
-CHECKPOINT_FILE = "checkpoint.weights.h5"
 
 
 @dataclass(frozen=True)
@@ -143,7 +142,7 @@ class EpochRecorder(keras.callbacks.Callback):
 
     def _save_best_weights(self):
         """The best epoch's weights, whole or not at all (KerasTuner's own writes in place)."""
-        with state.atomic_file(self.trial_dir / CHECKPOINT_FILE) as temporary:
+        with state.atomic_file(self.trial_dir / state.CHECKPOINT_FILE) as temporary:
             self.model.save_weights(str(temporary), overwrite=True)
 
 
@@ -267,7 +266,7 @@ def layer_table(model: keras.Model) -> list[dict]:
 def best_epoch_confusion(model: keras.Model, trial_dir: Path, data: TrainingData) -> list:
     """Confusion matrix (true class x predicted class) of the best epoch's weights on the
     validation images, for the report; computed once, when the trial ends."""
-    model.load_weights(str(trial_dir / CHECKPOINT_FILE))
+    model.load_weights(str(trial_dir / state.CHECKPOINT_FILE))
     predicted = np.argmax(model.predict(data.x_val, batch_size=VALIDATION_BATCH, verbose=0),
                           axis=1)
     true = np.argmax(data.y_val, axis=1)

@@ -129,6 +129,8 @@ class SweepTuner:
         self.ended_here += 1
         self._event("trial_end", trial=trial.trial_id, status=trial.status)
         trial_module.discard_backup(self.trial_dir(trial.trial_id))
+        if not self._is_worker():
+            self.prune_checkpoints()
         line = self.trial_line(trial)
         log.info(line)
         if self.progress:
@@ -176,6 +178,16 @@ class SweepTuner:
     def ranked(self) -> list[ranking.Ranked]:
         """Fully trained trials, best first (`sweep.ranking`)."""
         return ranking.rank(self._runs(), self.settings.max_epochs)
+
+    def prune_checkpoints(self) -> None:
+        """Delete the weights of every ended trial but the best `--keep-checkpoints` fully
+        trained ones: screening, failed and outranked trials. A running trial keeps its own, and
+        nothing else needs them: every trial trains from scratch. Done where the oracle is
+        (this process, or the chief), which knows every trial."""
+        keep = {r.run.trial for r in self.ranked()[: self.settings.keep_checkpoints]}
+        for trial in self.known_trials():
+            if trial.status in state.ENDED and trial.trial_id not in keep:
+                (self.trial_dir(trial.trial_id) / state.CHECKPOINT_FILE).unlink(missing_ok=True)
 
     def best_score(self) -> float | None:
         scores = [r.run.score for r in self.ranked()]
