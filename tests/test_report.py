@@ -1,5 +1,6 @@
 """Reports on hand-made search folders: completed, failed, interrupted and unreadable trials."""
 
+import math
 import os
 import time
 
@@ -193,8 +194,8 @@ def test_formats_json_csv_markdown_and_the_progress_plot(project, tmp_path, monk
     assert markdown.startswith("# demo") and "![search progress](progress.png)" in markdown
     assert (tmp_path / "out" / "summary.md").read_text() == markdown
     assert _png_size(tmp_path / "out" / "progress.png") == (770, 396)
-    figures = {"curves.png", "progress.png", "effects.png", "pareto.png", "split.png",
-               "confusion.png"}
+    figures = {"curves.png", "progress.png", "effects.png", "parallel.png", "pareto.png",
+               "split.png", "confusion.png"}
     assert {p.name for p in written} == {"trials.csv", "summary.md", "report.html", *figures}
     with pytest.raises(SweepError, match="Unknown report format 'pdf'"):
         report.write_report(project, tmp_path / "out", fmt="pdf")
@@ -248,9 +249,9 @@ def test_html_page_renders_its_sections_and_images_in_chromium(project, tmp_path
     import numpy as np
     from PIL import Image
 
-    for trial_id in "4567":  # enough completed trials for the importance ranking
-        _trial(project, trial_id, "COMPLETED", [0.5 + int(trial_id) / 100],
-               values={"filters": 16 * int(trial_id), "learning_rate": 0.001 * int(trial_id)})
+    for number in range(4, 14):  # enough completed trials for the importance and the fold
+        _trial(project, str(number), "COMPLETED", [0.5 + number / 100],
+               values={"filters": 16 * number, "learning_rate": 0.001 * number})
     text, written = report.write_report(project, tmp_path / "out", fmt="html")
     page = tmp_path / "out" / "report.html"
     assert text == f"wrote {page}" and page in written
@@ -260,8 +261,11 @@ def test_html_page_renders_its_sections_and_images_in_chromium(project, tmp_path
     for section in ("summary", "ranking", "curves", "progress", "effects", "tradeoffs", "split",
                     "best-trial", "failed", "provenance"):
         assert f'<section id="{section}">' in dom
-    # curves, progress, effects, Pareto fronts, split, confusion: each decoded by the browser
-    assert 'data-images-loaded="6/6"' in dom
+    # curves, progress, effects, parallel axes, Pareto fronts, split, confusion: each decoded
+    assert 'data-images-loaded="7/7"' in dom
+    # the ranking: one column per varying hyperparameter, the rows past the tenth folded away
+    assert "<th>filters</th>" in dom and "<th>hyperparameters</th>" not in dom
+    assert "<summary>4 more trials</summary>" in dom  # 14 trials
     assert "importance" in dom and "learning_rate" in dom
 
     shot = tmp_path / "shot.png"
@@ -342,3 +346,26 @@ def test_pareto_fronts_and_the_best_trial_within_limits(project, tmp_path):
         with pytest.raises(SweepError, match=message):
             report.write_report(project, tmp_path / "refused", limits=limits)
     assert not (tmp_path / "refused").exists()
+
+
+def test_the_parallel_axes_place_each_completed_trial_on_each_varying_hyperparameter(project):
+    from sweep.reporting import figures
+
+    for number, activation in [(4, "relu"), (5, None), (6, None)]:
+        values = {"filters": 8 * number, "learning_rate": 10.0 ** -number}
+        _trial(project, str(number), "COMPLETED", [0.3 + number / 100],
+               values={**values, **({"activation": activation} if activation else {})})
+    df = report.load_trials(project)
+    parallel = figures.parallel_data(df, report.hyperparameter_columns(df))
+    placed = parallel.positions
+    assert list(placed.columns) == ["filters", "learning_rate"]  # one activation: no axis
+    assert set(placed.index) == {"0", "1", "4", "5", "6"}  # completed: not 2 (failed), 3
+    # 5 learning rates over 4 decades: a log axis, 1e-6 at the bottom, 1e-2 at the top
+    assert placed["learning_rate"].to_dict() == pytest.approx(
+        {"6": 0.0, "5": 0.25, "4": 0.5, "0": (math.log10(0.002) + 6) / 4, "1": 1.0})
+    # 4 filter sizes: choices, evenly spaced
+    assert parallel.ticks["filters"] == [(0.0, "32"), (1 / 3, "40"), (2 / 3, "48"), (1.0, "64")]
+    assert parallel.scores["1"] == 0.71
+    lines = figures.draw_parallel(parallel).axes[0].get_lines()
+    trial_lines = [line for line in lines if list(line.get_xdata()) == [0, 1]]
+    assert len(trial_lines) == 5 and list(trial_lines[-1].get_ydata()) == [1.0, 1.0]  # best on top

@@ -8,10 +8,12 @@ backend is needed, and a notebook shows the Figure a method returns.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import cm, colormaps, colors
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -192,6 +194,85 @@ def draw_pareto(pareto: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> Figure 
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", fontsize="small")  # the front rises to the right
     fig.suptitle("accuracy against size and speed (fully trained trials)")
+    fig.tight_layout()
+    return fig
+
+
+INACTIVE = -0.12  # where a trial without a (conditional) hyperparameter crosses its axis
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """Completed trials on parallel axes: each column's values placed in [0, 1] (INACTIVE where
+    unset), the labelled ticks of each axis, and each trial's validation accuracy."""
+
+    positions: pd.DataFrame  # trials x axes
+    ticks: dict[str, list[tuple[float, str]]]
+    scores: pd.Series
+
+
+def _axis(values: pd.Series) -> tuple[pd.Series, list[tuple[float, str]]]:
+    """Positions in [0, 1] and ticks: numbers on a (log where they span decades) scale, the
+    rest (and numbers with few values) as evenly spaced choices."""
+    present = values.dropna()
+    if pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present) \
+            and present.nunique() > 4:
+        log = (present > 0).all() and present.max() > 20 * present.min()
+        scaled = np.log10(values.astype(float)) if log else values.astype(float)
+        low, high = scaled.min(), scaled.max()
+        positions = (scaled - low) / ((high - low) or 1.0)
+        return positions, [(0.0, f"{present.min():.3g}"), (1.0, f"{present.max():.3g}")]
+    choices = sorted(present.unique(), key=lambda v: (isinstance(v, str), v))
+    spot = {v: i / max(1, len(choices) - 1) for i, v in enumerate(choices)}
+    return values.map(spot), [(spot[v], f"{v:.3g}" if isinstance(v, float) else str(v))
+                              for v in choices]
+
+
+def _rounded(value):
+    return float(f"{value:.6g}") if isinstance(value, float) else value
+
+
+def parallel_data(df: pd.DataFrame, columns: list[str]) -> Parallel | None:
+    """The completed trials' schedule and every hyperparameter that varies among them."""
+    completed = df[df["status"].eq(state.COMPLETED) & df["val_accuracy"].notna()]
+    completed = completed.map(_rounded)  # 0.30000000000000004 is 0.3
+    axes = ["schedule", *[c for c in columns if not c.startswith("tuner/")]]
+    axes = [c for c in axes if completed[c].dropna().astype(str).nunique() > 1]
+    if len(completed) < 2 or not axes:
+        return None
+    positions, ticks = {}, {}
+    for column in axes:
+        positions[column], ticks[column] = _axis(completed[column])
+    placed = pd.DataFrame(positions).fillna(INACTIVE)
+    return Parallel(placed.set_axis(completed["trial"]), ticks,
+                    completed["val_accuracy"].set_axis(completed["trial"]))
+
+
+def draw_parallel(parallel: Parallel | None) -> Figure | None:
+    """One line per completed trial across its hyperparameters' axes, coloured by validation
+    accuracy, the best drawn on top."""
+    if parallel is None:
+        return None
+    axes = list(parallel.positions.columns)
+    fig = Figure(figsize=(max(7.0, 1.3 * len(axes)), 4.6))
+    ax = fig.subplots()
+    colours = colormaps["viridis"]
+    low, high = parallel.scores.min(), parallel.scores.max()
+    for trial in parallel.scores.sort_values().index:
+        score = (parallel.scores[trial] - low) / ((high - low) or 1.0)
+        ax.plot(range(len(axes)), parallel.positions.loc[trial], color=colours(score),
+                alpha=0.8, linewidth=1.2)
+    for x, column in enumerate(axes):
+        ax.axvline(x, color="grey", linewidth=0.8)
+        for position, label in [(INACTIVE, "inactive"), *parallel.ticks[column]]:
+            ax.text(x + 0.03, position, label, fontsize=7, va="center")
+    ax.set_xticks(range(len(axes)), axes, rotation=20, ha="right", fontsize=8)
+    ax.set_yticks([])
+    ax.set_xlim(-0.2, len(axes) - 0.4)
+    ax.set_ylim(INACTIVE - 0.06, 1.06)
+    scale = cm.ScalarMappable(cmap=colours, norm=colors.Normalize(low, high))
+    fig.colorbar(scale, ax=ax, label="validation accuracy", fraction=0.03)
+    ax.set_title("completed trials across their hyperparameters (schedule: epochs trained)")
     fig.tight_layout()
     return fig
 

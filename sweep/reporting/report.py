@@ -164,6 +164,14 @@ def space_default_point(project_dir: Path) -> dict:
     return {}
 
 
+def page_ranking(df: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """The ranking as the page shows it: `table`'s summary columns, then one column for each
+    hyperparameter that varies among the trials, instead of one cell of text."""
+    varying = [c for c in hyperparameter_columns(df) if not c.startswith("tuner/")
+               and df[c].dropna().astype(str).nunique() > 1]
+    return pd.concat([table.drop(columns="hyperparameters"), df[varying]], axis=1)
+
+
 def ranking_table(df: pd.DataFrame, defaults: dict) -> pd.DataFrame:
     """The ranked trials as shown to people: summary columns, then in one cell what each
     configuration changes from the space's default point (`defaults`); every value is in
@@ -325,6 +333,8 @@ def make_figures(project_dir: Path, df: pd.DataFrame, top: int | None, record: d
         "curves.png": figures.curves_figure(project_dir, df, min(top or CURVES, CURVES)),
         "progress.png": figures.progress_figure(project_dir, df),
         "effects.png": figures.draw_effects(figures.effects_data(df, hyperparameter_columns(df))),
+        "parallel.png": figures.draw_parallel(
+            figures.parallel_data(df, hyperparameter_columns(df)) if not df.empty else None),
         "pareto.png": figures.draw_pareto(figures.pareto_data(df)),
         "split.png": figures.draw_split(figures.split_data(record), record["split"]["seed"]),
         "confusion.png": (figures.draw_confusion(figures.confusion_data(best[1]["confusion"]),
@@ -337,6 +347,7 @@ CAPTIONS = {
     "curves.png": "training vs validation accuracy and loss, best trials",
     "progress.png": "search progress",
     "effects.png": "validation accuracy by hyperparameter",
+    "parallel.png": "completed trials across their hyperparameters",
     "pareto.png": "accuracy against size and speed",
     "split.png": "class counts of the split",
     "confusion.png": "best trial: confusion on the validation images",
@@ -417,7 +428,7 @@ def _write_people_report(project_dir: Path, output: Path, df: pd.DataFrame, reco
     shown = table.head(top) if not table.empty else table
     importance = hyperparameter_importance(df)
     figs = {name: _png(fig) for name, fig in make_figures(project_dir, df, top, record).items()}
-    page = webpage.Page(project_dir, record, df, table,
+    page = webpage.Page(project_dir, record, df, page_ranking(df, table) if not df.empty else df,
                         _summary_lines(project_dir, df, record, importance, limits), importance,
                         tradeoffs.front_table(df) if not df.empty else None, figs)
     drawn = {name: png for name, png in figs.items() if png is not None}

@@ -47,6 +47,19 @@ def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, border=0, float_format=lambda v: f"{v:.4f}", na_rep="")
 
 
+SHOWN_FIRST = 10  # ranked rows shown before the rest is folded away
+
+
+def _folded(table: pd.DataFrame) -> list[str]:
+    """The first rows as a table, the others in a fold that opens on a click."""
+    if len(table) <= SHOWN_FIRST:
+        return [_table(table)]
+    rest = len(table) - SHOWN_FIRST
+    return [_table(table.head(SHOWN_FIRST)),
+            f"<details><summary>{rest} more trials</summary>"
+            f"{_table(table.iloc[SHOWN_FIRST:])}</details>"]
+
+
 def _section(anchor: str, title: str, *parts: str) -> str:
     return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{"".join(parts)}</section>'
 
@@ -99,7 +112,7 @@ class Page:
     project_dir: Path
     record: dict  # the search's sweep.json
     trials: pd.DataFrame  # `report.load_trials`
-    table: pd.DataFrame  # the ranking as people read it
+    table: pd.DataFrame  # the ranking, one column per hyperparameter that varies
     summary: str  # one line each
     importance: pd.DataFrame | None
     fronts: pd.DataFrame | None  # `tradeoffs.front_table`
@@ -116,12 +129,13 @@ def render(page: Page) -> str:
     sections = [
         _section("summary", "Summary", f'<p class="best">{html.escape(best_line)}</p>',
                  "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"),
-        _section("ranking", "Trials ranked by validation accuracy", _table(page.table)),
+        _section("ranking", "Trials ranked by validation accuracy", *_folded(page.table)),
         _section("curves", "Training vs validation accuracy per epoch",
                  _image(figs["curves.png"], "training vs validation")),
         _section("progress", "Search progress", _image(figs["progress.png"], "search progress")),
         _section("effects", "Hyperparameter effects",
                  _image(figs["effects.png"], "hyperparameter effects"),
+                 _image(figs["parallel.png"], "parallel coordinates"),
                  "<h3>Importance (random forest on completed trials)</h3>",
                  _table(page.importance) if page.importance is not None
                  else '<p class="note">needs at least 5 completed trials</p>'),
