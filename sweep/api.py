@@ -66,7 +66,8 @@ class Search:
                  quiet: bool | None = None, tensorboard: bool = False,
                  precision: str = "auto", known_points: list[dict] | None = None,
                  max_params: float | None = None,
-                 keep_checkpoints: int = SearchSettings.keep_checkpoints):
+                 keep_checkpoints: int = SearchSettings.keep_checkpoints,
+                 split: str = SearchSettings.split):
         if isinstance(time_budget, str):
             time_budget = parse_duration(time_budget)
         self.settings = SearchSettings(
@@ -75,7 +76,7 @@ class Search:
             val_size=val_size, project=project, directory=str(directory), data=data,
             time_budget=time_budget, quiet=in_notebook() if quiet is None else quiet,
             tensorboard=tensorboard, precision=precision, known_points=list(known_points or []),
-            max_params=max_params, keep_checkpoints=keep_checkpoints,
+            max_params=max_params, keep_checkpoints=keep_checkpoints, split=split,
         )
 
     @classmethod
@@ -176,6 +177,18 @@ class Search:
         from sweep.evaluate import evaluate
 
         return evaluate(self._existing(), self.settings.data, trials, top)
+
+    def study_splits(self, repeats: int = 3, trial: str | None = None, quiet: bool = False,
+                     say: Say | None = print) -> pd.DataFrame:
+        """Retrain `trial` (default: the best) on `repeats` other random splits and as many
+        stratified ones; validation accuracy mean +- std by kind (`python -m sweep splits`)."""
+        from sweep import split_study
+        from sweep.reporting import splits
+
+        project_dir = self._existing()
+        with log.lines_to(say):
+            split_study.run_study(project_dir, self.settings.data, trial, repeats, quiet)
+        return splits.by_kind(splits.study_runs(project_dir))
 
     def export(self, path: str | Path, trial: str | None = None) -> Path:
         """A standalone .keras model of `trial` (default: the best) with its normalization

@@ -15,7 +15,7 @@ from pathlib import Path
 from sweep import interrupts
 from sweep.backend import import_quietly
 from sweep.errors import SweepError
-from sweep.state import EVALUATIONS_FILE
+from sweep.state import EVALUATIONS_FILE, SPLITS_FILE
 
 # TensorFlow's start-up chatter (oneDNN, CPU feature notes) hides the search's own output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -58,6 +58,9 @@ def _definition_options(parser: argparse.ArgumentParser, defaults) -> None:
                              f"{defaults.finalists}; at most one per 5 trials)")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help=f"seed of the split and the search (default: {defaults.seed})")
+    parser.add_argument("--split", choices=("random", "stratified"), default=defaults.split,
+                        help="how the split is drawn: random (the challenge's rule, default) or "
+                             "stratified (every class equally represented in each part)")
     parser.add_argument("--train-size", type=int, default=defaults.train_size)
     parser.add_argument("--val-size", type=int, default=defaults.val_size)
     parser.add_argument("--data", help="local CIFAR-10: a cifar-10-batches-py folder or "
@@ -184,6 +187,20 @@ def build_parser() -> argparse.ArgumentParser:
     chosen.add_argument("--top", type=int, help="evaluate the N best trials")
     evaluate.add_argument("--data", help="local CIFAR-10, as for run")
 
+    study = commands.add_parser(
+        "splits", help="retrain a finished trial on other random and stratified splits",
+        description="The challenge's open question: retrain a finished trial's configuration "
+                    "(default: the best) on other random 5k/5k splits and as many stratified "
+                    "ones, and report validation accuracy mean +- std for each kind and each "
+                    "class's accuracy against its share. The test images are not read. Run it "
+                    "again to resume; `report` shows the result.")
+    _search_options(study)
+    study.add_argument("--trial", help="the trial to retrain (default: the best)")
+    study.add_argument("--repeats", type=int, default=3,
+                       help="retrainings on each kind of split (default: 3)")
+    study.add_argument("--data", help="local CIFAR-10, as for run")
+    study.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
+
     export = commands.add_parser(
         "export", help="write a trial's model as a standalone .keras file",
         description="Write a trial's model (default: the best) as a .keras file that includes "
@@ -228,6 +245,20 @@ def _evaluate(args: argparse.Namespace) -> int:
               f"(validation {result['val_accuracy']:.2%}) on {result['test_images']} test images")
     print(f"recorded in {search.project_dir / EVALUATIONS_FILE}")
     return 0
+
+
+def _splits(args: argparse.Namespace) -> int:
+    from sweep import Search
+
+    search = Search.open(args.directory, args.project, data=args.data)
+
+    def work():
+        summary = search.study_splits(args.repeats, args.trial, quiet=args.quiet, say=_say)
+        print(summary.to_string(index=False, float_format="{:.4f}".format))
+        print(f"recorded in {search.project_dir / SPLITS_FILE}; the report shows it")
+
+    return _until_interrupted(work, "finished retrainings are saved. Run the same command "
+                                    "again to resume.")
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -346,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"run": _run, "chief": _chief, "worker": _worker, "status": _status,
                     "report": _report, "spaces": _spaces, "evaluate": _evaluate,
-                    "export": _export, "predict": _predict}
+                    "export": _export, "predict": _predict, "splits": _splits}
         return commands[args.command](args)
     except SweepError as e:
         print(f"sweep: error: {e}", file=sys.stderr)

@@ -150,11 +150,37 @@ def check_split_sizes(train_size: int, val_size: int, n: int = TRAINING_IMAGES) 
         )
 
 
+SPLIT_KINDS = ("random", "stratified")
+
+
 def split_indices(n: int, train_size: int, val_size: int, seed: int) -> tuple[np.ndarray, ...]:
     """Disjoint training and validation indices from one seeded permutation (not stratified)."""
     check_split_sizes(train_size, val_size, n)
     permutation = np.random.default_rng(seed).permutation(n)
     return permutation[:train_size], permutation[train_size : train_size + val_size]
+
+
+def stratified_indices(labels: np.ndarray, train_size: int, val_size: int,
+                       seed: int) -> tuple[np.ndarray, ...]:
+    """Disjoint training and validation indices with every class equally represented in each
+    part (where a size does not divide by the classes, a seeded choice of classes has one image
+    more), each part shuffled."""
+    check_split_sizes(train_size, val_size, len(labels))
+    rng = np.random.default_rng(seed)
+    classes = len(CLASS_NAMES)
+    extra_train, extra_val = rng.permutation(classes), rng.permutation(classes)
+    train, val = [], []
+    for label in range(classes):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        n_train = train_size // classes + int(label in extra_train[: train_size % classes])
+        n_val = val_size // classes + int(label in extra_val[: val_size % classes])
+        if n_train + n_val > len(members):
+            raise SweepError(f"A stratified split of {train_size} + {val_size} images needs "
+                             f"{n_train + n_val} of class {CLASS_NAMES[label]}, which has "
+                             f"{len(members)}: choose smaller --train-size/--val-size.")
+        train.append(members[:n_train])
+        val.append(members[n_train : n_train + n_val])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(val))
 
 
 def _class_counts(labels: np.ndarray) -> dict[str, int]:
@@ -168,9 +194,14 @@ def normalize(x: np.ndarray, mean, std) -> np.ndarray:
     return (x.astype(np.float32) / 255.0 - mean) / std
 
 
-def make_split(images: Images, train_size: int, val_size: int, seed: int) -> Split:
-    """Cut the fixed split and normalize both parts with the training part's statistics only."""
-    train_idx, val_idx = split_indices(len(images.y), train_size, val_size, seed)
+def make_split(images: Images, train_size: int, val_size: int, seed: int,
+               kind: str = "random") -> Split:
+    """Cut the fixed split (`kind`: random, the challenge's, or stratified) and normalize both
+    parts with the training part's statistics only."""
+    if kind == "stratified":
+        train_idx, val_idx = stratified_indices(images.y, train_size, val_size, seed)
+    else:
+        train_idx, val_idx = split_indices(len(images.y), train_size, val_size, seed)
     scaled_train = images.x[train_idx].astype(np.float32) / 255.0
     mean = scaled_train.mean(axis=(0, 1, 2))
     std = scaled_train.std(axis=(0, 1, 2)) + 1e-7
@@ -178,6 +209,7 @@ def make_split(images: Images, train_size: int, val_size: int, seed: int) -> Spl
         np.concatenate([train_idx, val_idx]).astype(np.int64).tobytes()
     ).hexdigest()
     record = {
+        "kind": kind,
         "seed": seed,
         "train_size": train_size,
         "val_size": val_size,
@@ -198,9 +230,16 @@ def make_split(images: Images, train_size: int, val_size: int, seed: int) -> Spl
     )
 
 
-SPLIT_IDENTITY = ("seed", "train_size", "val_size", "indices_sha256", "data_sha256")
+SPLIT_IDENTITY = ("kind", "seed", "train_size", "val_size", "indices_sha256", "data_sha256")
+
+
+def split_kind(record: dict) -> str:
+    """A split record's kind; records made before stratified splits existed are random."""
+    return record.get("kind", "random")
 
 
 def split_differences(recorded: dict, current: dict) -> list[str]:
     """Which parts of the split's identity differ between a search's record and this run."""
-    return [key for key in SPLIT_IDENTITY if recorded.get(key) != current.get(key)]
+    return [key for key in SPLIT_IDENTITY
+            if (split_kind(recorded) != split_kind(current) if key == "kind"
+                else recorded.get(key) != current.get(key))]

@@ -83,6 +83,7 @@ def recorded_settings(project_dir: Path) -> SearchSettings:
         max_trials=s.get("max_trials", SearchSettings.max_trials), patience=s["patience"],
         finalists=s.get("finalists", 0),
         train_size=record["split"]["train_size"], val_size=record["split"]["val_size"],
+        split=data_module.split_kind(record["split"]),
         project=project_dir.name, directory=str(project_dir.parent),
     )
 
@@ -174,7 +175,8 @@ def opened_search(settings: SearchSettings, event: str = "run_start"):
 def load_split(settings: SearchSettings) -> tuple[data_module.Split, Path]:
     """The search's split of the 50,000 training images, and where they were read from."""
     images, source = data_module.load_training_images(settings.data)
-    split = data_module.make_split(images, settings.train_size, settings.val_size, settings.seed)
+    split = data_module.make_split(images, settings.train_size, settings.val_size, settings.seed,
+                                   settings.split)
     return split, source
 
 

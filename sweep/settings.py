@@ -54,6 +54,7 @@ class SearchSettings:
     known_points: list[dict] = field(default_factory=list)
     # Configurations whose model has more parameters are skipped before training (--max-params).
     max_params: float | None = None
+    split: str = "random"  # the challenge's; or stratified (data.SPLIT_KINDS), part of the split
     # Weights kept: those of the best N fully trained trials (--keep-checkpoints); per run.
     keep_checkpoints: int = 5
     space_sha256: str = field(default="", repr=False)
@@ -91,6 +92,9 @@ class SearchSettings:
 
         if self.time_budget is not None and self.time_budget <= 0:
             raise SweepError("--time-budget must be positive, e.g. 90m or 3h.")
+        if self.split not in data_module.SPLIT_KINDS:
+            raise SweepError(f"Unknown split {self.split!r}. Choose one of: "
+                             f"{', '.join(data_module.SPLIT_KINDS)}.")
         if self.keep_checkpoints < 1:
             raise SweepError("--keep-checkpoints must be at least 1 (the best trial's weights).")
         if self.max_params is not None and self.max_params < 1:

@@ -81,3 +81,22 @@ def test_split_record_and_training_only_normalization(tiny_cifar):
     assert data.split_differences(record, same) == []
     other = data.make_split(images, 600, 300, seed=4).record
     assert data.split_differences(record, other) == ["seed", "indices_sha256"]
+
+
+def test_a_stratified_split_holds_every_class_equally_and_differs_from_a_random_one(tiny_cifar):
+    images, _ = data.load_training_images(tiny_cifar)
+    random_split = data.make_split(images, 300, 205, seed=3)
+    stratified = data.make_split(images, 300, 205, seed=3, kind="stratified")
+    assert set(stratified.record["train_class_counts"].values()) == {30}
+    assert sorted(stratified.record["val_class_counts"].values()) == [20] * 5 + [21] * 5
+    train, val = data.stratified_indices(images.y, 300, 205, seed=3)
+    assert not set(train) & set(val) and len(set(train)) == 300  # disjoint, no repeats
+    # the kind is part of the split: a search made on one is refused on the other
+    assert stratified.record["kind"] == "stratified" and random_split.record["kind"] == "random"
+    assert data.split_differences(random_split.record, stratified.record) == [
+        "kind", "indices_sha256"]
+    # a record from before stratified splits existed is a random one
+    older = {k: v for k, v in random_split.record.items() if k != "kind"}
+    assert data.split_differences(older, random_split.record) == []
+    with pytest.raises(SweepError, match="needs .* of class"):
+        data.stratified_indices(images.y, 900, 90, seed=0)

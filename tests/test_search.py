@@ -160,6 +160,8 @@ def _recorded_search(runs: Path, data: Path, **edits) -> Path:
     ({}, {"train_size": 90}, False, "another split or dataset (train_size, indices_sha256 differ)"),
     ({}, {}, True, "another split or dataset (data_sha256 differ)"),
     ({}, {"seed": 3}, False, "other settings (seed 0 -> 3)"),
+    ({}, {"split": "stratified"}, False,
+     "another split or dataset (kind, indices_sha256 differ)"),
 ])
 def test_a_changed_space_split_or_dataset_is_refused(tmp_path, tiny_cifar, edits, options,
                                                     other_data, message):

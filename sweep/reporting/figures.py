@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from sweep import ranking, state
-from sweep.data import CLASS_NAMES
+from sweep.data import CLASS_NAMES, split_kind
 from sweep.reporting import tradeoffs
 
 CHALLENGE_BASELINE = 0.667  # the hand-tuned model's validation accuracy in the challenge
@@ -277,6 +277,42 @@ def draw_parallel(parallel: Parallel | None) -> Figure | None:
     return fig
 
 
+def draw_split_study(runs: pd.DataFrame, classes: pd.DataFrame,
+                     searched: float | None) -> Figure | None:
+    """Left: each retraining's validation accuracy by kind of split, with the trial's score on
+    the search's own split. Right: each class's accuracy against its share of the training part
+    (mean over each kind's retrainings)."""
+    if runs.empty:
+        return None
+    fig = Figure(figsize=(10, 3.8))
+    spread, share = fig.subplots(1, 2)
+    colours = {"random": "tab:orange", "stratified": "tab:blue"}
+    for x, (kind, group) in enumerate(runs.groupby("kind", sort=False)):
+        spread.scatter([x] * len(group), group["val_accuracy"], color=colours.get(kind),
+                       label=f"{kind} ({len(group)})", zorder=3)
+        spread.hlines(group["val_accuracy"].mean(), x - 0.25, x + 0.25, color=colours.get(kind))
+    if searched is not None:
+        spread.axhline(searched, color="grey", linestyle=":", label="the search's split")
+    spread.set_xticks(range(runs["kind"].nunique()), list(runs["kind"].unique()))
+    spread.set_xlim(-0.6, runs["kind"].nunique() - 0.4)
+    spread.set_ylabel("best validation accuracy")
+    spread.grid(alpha=0.3)
+    spread.legend(fontsize="small")
+    for kind, group in classes.groupby("kind", sort=False):
+        share.scatter(group["train_share"] * 100, group["accuracy"], color=colours.get(kind),
+                      label=kind)
+        for name, x, y in zip(group["class"], group["train_share"] * 100, group["accuracy"],
+                              strict=True):
+            share.annotate(name, (x, y), fontsize=6, textcoords="offset points", xytext=(3, 2))
+    share.set_xlabel("class share of the training part (%)")
+    share.set_ylabel("class accuracy (validation)")
+    share.grid(alpha=0.3)
+    share.legend(fontsize="small")
+    fig.suptitle("the same configuration retrained on other splits")
+    fig.tight_layout()
+    return fig
+
+
 def split_data(record: dict) -> pd.DataFrame:
     """Images of each class (rows, in CIFAR-10's order) in the training and validation parts of
     the split that `record` (the search's sweep.json) describes."""
@@ -286,7 +322,7 @@ def split_data(record: dict) -> pd.DataFrame:
                         index=pd.Index(CLASS_NAMES, name="class"))
 
 
-def draw_split(counts: pd.DataFrame, seed: int) -> Figure:
+def draw_split(counts: pd.DataFrame, split: dict) -> Figure:
     """Class counts of the training and validation parts: how uneven the random split is."""
     x = np.arange(len(counts))
     fig = Figure(figsize=(9, 3.4))
@@ -299,7 +335,8 @@ def draw_split(counts: pd.DataFrame, seed: int) -> Figure:
     ax.set_ylabel("images")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize="small")
-    ax.set_title(f"class counts of the split (seed {seed}; not stratified)")
+    kind = "stratified" if split_kind(split) == "stratified" else "random, not stratified"
+    ax.set_title(f"class counts of the split (seed {split['seed']}; {kind})")
     fig.tight_layout()
     return fig
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from sweep import data as data_module
 from sweep import ranking, state
 from sweep.distributed import cluster
 from sweep.errors import SweepError
-from sweep.reporting import figures, tradeoffs, webpage
+from sweep.reporting import figures, splits, tradeoffs, webpage
 from sweep.reporting.figures import CHALLENGE_BASELINE, CURVES
 
 LATENCIES = ["latency_ms_1", "latency_ms_256"]  # ms an image at batch 1 and 256 (trial.py)
@@ -326,6 +327,29 @@ def best_record(project_dir: Path, df: pd.DataFrame) -> tuple[str, dict] | None:
     return trial_id, state.read_json(path)
 
 
+def _split_study_figure(project_dir: Path, df: pd.DataFrame):
+    runs = splits.study_runs(project_dir)
+    if runs.empty:
+        return None
+    scores = df.set_index("trial")["val_accuracy"]
+    studied = runs["trial"].iloc[0]
+    return figures.draw_split_study(runs[runs["trial"] == studied],
+                                    splits.per_class(project_dir).query("trial == @studied"),
+                                    scores.get(studied))
+
+
+def split_study_tables(project_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The split study's summary by kind and its per-class table (None before any run)."""
+    runs = splits.study_runs(project_dir)
+    if runs.empty:
+        return None
+    classes = splits.per_class(project_dir)
+    wide = classes.pivot_table(index=["trial", "class"], columns="kind",
+                               values=["train_share", "accuracy"], sort=False)
+    wide.columns = [f"{value} ({kind})" for value, kind in wide.columns]
+    return splits.by_kind(runs), wide.reset_index()
+
+
 def make_figures(project_dir: Path, df: pd.DataFrame, top: int | None, record: dict) -> dict:
     """Every figure of the report, by file name (None where there is nothing to draw yet)."""
     best = best_record(project_dir, df)
@@ -336,7 +360,8 @@ def make_figures(project_dir: Path, df: pd.DataFrame, top: int | None, record: d
         "parallel.png": figures.draw_parallel(
             figures.parallel_data(df, hyperparameter_columns(df)) if not df.empty else None),
         "pareto.png": figures.draw_pareto(figures.pareto_data(df)),
-        "split.png": figures.draw_split(figures.split_data(record), record["split"]["seed"]),
+        "splits.png": _split_study_figure(project_dir, df),
+        "split.png": figures.draw_split(figures.split_data(record), record["split"]),
         "confusion.png": (figures.draw_confusion(figures.confusion_data(best[1]["confusion"]),
                                                  best[0])
                           if best and best[1].get("confusion") else None),
@@ -350,6 +375,7 @@ CAPTIONS = {
     "parallel.png": "completed trials across their hyperparameters",
     "pareto.png": "accuracy against size and speed",
     "split.png": "class counts of the split",
+    "splits.png": "the same configuration retrained on other splits",
     "confusion.png": "best trial: confusion on the validation images",
 }
 
@@ -361,7 +387,9 @@ def _split_line(record: dict) -> str:
         low, high = counts[part].idxmin(), counts[part].idxmax()
         parts.append(f"{part} {counts[part][low]} ({low}) to {counts[part][high]} ({high}) "
                      "images a class")
-    return "split (random, not stratified): " + "; ".join(parts)
+    kind = ("random, not stratified" if data_module.split_kind(record["split"]) == "random"
+            else "stratified")
+    return f"split ({kind}): " + "; ".join(parts)
 
 
 def write_report(
@@ -414,6 +442,11 @@ def _markdown(page: webpage.Page, shown: pd.DataFrame, drawn: dict) -> str:
     if page.fronts is not None:
         lines += ["## Pareto fronts: accuracy against size and speed", "",
                   _counts_as_integers(page.fronts).to_markdown(index=False, floatfmt=".4g"), ""]
+    if page.split_study is not None:
+        summary, classes = page.split_study
+        lines += ["## Does the split matter? (python -m sweep splits)", "",
+                  summary.to_markdown(index=False, floatfmt=".4f"), "",
+                  classes.to_markdown(index=False, floatfmt=".3f"), ""]
     for figure in drawn:
         lines += [f"![{CAPTIONS[figure]}]({figure})", ""]
     return "\n".join(lines)
@@ -430,7 +463,8 @@ def _write_people_report(project_dir: Path, output: Path, df: pd.DataFrame, reco
     figs = {name: _png(fig) for name, fig in make_figures(project_dir, df, top, record).items()}
     page = webpage.Page(project_dir, record, df, page_ranking(df, table) if not df.empty else df,
                         _summary_lines(project_dir, df, record, importance, limits), importance,
-                        tradeoffs.front_table(df) if not df.empty else None, figs)
+                        tradeoffs.front_table(df) if not df.empty else None,
+                        split_study_tables(project_dir), figs)
     drawn = {name: png for name, png in figs.items() if png is not None}
     markdown = _markdown(page, shown, drawn)
     files = {"trials.csv": df.to_csv(index=False), "summary.md": markdown,

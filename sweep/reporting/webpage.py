@@ -116,7 +116,17 @@ class Page:
     summary: str  # one line each
     importance: pd.DataFrame | None
     fronts: pd.DataFrame | None  # `tradeoffs.front_table`
+    split_study: tuple[pd.DataFrame, pd.DataFrame] | None  # `report.split_study_tables`
     figures: dict[str, bytes | None]  # file name -> PNG
+
+
+def _split_study_parts(tables, png) -> list[str]:
+    if tables is None:
+        return ['<p class="note">not run yet: <code>python -m sweep splits</code> retrains the '
+                "best configuration on other random and stratified splits</p>"]
+    summary, classes = tables
+    return [_table(summary), _image(png, "split study"),
+            "<h3>Each class: share of the training part and accuracy</h3>", _table(classes)]
 
 
 def render(page: Page) -> str:
@@ -143,6 +153,8 @@ def render(page: Page) -> str:
                  _image(figs["pareto.png"], "Pareto fronts"),
                  "<h3>Trials on a Pareto front</h3>", _table(page.fronts)),
         _section("split", "The split", _image(figs["split.png"], "class counts")),
+        _section("split-study", "Does the split matter? (python -m sweep splits)",
+                 *_split_study_parts(page.split_study, figs["splits.png"])),
         _section("best-trial", "Best trial",
                  *_best_trial_parts(project_dir, df, figs["confusion.png"])),
         _section("failed", "Failed and interrupted trials",
