@@ -20,7 +20,7 @@ from sweep.log import Say
 from sweep.reporting import figures
 from sweep.reporting import report as report_module
 from sweep.search import check_settings, recorded_settings, run_search
-from sweep.settings import SearchOutcome, SearchSettings, parse_duration
+from sweep.settings import SearchOutcome, SearchSettings, at_least_one, parse_duration
 
 
 def in_notebook() -> bool:
@@ -182,10 +182,11 @@ class Search:
                      say: Say | None = print) -> pd.DataFrame:
         """Retrain `trial` (default: the best) on `repeats` other random splits and as many
         stratified ones; validation accuracy mean +- std by kind (`python -m sweep splits`)."""
+        at_least_one(repeats, "--repeats")  # before TensorFlow loads
+        project_dir = self._existing()
         from sweep import split_study
         from sweep.reporting import splits
 
-        project_dir = self._existing()
         with log.lines_to(say):
             split_study.run_study(project_dir, self.settings.data, trial, repeats, quiet)
         return splits.by_kind(splits.study_runs(project_dir))

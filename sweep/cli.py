@@ -249,7 +249,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _splits(args: argparse.Namespace) -> int:
     from sweep import Search
+    from sweep.settings import at_least_one
 
+    at_least_one(args.repeats, "--repeats")  # a usage error before the search is looked for
     search = Search.open(args.directory, args.project, data=args.data)
 
     def work():

@@ -79,8 +79,7 @@ class SearchSettings:
         if self.tuner is not None and self.tuner not in TUNERS:
             raise SweepError(f"Unknown tuner {self.tuner!r}. Choose one of: {', '.join(TUNERS)}.")
         for name in ("max_trials", "max_epochs", "patience"):
-            if getattr(self, name) < 1:
-                raise SweepError(f"--{name.replace('_', '-')} must be at least 1.")
+            at_least_one(getattr(self, name), f"--{name.replace('_', '-')}")
         if self.seed < 0:
             raise SweepError("--seed must be 0 or more.")
         if self.precision not in backend.PRECISIONS:
@@ -101,6 +100,11 @@ class SearchSettings:
             raise SweepError("--max-params must be at least 1, e.g. --max-params 1e6.")
         if not all(isinstance(p, dict) and p for p in self.known_points):
             raise SweepError("Each known point must be a non-empty {name: value} mapping.")
+
+
+def at_least_one(value: int, option: str) -> None:
+    if value < 1:
+        raise SweepError(f"{option} must be at least 1.")
 
 
 def parse_point(text: str) -> dict:

@@ -42,6 +42,11 @@ def float32_after():
      "--try filters=12 is outside search space 'tiny_cnn': filters: 8 | 16, default 16"),
     (["run", "--space", "tiny_cnn", "--try", "dense_units=32"],  # inactive: no dense layer
      "has no hyperparameter 'dense_units' at this point"),
+    (["run", "--max-params", "0"], "--max-params must be at least 1"),
+    (["run", "--keep-checkpoints", "0"], "--keep-checkpoints must be at least 1"),
+    (["run", "--split", "even"], "invalid choice: 'even'"),
+    (["splits", "--dir", "no_runs_here"], "No search under no_runs_here/"),
+    (["splits", "--repeats", "0"], "--repeats must be at least 1"),
 ])
 @pytest.mark.usefixtures("float32_after")
 def test_usage_errors_exit_2_without_traceback(tmp_path, monkeypatch, capsys, args, message):
