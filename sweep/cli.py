@@ -28,67 +28,83 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _search_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--project", help="search name (default: the space's name)")
-    parser.add_argument("--dir", default="runs", dest="directory",
-                        help="folder where searches live (default: runs)")
+def _collector(parser: argparse.ArgumentParser):
+    """A list, and an `add_argument` that also appends each option it adds to it."""
+    actions: list[argparse.Action] = []
+
+    def add(*names, **options):
+        actions.append(parser.add_argument(*names, **options))
+
+    return actions, add
 
 
-def _definition_options(parser: argparse.ArgumentParser, defaults) -> None:
+def _search_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    actions, add = _collector(parser)
+    add("--project", help="search name (default: the space's name)")
+    add("--dir", default="runs", dest="directory",
+        help="folder where searches live (default: runs)")
+    return actions
+
+
+def _definition_options(parser: argparse.ArgumentParser, defaults) -> list[argparse.Action]:
     """What defines a search: `run` and `chief` take the same."""
     from sweep.backend import PRECISIONS
     from sweep.settings import DEFAULT_TUNER, TUNERS
 
-    parser.add_argument("--space", default=defaults.space,
-                        help="search space (default: small_cnn)")
-    parser.add_argument("--tuner", choices=TUNERS,
-                        help=f"search algorithm (default: {DEFAULT_TUNER} for a new search; "
-                             "a resumed search keeps its own)")
-    parser.add_argument("--max-trials", type=int, default=defaults.max_trials,
-                        help="trials to finish, failed ones included "
-                             f"(default: {defaults.max_trials})")
-    parser.add_argument("--max-epochs", type=int, default=defaults.max_epochs,
-                        help=f"epochs per trial at most (default: {defaults.max_epochs})")
-    parser.add_argument("--patience", type=int, default=defaults.patience,
-                        help="stop a trial after this many epochs without a better validation "
-                             f"accuracy (default: {defaults.patience})")
-    parser.add_argument("--finalists", type=int, default=defaults.finalists,
-                        help="best fully trained configurations retrained with 2 more seeds "
-                             "at the end, ranked by their mean (default: "
-                             f"{defaults.finalists}; at most one per 5 trials)")
-    parser.add_argument("--seed", type=int, default=defaults.seed,
-                        help=f"seed of the split and the search (default: {defaults.seed})")
-    parser.add_argument("--split", choices=("random", "stratified"), default=defaults.split,
-                        help="how the split is drawn: random (the challenge's rule, default) or "
-                             "stratified (every class equally represented in each part)")
-    parser.add_argument("--train-size", type=int, default=defaults.train_size)
-    parser.add_argument("--val-size", type=int, default=defaults.val_size)
-    parser.add_argument("--data", help="local CIFAR-10: a cifar-10-batches-py folder or "
-                                       "cifar-10-python.tar.gz (default: $SWEEP_DATA, else "
-                                       "Keras's download cache)")
-    parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
-                        help="training precision (default: auto, the machine's fastest: "
-                             "bfloat16 on CPUs with bfloat16 instructions and recent GPUs, "
-                             "float16 on older GPUs, else float32)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="start over; the old search is moved aside, never deleted")
-    parser.add_argument("--try", action="append", default=[], dest="try_points",
-                        metavar="NAME=VALUE,...",
-                        help="a configuration to try first, after the default point (the other "
-                             "hyperparameters at their defaults); repeatable")
-    parser.add_argument("--try-file", metavar="FILE",
-                        help="configurations to try first: a JSON list of {name: value} objects")
-    parser.add_argument("--max-params", type=float, metavar="N",
-                        help="skip, before any training, a configuration whose model has more "
-                             "than N parameters, and draw another (not counted as a trial)")
+    actions, add = _collector(parser)
+    add("--space", default=defaults.space,
+        help="search space (default: small_cnn)")
+    add("--tuner", choices=TUNERS,
+        help=f"search algorithm (default: {DEFAULT_TUNER} for a new search; "
+             "a resumed search keeps its own)")
+    add("--max-trials", type=int, default=defaults.max_trials,
+        help="trials to finish, failed ones included "
+             f"(default: {defaults.max_trials})")
+    add("--max-epochs", type=int, default=defaults.max_epochs,
+        help=f"epochs per trial at most (default: {defaults.max_epochs})")
+    add("--patience", type=int, default=defaults.patience,
+        help="stop a trial after this many epochs without a better validation "
+             f"accuracy (default: {defaults.patience})")
+    add("--finalists", type=int, default=defaults.finalists,
+        help="best fully trained configurations retrained with 2 more seeds "
+             "at the end, ranked by their mean (default: "
+             f"{defaults.finalists}; at most one per 5 trials)")
+    add("--seed", type=int, default=defaults.seed,
+        help=f"seed of the split and the search (default: {defaults.seed})")
+    add("--split", choices=("random", "stratified"), default=defaults.split,
+        help="how the split is drawn: random (the challenge's rule, default) or "
+             "stratified (every class equally represented in each part)")
+    add("--train-size", type=int, default=defaults.train_size)
+    add("--val-size", type=int, default=defaults.val_size)
+    add("--data", help="local CIFAR-10: a cifar-10-batches-py folder or "
+                       "cifar-10-python.tar.gz (default: $SWEEP_DATA, else "
+                       "Keras's download cache)")
+    add("--precision", choices=PRECISIONS, default=defaults.precision,
+        help="training precision (default: auto, the machine's fastest: "
+             "bfloat16 on CPUs with bfloat16 instructions and recent GPUs, "
+             "float16 on older GPUs, else float32)")
+    add("--fresh", action="store_true",
+        help="start over; the old search is moved aside, never deleted")
+    add("--try", action="append", default=[], dest="try_points",
+        metavar="NAME=VALUE,...",
+        help="a configuration to try first, after the default point (the other "
+             "hyperparameters at their defaults); repeatable")
+    add("--try-file", metavar="FILE",
+        help="configurations to try first: a JSON list of {name: value} objects")
+    add("--max-params", type=float, metavar="N",
+        help="skip, before any training, a configuration whose model has more "
+             "than N parameters, and draw another (not counted as a trial)")
+    return actions
 
 
-def _keep_checkpoints_option(parser: argparse.ArgumentParser, defaults) -> None:
-    parser.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints,
-                        metavar="N",
-                        help="keep the weights of the best N fully trained trials and delete "
-                             "the others' as the search goes (default: "
-                             f"{defaults.keep_checkpoints})")
+def _keep_checkpoints_option(parser: argparse.ArgumentParser, defaults) -> list[argparse.Action]:
+    actions, add = _collector(parser)
+    add("--keep-checkpoints", type=int, default=defaults.keep_checkpoints,
+        metavar="N",
+        help="keep the weights of the best N fully trained trials and delete "
+             "the others' as the search goes (default: "
+             f"{defaults.keep_checkpoints})")
+    return actions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="start or resume a search",
                               description="Start a search, or resume it with the same command.")
-    _definition_options(run, defaults)
+    shared = _definition_options(run, defaults)
     run.add_argument("--time-budget", metavar="DURATION",
                      help="stop this run after e.g. 45m, 3h or 1h30m: no trial is started that "
                           "would not end in time (by the mean trial so far), a running trial "
@@ -111,8 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write TensorBoard logs per trial (runs/<project>/trial_*/"
                           "tensorboard; browse with: tensorboard --logdir runs/<project>)")
     run.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
-    _keep_checkpoints_option(run, defaults)
-    _search_options(run)
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="train on N local worker processes under a chief (KerasTuner's "
+                          "distributed mode on this machine), all stopped together")
+    run.add_argument("--gpus", metavar="0,1,...",
+                     help="one local worker per GPU, each seeing only its own")
+    shared += _keep_checkpoints_option(run, defaults) + _search_options(run)
+    run.set_defaults(chief_options=shared)  # what `--workers` hands its chief
 
     chief = commands.add_parser(
         "chief", help="serve a search to workers on other processes or machines",
@@ -288,14 +309,15 @@ def _say(line: str) -> None:
 
 
 def _until_interrupted(work, resume_hint: str) -> int:
-    """Run `work()`; Ctrl-C or SIGTERM ends it with status 130 and `resume_hint`."""
+    """Run `work()`: its exit status, if it returns one, else 0; Ctrl-C or SIGTERM ends it with
+    status 130 and `resume_hint`."""
     try:
         with interrupts.installed():
-            work()
+            status = work()
     except KeyboardInterrupt:
         print(f"\ninterrupted: {resume_hint}", file=sys.stderr)
         return 130
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 def _search(args: argparse.Namespace, *not_settings: str):
@@ -304,17 +326,59 @@ def _search(args: argparse.Namespace, *not_settings: str):
 
     known_points = [parse_point(text) for text in args.try_points]
     known_points += read_points(args.try_file) if args.try_file else []
-    skipped = ("command", "fresh", "try_points", "try_file", *not_settings)
+    skipped = ("command", "fresh", "try_points", "try_file", "workers", "gpus", "chief_options",
+               *not_settings)
     return Search(**{k: v for k, v in vars(args).items() if k not in skipped},
                   known_points=known_points)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.workers is not None or args.gpus:
+        return _run_locally(args)
     search = _search(args)
     return _until_interrupted(
         lambda: search.run(fresh=args.fresh, say=_say),
         "finished trials are saved. Run the same command again to resume.",
     )
+
+
+def _as_arguments(actions: list[argparse.Action], args: argparse.Namespace) -> list[str]:
+    """The command-line arguments that give `actions` the values they have in `args`."""
+    arguments = []
+    for action in actions:
+        value, flag = getattr(args, action.dest), action.option_strings[-1]
+        if action.nargs == 0:  # a flag
+            arguments += [flag] if value else []
+        elif isinstance(value, list):
+            arguments += [part for item in value for part in (flag, str(item))]
+        elif value is not None and value != action.default:
+            arguments += [flag, str(value)]
+    return arguments
+
+
+def _run_locally(args: argparse.Namespace) -> int:
+    from sweep import log
+    from sweep.distributed import local
+    from sweep.search import check_settings
+
+    gpus = args.gpus.split(",") if args.gpus else None
+    workers = args.workers if args.workers is not None else len(gpus)
+    if workers < 1 or (gpus and len(gpus) != workers):
+        raise SweepError("--workers must be at least 1, and match --gpus where both are given.")
+    if args.time_budget or args.tensorboard:
+        raise SweepError("--time-budget and --tensorboard apply to one process: "
+                         "not with --workers (see the README, \"Several processes\").")
+    check_settings(_search(args).settings)  # a usage error before any process starts
+    worker_args = ["--dir", args.directory, *(["--project", args.project] if args.project else []),
+                   *(["--data", args.data] if args.data else []), *(["-q"] if args.quiet else [])]
+
+    def work() -> int:
+        with log.lines_to(_say):
+            return local.run_locally(_as_arguments(args.chief_options, args), worker_args,
+                                     workers, gpus)
+
+    return _until_interrupted(work, "finished trials are saved. Run the same command again to "
+                                    "resume.")
 
 
 def _chief(args: argparse.Namespace) -> int:

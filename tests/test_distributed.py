@@ -16,10 +16,11 @@ import stat
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import grpc
 import pytest
-from conftest import backed_up_epochs, run_sweep, start_sweep, statuses, wait_for
+from conftest import backed_up_epochs, run_sweep, signal_when, start_sweep, statuses, wait_for
 from test_cli import IMPORT_PROBE
 
 from sweep import state
@@ -334,3 +335,42 @@ def test_tls_files_are_usage_errors_before_tensorflow_loads(tmp_path, args, mess
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
     assert result.stdout.strip() == "[]"  # TensorFlow was not loaded
+
+
+def test_run_with_local_workers_stops_them_all_on_ctrl_c_and_resumes(real_cifar_train_only,
+                                                                    tmp_path):
+    """`run --workers 2`: a chief and two workers in one command. Ctrl-C (SIGINT to it alone)
+    stops all three cleanly; the same command again finishes every trial exactly once."""
+    args = ["run", "--space", "tiny_cnn", "--data", str(real_cifar_train_only), "--train-size",
+            "500", "--val-size", "300", "--max-trials", "4", "--max-epochs", "6", "--tuner",
+            "random", "--workers", "2", "-q"]
+    project = tmp_path / "runs" / "tiny_cnn"
+    first = start_sweep(*args, cwd=tmp_path)
+    output = signal_when(first, lambda: backed_up_epochs(project, "0") >= 1, signal.SIGINT)
+    assert first.returncode == 130, output
+    assert "chief | interrupted: finished trials are saved" in output
+    assert "local-1 | interrupted" in output and "local-2 | interrupted" in output
+    assert "interrupted: finished trials are saved. Run the same command again" in output
+    assert cluster_processes(tmp_path) == []  # none outlived the run
+
+    second = run_sweep(*args, cwd=tmp_path, timeout=EXIT_TIMEOUT)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "chief | search done: 4 completed, 0 failed" in second.stdout
+    assert "local-1 | trial" not in second.stdout  # a worker's trial lines come from the chief
+    assert_every_trial_ended_once(project, 4)
+    assert set(workers_of(project).values()) <= {"local-1", "local-2"}
+
+
+def cluster_processes(cwd) -> list[str]:
+    """Command lines of the sweep chiefs and workers running in `cwd`."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if Path(proc, "cwd").resolve() != cwd.resolve():
+                continue
+            command = Path(proc, "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue  # ended while we looked
+        if " sweep chief" in command or " sweep worker" in command:
+            found.append(command)
+    return found

@@ -1,0 +1,112 @@
+"""`run --workers N`: KerasTuner's distributed mode on this machine, in one command.
+
+A chief on 127.0.0.1 (a free port) and N workers, each its own process (`python -m sweep chief`
+and `worker`, exactly as a person would start them), their lines printed with who said them, and
+all stopped together: at the end of the search, or when this process is interrupted (Ctrl-C or
+SIGTERM), which it passes on to each of them once, so each saves and stops cleanly. They run in
+their own process groups, so a terminal's Ctrl-C reaches them only through this process. With
+`--gpus 0,1`, one worker per GPU, each seeing only its own (CUDA_VISIBLE_DEVICES).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+log = logging.getLogger(__name__)
+STOP_SECONDS = 300  # how long stopped processes get to save and exit before they are killed
+POLL_SECONDS = 1.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker_ids(count: int) -> list[str]:
+    return [f"local-{i + 1}" for i in range(count)]
+
+
+def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweep", *args], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
+
+
+# A worker's own line for the start or end of a trial: the chief says it too, with the worker.
+SAID_BY_THE_CHIEF = re.compile(r"trial \d+ (started|done)")
+
+
+def _relay(name: str, process: subprocess.Popen) -> threading.Thread:
+    """Log each of the process's lines, prefixed with its name (a worker's trial lines once,
+    from the chief)."""
+    def relay():
+        for line in process.stdout:
+            if name == "chief" or not SAID_BY_THE_CHIEF.match(line):
+                log.info(f"{name} | {line.rstrip()}")
+
+    thread = threading.Thread(target=relay, daemon=True)
+    thread.start()
+    return thread
+
+
+def _stop(processes: list[subprocess.Popen], signum: int | None) -> None:
+    """Send `signum` (if any) to each running process, then wait for each; one that does not
+    exit within STOP_SECONDS is killed."""
+    for process in processes:
+        if signum is not None and process.poll() is None:
+            process.send_signal(signum)
+    for process in processes:
+        try:
+            process.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_for_chief(chief: subprocess.Popen, workers: list[subprocess.Popen]) -> int:
+    """The chief's exit status; if every worker exits before it, nothing would train the rest:
+    the chief is stopped (its search saved) and the status is 1."""
+    while chief.poll() is None:
+        if all(worker.poll() is not None for worker in workers):
+            log.info("every worker has stopped: stopping the chief (the search is saved; run "
+                     "the same command again to continue)")
+            _stop([chief], signal.SIGINT)
+            return 1
+        time.sleep(POLL_SECONDS)
+    return chief.returncode
+
+
+def run_locally(chief_args: list[str], worker_args: list[str], workers: int,
+                gpus: list[str] | None = None) -> int:
+    """Serve the search `chief_args` define to `workers` local workers until it is done;
+    return the chief's exit status. `worker_args` go to every worker (--dir, --data, -q)."""
+    port = free_port()
+    chief = _start(["chief", *chief_args, "--host", "127.0.0.1", "--port", str(port)], {})
+    started = {"chief": chief}
+    for i, worker_id in enumerate(worker_ids(workers)):
+        env = {"CUDA_VISIBLE_DEVICES": gpus[i]} if gpus else {}
+        started[worker_id] = _start(["worker", "--chief", f"127.0.0.1:{port}", "--id",
+                                     worker_id, *worker_args], env)
+    relays = [_relay(name, process) for name, process in started.items()]
+    helpers = [p for name, p in started.items() if name != "chief"]
+    try:
+        status = _wait_for_chief(chief, helpers)
+        # Done: the chief told every worker to stop. Refused or failed: stop them.
+        _stop(helpers, None if status == 0 else signal.SIGINT)
+    except KeyboardInterrupt:
+        _stop(list(started.values()), signal.SIGINT)
+        raise
+    finally:
+        for relay in relays:
+            relay.join(timeout=5)
+    return status
