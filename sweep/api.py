@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep import backend, log, ranking
+from sweep import backend, log, ranking, state
 from sweep.distributed import cluster
 from sweep.errors import SweepError
 from sweep.log import Say
@@ -67,7 +67,7 @@ class Search:
                  precision: str = "auto", known_points: list[dict] | None = None,
                  max_params: float | None = None,
                  keep_checkpoints: int = SearchSettings.keep_checkpoints,
-                 split: str = SearchSettings.split):
+                 split: str | None = None):
         if isinstance(time_budget, str):
             time_budget = parse_duration(time_budget)
         self.settings = SearchSettings(
@@ -167,8 +167,8 @@ class Search:
         image, batch 1) the summary names the best trial within them."""
         project_dir = self._existing()
         folder = Path(output) if output else Path("reports") / project_dir.name
-        limits = {cost: limit for cost, limit in
-                  (("params", max_params), ("latency_ms_1", max_latency)) if limit is not None}
+        asked = {"params": max_params, state.LATENCY_KEYS[1]: max_latency}
+        limits = {cost: limit for cost, limit in asked.items() if limit is not None}
         text, _ = report_module.write_report(project_dir, folder, top, format, width, limits)
         return text
 

@@ -71,9 +71,10 @@ def _definition_options(parser: argparse.ArgumentParser, defaults) -> list[argpa
              f"{defaults.finalists}; at most one per 5 trials)")
     add("--seed", type=int, default=defaults.seed,
         help=f"seed of the split and the search (default: {defaults.seed})")
-    add("--split", choices=("random", "stratified"), default=defaults.split,
-        help="how the split is drawn: random (the challenge's rule, default) or "
-             "stratified (every class equally represented in each part)")
+    add("--split", choices=("random", "stratified"),
+        help="how the split is drawn: random (the challenge's rule, the default for a new "
+             "search) or stratified (every class equally represented in each part); a "
+             "resumed search keeps its own")
     add("--train-size", type=int, default=defaults.train_size)
     add("--val-size", type=int, default=defaults.val_size)
     add("--data", help="local CIFAR-10: a cifar-10-batches-py folder or "
@@ -277,7 +278,7 @@ def _splits(args: argparse.Namespace) -> int:
 
     def work():
         summary = search.study_splits(args.repeats, args.trial, quiet=args.quiet, say=_say)
-        print(summary.to_string(index=False, float_format="{:.4f}".format))
+        print(summary.to_string(index=False, float_format="{:.4f}".format, na_rep="-"))
         print(f"recorded in {search.project_dir / SPLITS_FILE}; the report shows it")
 
     return _until_interrupted(work, "finished retrainings are saved. Run the same command "

@@ -238,6 +238,11 @@ def split_kind(record: dict) -> str:
     return record.get("kind", "random")
 
 
+def split_description(record: dict) -> str:
+    """A split's kind as the report says it."""
+    return "stratified" if split_kind(record) == "stratified" else "random, not stratified"
+
+
 def split_differences(recorded: dict, current: dict) -> list[str]:
     """Which parts of the split's identity differ between a search's record and this run."""
     return [key for key in SPLIT_IDENTITY

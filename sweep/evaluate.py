@@ -44,6 +44,7 @@ def evaluate(
     """Test accuracy of the chosen trials, recorded in the search folder and returned."""
     record = state.read_json(project_dir / state.SETTINGS_FILE)
     chosen = choose_trials(project_dir, trial_ids, top)
+    models.check_weights(project_dir, chosen)  # before any result is recorded
     test = data_module.load_test_images(data)
     normalization = record["split"]["normalization"]
     x_test = data_module.normalize(test.x, normalization["mean"], normalization["std"])

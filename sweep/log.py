@@ -40,4 +40,5 @@ def lines_to(say: Say | None) -> Iterator[None]:
         yield
     finally:
         logger.removeHandler(handler)
-        logger.level, logger.propagate = before
+        logger.setLevel(before[0])  # setLevel, not the attribute: it clears loggers' caches
+        logger.propagate = before[1]

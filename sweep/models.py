@@ -20,6 +20,16 @@ from sweep.reporting import report
 from sweep.search import recorded_settings
 
 
+def check_weights(project_dir: Path, trial_ids: list[str]) -> None:
+    """Refuse, before any work, trials whose weights are gone."""
+    missing = [t for t in trial_ids
+               if not (state.trial_dir(project_dir, t) / state.CHECKPOINT_FILE).is_file()]
+    if missing:
+        raise SweepError(
+            f"Trial {', '.join(missing)} of {project_dir} has no saved weights: a search keeps "
+            "those of its best fully trained trials only (--keep-checkpoints).")
+
+
 def load_trial_model(project_dir: Path, trial_id: str) -> keras.Model:
     """The trial's model with the weights of its best epoch."""
     from sweep.engine import hypermodel
@@ -31,12 +41,9 @@ def load_trial_model(project_dir: Path, trial_id: str) -> keras.Model:
             f"The code of search space {space.name!r} changed since {project_dir} was made: "
             "its trials can no longer be rebuilt."
         )
+    check_weights(project_dir, [trial_id])
     trial_dir = state.trial_dir(project_dir, trial_id)
     checkpoint = trial_dir / state.CHECKPOINT_FILE
-    if not checkpoint.is_file():
-        raise SweepError(
-            f"Trial {trial_id} of {project_dir} has no saved weights: a search keeps those of "
-            "its best fully trained trials only (--keep-checkpoints).")
     hps = kt.HyperParameters.from_config(
         state.read_json(trial_dir / state.TRIAL_FILE)["hyperparameters"])
     task = hypermodel.trial_task(

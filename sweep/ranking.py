@@ -107,6 +107,13 @@ def ranked_rows(table):
     return table[table["rank"].notna()] if not table.empty else table
 
 
+def varying(table, columns: list[str]) -> list[str]:
+    """The `columns` of a trial table, the tuner's bookkeeping aside, that hold more than one
+    value (0.3 and "0.3" alike)."""
+    return [c for c in columns if not c.startswith(BOOKKEEPING_PREFIX)
+            and table[c].dropna().astype(str).nunique() > 1]
+
+
 def format_values(values: dict, defaults: dict) -> str:
     """A configuration as people read it: the hyperparameters that differ from the space's
     default point (`defaults`), without the search's bookkeeping."""

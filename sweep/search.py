@@ -23,6 +23,7 @@ from sweep import backend, spaces, state
 from sweep import data as data_module
 from sweep.errors import SweepError
 from sweep.settings import (
+    DEFAULT_SPLIT,
     DEFAULT_TUNER,
     FIXED_SETTINGS,
     SearchOutcome,
@@ -81,7 +82,7 @@ def recorded_settings(project_dir: Path) -> SearchSettings:
     return SearchSettings(
         space=s["space"], tuner=s["tuner"], seed=s["seed"], max_epochs=s["max_epochs"],
         max_trials=s.get("max_trials", SearchSettings.max_trials), patience=s["patience"],
-        finalists=s.get("finalists", 0),
+        finalists=s.get("finalists", 0), max_params=s.get("max_params"),
         train_size=record["split"]["train_size"], val_size=record["split"]["val_size"],
         split=data_module.split_kind(record["split"]),
         project=project_dir.name, directory=str(project_dir.parent),
@@ -127,6 +128,9 @@ def checked_search(settings: SearchSettings):
     recorded = state.read_json(record_path) if record_path.exists() and not settings.fresh else None
     settings.tuner = settings.tuner or (
         recorded["settings"]["tuner"] if recorded else DEFAULT_TUNER
+    )
+    settings.split = settings.split or (
+        data_module.split_kind(recorded["split"]) if recorded else DEFAULT_SPLIT
     )
     if recorded:
         check_resume(recorded, settings)

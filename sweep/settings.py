@@ -20,6 +20,7 @@ TUNERS = ("halving", "bayesian", "random", "hyperband")
 # Successive halving with restarts, then finalists (see README: "Default search"); a resumed
 # search keeps the tuner it was made with unless one is named.
 DEFAULT_TUNER = "halving"
+DEFAULT_SPLIT = "random"  # the challenge's rule
 # Settings a resumed search must share with its first run: anything else would mix two searches.
 FIXED_SETTINGS = ("space", "space_sha256", "tuner", "seed", "max_epochs", "finalists",
                   "max_params")
@@ -54,7 +55,9 @@ class SearchSettings:
     known_points: list[dict] = field(default_factory=list)
     # Configurations whose model has more parameters are skipped before training (--max-params).
     max_params: float | None = None
-    split: str = "random"  # the challenge's; or stratified (data.SPLIT_KINDS), part of the split
+    # How the split is drawn (data.SPLIT_KINDS); None: DEFAULT_SPLIT for a new search, the
+    # recorded kind on resume (the kind is part of the split, checked like the rest of it).
+    split: str | None = None
     # Weights kept: those of the best N fully trained trials (--keep-checkpoints); per run.
     keep_checkpoints: int = 5
     space_sha256: str = field(default="", repr=False)
@@ -91,7 +94,7 @@ class SearchSettings:
 
         if self.time_budget is not None and self.time_budget <= 0:
             raise SweepError("--time-budget must be positive, e.g. 90m or 3h.")
-        if self.split not in data_module.SPLIT_KINDS:
+        if self.split is not None and self.split not in data_module.SPLIT_KINDS:
             raise SweepError(f"Unknown split {self.split!r}. Choose one of: "
                              f"{', '.join(data_module.SPLIT_KINDS)}.")
         if self.keep_checkpoints < 1:

@@ -63,6 +63,10 @@ def run_study(project_dir: Path, data: str | os.PathLike | None, trial_id: str |
     hypermodel = SpaceHyperModel(space, training_task(settings),
                                  backend.use_precision(settings.precision))
     images, _ = data_module.load_training_images(data)
+    recorded_data = state.read_json(project_dir / state.SETTINGS_FILE)["split"]["data_sha256"]
+    if data_module.checksum(images) != recorded_data:
+        raise SweepError(f"This CIFAR-10 copy differs from the one {project_dir} was searched on: "
+                         "give the same --data, or the study would compare other images.")
     done = {(r["kind"], r["seed"]) for r in recorded(project_dir, trial_id)}
     for kind in data_module.SPLIT_KINDS:
         for seed in study_seeds(settings.seed, repeats):

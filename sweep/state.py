@@ -34,6 +34,8 @@ SPLITS_DIR = "splits"  # the split study's retrainings, one folder each
 LOCK_FILE = ".lock"
 ORACLE_FILE = "oracle.json"  # KerasTuner's
 TRIAL_FILE = "trial.json"  # KerasTuner's, in each trial's folder
+# A trial record's inference latency, milliseconds an image, by batch size (trial.py measures it).
+LATENCY_KEYS = {1: "latency_ms_1", 256: "latency_ms_256"}
 CHECKPOINT_FILE = "checkpoint.weights.h5"  # a trial's best epoch: weights and optimizer state
 
 # A trial's status: KerasTuner's words (`keras_tuner.engine.trial.TrialStatus`), and the two a

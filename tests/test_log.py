@@ -35,3 +35,15 @@ def test_what_the_function_raises_reaches_the_code_that_logged():
     with pytest.raises(KeyboardInterrupt), log.lines_to(interrupted):
         engine.info("trial 0 started")
     assert not log.logger.handlers
+
+
+def test_after_the_block_every_modules_level_is_as_it_was():
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.WARNING)
+    try:
+        with log.lines_to(lambda line: None):
+            assert engine.isEnabledFor(logging.INFO)  # logging caches this answer
+        assert not engine.isEnabledFor(logging.INFO)
+    finally:
+        root.setLevel(before)

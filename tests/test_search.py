@@ -54,6 +54,12 @@ def test_max_params_skips_big_models_and_keep_checkpoints_deletes_outranked_weig
     outranked = trials["trial"].iloc[1]
     with pytest.raises(SweepError, match="keeps those of its best fully trained trials only"):
         search.export(tmp_path / "other.keras", trial=outranked)
+    with pytest.raises(SweepError, match=f"Trial {outranked}.* has no saved weights"):
+        search.evaluate(top=2)  # refused before the best is evaluated and recorded
+    assert not (search.project_dir / state.EVALUATIONS_FILE).exists()
+    reopened = sweep.Search.open(tmp_path / "runs", data=str(tiny_cifar))
+    assert reopened.settings.max_params == 20_000
+    reopened.run(say=None)  # its recorded limit: the same search, nothing left to train
     skipped = [e for e in state.read_events(search.project_dir)
                if e["event"] == state.SKIPPED_EVENT]
     assert skipped and all(e["params"] > 20_000 for e in skipped)

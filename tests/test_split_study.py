@@ -36,6 +36,6 @@ def test_the_best_trial_retrained_on_random_and_stratified_splits(tmp_path, tiny
 
     text = search.report(format="markdown", output=tmp_path / "out")
     assert "## Does the split matter?" in text and "![the same configuration" in text
-    assert (tmp_path / "out" / "splits.png").is_file()
+    assert (tmp_path / "out" / "split_study.png").is_file()
     with pytest.raises(SweepError, match="No trial 99"):
         search.study_splits(trial="99", say=None)

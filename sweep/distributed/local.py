@@ -10,6 +10,8 @@ their own process groups, so a terminal's Ctrl-C reaches them only through this 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import re
@@ -23,6 +25,8 @@ import time
 log = logging.getLogger(__name__)
 STOP_SECONDS = 300  # how long stopped processes get to save and exit before they are killed
 POLL_SECONDS = 1.0
+GRACE_SECONDS = 30  # a process's time to exit once its part is over
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def free_port() -> int:
@@ -39,7 +43,7 @@ def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "sweep", *args], stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
+        preexec_fn=_die_with_parent, env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
 
 
 # A worker's own line for the start or end of a trial: the chief says it too, with the worker.
@@ -59,31 +63,48 @@ def _relay(name: str, process: subprocess.Popen) -> threading.Thread:
     return thread
 
 
-def _stop(processes: list[subprocess.Popen], signum: int | None) -> None:
-    """Send `signum` (if any) to each running process, then wait for each; one that does not
-    exit within STOP_SECONDS is killed."""
+def _wait(processes: list[subprocess.Popen], seconds: float) -> None:
+    """Wait for the processes to exit, `seconds` at most for all of them together."""
+    deadline = time.monotonic() + seconds
     for process in processes:
-        if signum is not None and process.poll() is None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def _stop(processes: list[subprocess.Popen], signum: int) -> None:
+    """Send `signum` to each running process; kill those still running STOP_SECONDS later."""
+    for process in processes:
+        if process.poll() is None:
             process.send_signal(signum)
+    _wait(processes, STOP_SECONDS)
     for process in processes:
-        try:
-            process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
+        if process.poll() is None:
             process.kill()
             process.wait()
 
 
 def _wait_for_chief(chief: subprocess.Popen, workers: list[subprocess.Popen]) -> int:
-    """The chief's exit status; if every worker exits before it, nothing would train the rest:
-    the chief is stopped (its search saved) and the status is 1."""
+    """The chief's exit status. If every worker has exited and the chief has not within
+    GRACE_SECONDS (a refused or failed worker: nothing would train the rest), the chief is
+    stopped, its search saved, and the status is 1."""
+    alone_since = None
     while chief.poll() is None:
         if all(worker.poll() is not None for worker in workers):
-            log.info("every worker has stopped: stopping the chief (the search is saved; run "
-                     "the same command again to continue)")
-            _stop([chief], signal.SIGINT)
-            return 1
+            alone_since = alone_since or time.monotonic()
+            if time.monotonic() - alone_since > GRACE_SECONDS:
+                log.info("every worker has stopped: stopping the chief (the search is saved; "
+                         "run the same command again to continue)")
+                _stop([chief], signal.SIGINT)
+                return 1
         time.sleep(POLL_SECONDS)
     return chief.returncode
+
+
+def _die_with_parent() -> None:
+    """In a child: SIGTERM it when the process that started it dies (Linux), so no chief or
+    worker is left behind holding the search, whatever stops the command."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: it would outlive it
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def run_locally(chief_args: list[str], worker_args: list[str], workers: int,
@@ -98,11 +119,13 @@ def run_locally(chief_args: list[str], worker_args: list[str], workers: int,
         started[worker_id] = _start(["worker", "--chief", f"127.0.0.1:{port}", "--id",
                                      worker_id, *worker_args], env)
     relays = [_relay(name, process) for name, process in started.items()]
-    helpers = [p for name, p in started.items() if name != "chief"]
+    worker_processes = [p for name, p in started.items() if name != "chief"]
     try:
-        status = _wait_for_chief(chief, helpers)
-        # Done: the chief told every worker to stop. Refused or failed: stop them.
-        _stop(helpers, None if status == 0 else signal.SIGINT)
+        status = _wait_for_chief(chief, worker_processes)
+        # Done, the chief told every worker to stop; or nothing was left to run and the chief
+        # served nobody. Either way a worker still waiting for it after the grace is stopped.
+        _wait(worker_processes, GRACE_SECONDS)
+        _stop(worker_processes, signal.SIGINT)
     except KeyboardInterrupt:
         _stop(list(started.values()), signal.SIGINT)
         raise

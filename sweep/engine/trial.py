@@ -30,7 +30,6 @@ from sweep.errors import TimeBudgetReached
 log = logging.getLogger(__name__)
 
 BACKUP_DIR = "backup"
-LATENCY_PREFIX = "latency_ms_"  # record keys: latency_ms_1, latency_ms_256 (per image)
 VALIDATION_BATCH = 500  # inference only: larger batches are faster and give the same result
 TENSORBOARD_DIR = "tensorboard"
 # KerasTuner's name for a trial's best weights.
@@ -91,7 +90,7 @@ class EpochRecorder(keras.callbacks.Callback):
         self._epoch_start = 0.0
         self._announced = False
 
-    def _say(self, line: str) -> None:
+    def _line(self, line: str) -> None:
         if not self.quiet:
             log.info(line)
 
@@ -111,7 +110,7 @@ class EpochRecorder(keras.callbacks.Callback):
             state.append_event(self.trial_dir.parent, event="train_start", trial=self.trial_id,
                                epoch=epoch, **where)
             if epoch:
-                self._say(f"  trial {self.trial_id}: resuming at epoch {epoch + 1}")
+                self._line(f"  trial {self.trial_id}: resuming at epoch {epoch + 1}")
             self._announced = True
         self.record["history"] = [e for e in self.record["history"] if e["epoch"] < epoch]
         self._epoch_start = time.monotonic()
@@ -130,7 +129,7 @@ class EpochRecorder(keras.callbacks.Callback):
         )
         self.record["train_seconds"] = self.record.get("train_seconds", 0.0) + seconds
         state.write_json(self.trial_dir / state.TRIAL_RECORD_FILE, self.record)
-        self._say(
+        self._line(
             f"  trial {self.trial_id} epoch {epoch + 1}/{self.epochs}: "
             f"loss {logs.get('loss', math.nan):.4f} acc {logs.get('accuracy', math.nan):.4f} "
             f"val_acc {logs.get('val_accuracy', math.nan):.4f} ({seconds:.1f} s)"
@@ -276,7 +275,7 @@ def best_epoch_confusion(model: keras.Model, trial_dir: Path, data: TrainingData
     return matrix.tolist()
 
 
-LATENCY_BATCHES = {1: 20, 256: 3}  # batch size: timed calls (after as many warm-up calls)
+LATENCY_CALLS = {1: 20, 256: 3}  # batch size: timed calls (after as many warm-up calls)
 
 
 def inference_latency(model: keras.Model, images: np.ndarray) -> dict[str, float]:
@@ -285,7 +284,7 @@ def inference_latency(model: keras.Model, images: np.ndarray) -> dict[str, float
     timed calls, through Keras's compiled predict step. A machine busy with other work measures
     slower: compare trials trained on the same machine."""
     latency = {}
-    for batch, calls in LATENCY_BATCHES.items():
+    for batch, calls in LATENCY_CALLS.items():
         inputs = images[:batch]
         timings = []
         for call in range(2 * calls):
@@ -293,7 +292,7 @@ def inference_latency(model: keras.Model, images: np.ndarray) -> dict[str, float
             model.predict_on_batch(inputs)
             if call >= calls:
                 timings.append(time.perf_counter() - start)
-        latency[f"{LATENCY_PREFIX}{batch}"] = 1000 * float(np.median(timings)) / len(inputs)
+        latency[state.LATENCY_KEYS[batch]] = 1000 * float(np.median(timings)) / len(inputs)
     return latency
 
 

@@ -185,9 +185,18 @@ class SweepTuner:
         nothing else needs them: every trial trains from scratch. Done where the oracle is
         (this process, or the chief), which knows every trial."""
         keep = {r.run.trial for r in self.ranked()[: self.settings.keep_checkpoints]}
+        deleted = []
         for trial in self.known_trials():
-            if trial.status in state.ENDED and trial.trial_id not in keep:
-                (self.trial_dir(trial.trial_id) / state.CHECKPOINT_FILE).unlink(missing_ok=True)
+            checkpoint = self.trial_dir(trial.trial_id) / state.CHECKPOINT_FILE
+            if trial.status in state.ENDED and trial.trial_id not in keep and checkpoint.exists():
+                try:
+                    checkpoint.unlink()
+                    deleted.append(trial.trial_id)
+                except OSError as e:  # a shared folder may refuse: the search goes on
+                    log.warning(f"could not delete {checkpoint}: {e}")
+        if deleted:
+            log.info(f"deleted the weights of trial {', '.join(deleted)} (--keep-checkpoints "
+                     f"{self.settings.keep_checkpoints} keeps the best fully trained ones)")
 
     def best_score(self) -> float | None:
         scores = [r.run.score for r in self.ranked()]

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from sweep import ranking, state
-from sweep.data import CLASS_NAMES, split_kind
+from sweep.data import CLASS_NAMES, split_description
 from sweep.reporting import tradeoffs
 
 CHALLENGE_BASELINE = 0.667  # the hand-tuned model's validation accuracy in the challenge
@@ -122,11 +122,8 @@ def effects_data(df: pd.DataFrame, columns: list[str]) -> dict[str, pd.DataFrame
     """For each hyperparameter that varies among the ranked trials (`tuner/*` aside), its value
     and the validation accuracy of each trial that set it."""
     completed = ranking.ranked_rows(df)
-    return {column: completed[[column, "val_accuracy"]].dropna()
-                                                       .rename(columns={column: "value"})
-            for column in columns
-            if not column.startswith("tuner/")
-            and completed[column].dropna().astype(str).nunique() > 1}
+    return {column: completed[[column, "val_accuracy"]].dropna().rename(columns={column: "value"})
+            for column in ranking.varying(completed, columns)}
 
 
 def draw_effects(effects: dict[str, pd.DataFrame]) -> Figure | None:
@@ -236,8 +233,7 @@ def parallel_data(df: pd.DataFrame, columns: list[str]) -> Parallel | None:
     """The completed trials' schedule and every hyperparameter that varies among them."""
     completed = df[df["status"].eq(state.COMPLETED) & df["val_accuracy"].notna()]
     completed = completed.map(_rounded)  # 0.30000000000000004 is 0.3
-    axes = ["schedule", *[c for c in columns if not c.startswith("tuner/")]]
-    axes = [c for c in axes if completed[c].dropna().astype(str).nunique() > 1]
+    axes = ranking.varying(completed, ["schedule", *columns])
     if len(completed) < 2 or not axes:
         return None
     positions, ticks = {}, {}
@@ -335,8 +331,7 @@ def draw_split(counts: pd.DataFrame, split: dict) -> Figure:
     ax.set_ylabel("images")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize="small")
-    kind = "stratified" if split_kind(split) == "stratified" else "random, not stratified"
-    ax.set_title(f"class counts of the split (seed {split['seed']}; {kind})")
+    ax.set_title(f"class counts of the split (seed {split['seed']}; {split_description(split)})")
     fig.tight_layout()
     return fig
 

@@ -22,14 +22,15 @@ from sweep.errors import SweepError
 from sweep.reporting import figures, splits, tradeoffs, webpage
 from sweep.reporting.figures import CHALLENGE_BASELINE, CURVES
 
-LATENCIES = ["latency_ms_1", "latency_ms_256"]  # ms an image at batch 1 and 256 (trial.py)
+LATENCIES = list(state.LATENCY_KEYS.values())
 SUMMARY_COLUMNS = ["rank", "trial", "val_accuracy", "val_mean", "val_std", "seeds",
                    "train_accuracy", "test_accuracy", "best_epoch", "epochs", "schedule", "params",
                    *LATENCIES, "minutes", "status", "worker"]
 # Columns the ranking shows only when filled in: finalists' seeds, evaluations, latencies (a
 # search older than their measurement has none), workers.
-SHOWN_WHEN_SET = ("val_mean", "val_std", "seeds", "test_accuracy", "latency_ms_1", "worker")
-FILE_ONLY = ("latency_ms_256",)  # in trials.csv, not in the ranking people read
+SHOWN_WHEN_SET = ("val_mean", "val_std", "seeds", "test_accuracy", state.LATENCY_KEYS[1],
+                  "worker")
+FILE_ONLY = (state.LATENCY_KEYS[256],)  # in trials.csv, not in the ranking people read
 
 
 def find_project(directory: str | os.PathLike, project: str | None) -> Path:
@@ -168,8 +169,7 @@ def space_default_point(project_dir: Path) -> dict:
 def page_ranking(df: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """The ranking as the page shows it: `table`'s summary columns, then one column for each
     hyperparameter that varies among the trials, instead of one cell of text."""
-    varying = [c for c in hyperparameter_columns(df) if not c.startswith("tuner/")
-               and df[c].dropna().astype(str).nunique() > 1]
+    varying = ranking.varying(df, hyperparameter_columns(df))
     return pd.concat([table.drop(columns="hyperparameters"), df[varying]], axis=1)
 
 
@@ -242,7 +242,7 @@ MIN_HYPERPARAMETER_WIDTH = 16
 # A terminal's headers: short, so that the hyperparameters keep room (files keep the long ones).
 SHORT_HEADERS = {"val_accuracy": "val_acc", "train_accuracy": "train_acc", "test_accuracy":
                  "test_acc", "val_mean": "mean", "val_std": "std", "best_epoch": "best",
-                 "latency_ms_1": "ms"}
+                 state.LATENCY_KEYS[1]: "ms"}
 
 
 COUNTS = ("rank", "seeds", "best_epoch", "epochs", "schedule", "params")
@@ -332,7 +332,7 @@ def _split_study_figure(project_dir: Path, df: pd.DataFrame):
     if runs.empty:
         return None
     scores = df.set_index("trial")["val_accuracy"]
-    studied = runs["trial"].iloc[0]
+    studied = runs["trial"].iloc[-1]  # the trial studied last
     return figures.draw_split_study(runs[runs["trial"] == studied],
                                     splits.per_class(project_dir).query("trial == @studied"),
                                     scores.get(studied))
@@ -360,7 +360,7 @@ def make_figures(project_dir: Path, df: pd.DataFrame, top: int | None, record: d
         "parallel.png": figures.draw_parallel(
             figures.parallel_data(df, hyperparameter_columns(df)) if not df.empty else None),
         "pareto.png": figures.draw_pareto(figures.pareto_data(df)),
-        "splits.png": _split_study_figure(project_dir, df),
+        "split_study.png": _split_study_figure(project_dir, df),
         "split.png": figures.draw_split(figures.split_data(record), record["split"]),
         "confusion.png": (figures.draw_confusion(figures.confusion_data(best[1]["confusion"]),
                                                  best[0])
@@ -375,7 +375,7 @@ CAPTIONS = {
     "parallel.png": "completed trials across their hyperparameters",
     "pareto.png": "accuracy against size and speed",
     "split.png": "class counts of the split",
-    "splits.png": "the same configuration retrained on other splits",
+    "split_study.png": "the same configuration retrained on other splits",
     "confusion.png": "best trial: confusion on the validation images",
 }
 
@@ -387,9 +387,7 @@ def _split_line(record: dict) -> str:
         low, high = counts[part].idxmin(), counts[part].idxmax()
         parts.append(f"{part} {counts[part][low]} ({low}) to {counts[part][high]} ({high}) "
                      "images a class")
-    kind = ("random, not stratified" if data_module.split_kind(record["split"]) == "random"
-            else "stratified")
-    return f"split ({kind}): " + "; ".join(parts)
+    return f"split ({data_module.split_description(record['split'])}): " + "; ".join(parts)
 
 
 def write_report(
@@ -407,6 +405,9 @@ def write_report(
     tradeoffs.check_limits(limits or {})
     df = load_trials(project_dir)
     record = state.read_json(project_dir / state.SETTINGS_FILE)
+    if limits and fmt in ("csv", "json"):
+        raise SweepError("--max-params and --max-latency name a trial in the summary: use them "
+                         "with --format table, markdown or html.")
     if fmt == "csv":
         return df.to_csv(index=False), []
     if fmt == "json":

@@ -13,9 +13,17 @@ from sweep import state
 
 def study_runs(project_dir: Path) -> pd.DataFrame:
     """One row per retraining: trial, kind, seed, val_accuracy, train_accuracy."""
-    rows = state.read_lines(project_dir / state.SPLITS_FILE)
     columns = ["trial", "kind", "seed", "val_accuracy", "train_accuracy"]
-    return pd.DataFrame([{c: r[c] for c in columns} for r in rows], columns=columns)
+    return pd.DataFrame([{c: r[c] for c in columns} for r in _retrainings(project_dir)],
+                        columns=columns)
+
+
+def _retrainings(project_dir: Path) -> list[dict]:
+    """Each retraining once: two studies run at the same time may both record one."""
+    first = {}
+    for run in state.read_lines(project_dir / state.SPLITS_FILE):
+        first.setdefault((run["trial"], run["kind"], run["seed"]), run)
+    return list(first.values())
 
 
 def by_kind(runs: pd.DataFrame) -> pd.DataFrame:
@@ -28,7 +36,7 @@ def by_kind(runs: pd.DataFrame) -> pd.DataFrame:
 def per_class(project_dir: Path) -> pd.DataFrame:
     """Each class's accuracy and its share of the training part, mean over each kind's runs."""
     rows = []
-    for run in state.read_lines(project_dir / state.SPLITS_FILE):
+    for run in _retrainings(project_dir):
         total = sum(run["train_class_counts"].values())
         for name, accuracy in run["class_accuracy"].items():
             rows.append({"trial": run["trial"], "kind": run["kind"], "class": name,

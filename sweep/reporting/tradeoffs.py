@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from sweep import ranking
+from sweep import ranking, state
 from sweep.errors import SweepError
 
 # What a model costs, as trials.csv names it, and how people read it.
-COSTS = {"params": "parameters", "latency_ms_1": "ms an image (batch 1)"}
+COSTS = {"params": "parameters", state.LATENCY_KEYS[1]: "ms an image (batch 1)"}
 
 
 def pareto_front(df: pd.DataFrame, cost: str) -> pd.DataFrame:
@@ -71,6 +71,7 @@ def limits_line(df: pd.DataFrame, limits: dict[str, float]) -> str:
                 "records it for trials it trains)")
     if best is None:
         return f"no fully trained trial within {within}"
-    costs = ", ".join(f"{best[cost]:.4g} {COSTS[cost]}" for cost in COSTS if cost in best)
+    costs = ", ".join(f"{best[cost]:.4g} {COSTS[cost]}" for cost in COSTS
+                      if cost in best and pd.notna(best[cost]))
     return (f"best within {within}: trial {best['trial']} at {best['val_accuracy']:.2%} "
             f"validation accuracy ({costs})")

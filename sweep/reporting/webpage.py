@@ -154,7 +154,7 @@ def render(page: Page) -> str:
                  "<h3>Trials on a Pareto front</h3>", _table(page.fronts)),
         _section("split", "The split", _image(figs["split.png"], "class counts")),
         _section("split-study", "Does the split matter? (python -m sweep splits)",
-                 *_split_study_parts(page.split_study, figs["splits.png"])),
+                 *_split_study_parts(page.split_study, figs["split_study.png"])),
         _section("best-trial", "Best trial",
                  *_best_trial_parts(project_dir, df, figs["confusion.png"])),
         _section("failed", "Failed and interrupted trials",
