@@ -259,7 +259,7 @@ def test_html_page_renders_its_sections_and_images_in_chromium(project, tmp_path
 
     dom = _chromium("--dump-dom", page.as_uri()).stdout
     for section in ("summary", "ranking", "curves", "progress", "effects", "tradeoffs", "split",
-                    "best-trial", "failed", "provenance"):
+                    "split-study", "best-trial", "failed", "provenance"):
         assert f'<section id="{section}">' in dom
     # curves, progress, effects, parallel axes, Pareto fronts, split, confusion: each decoded
     assert 'data-images-loaded="7/7"' in dom
