@@ -1,6 +1,7 @@
 """The split study (`python -m sweep splits`) on a real, tiny search: each retraining recorded
 once, on the splits it claims, resumed where it stopped, and shown by the report."""
 
+import conftest
 import pytest
 
 import sweep
@@ -39,3 +40,8 @@ def test_the_best_trial_retrained_on_random_and_stratified_splits(tmp_path, tiny
     assert (tmp_path / "out" / "split_study.png").is_file()
     with pytest.raises(SweepError, match="No trial 99"):
         search.study_splits(trial="99", say=None)
+    other = conftest.write_batches(tmp_path / "other" / "cifar-10-batches-py", 200, seed=1)
+    elsewhere = sweep.Search.open(tmp_path / "runs", data=str(other))
+    with pytest.raises(SweepError, match="differs from the one .* was searched on"):
+        elsewhere.study_splits(repeats=3, say=None)
+    assert len(state.read_lines(search.project_dir / state.SPLITS_FILE)) == 4  # nothing added
