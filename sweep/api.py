@@ -189,7 +189,7 @@ class Search:
 
         with log.lines_to(say):
             split_study.run_study(project_dir, self.settings.data, trial, repeats, quiet)
-        return splits.by_kind(splits.study_runs(project_dir))
+        return splits.by_kind(splits.load(project_dir)[0])
 
     def export(self, path: str | Path, trial: str | None = None) -> Path:
         """A standalone .keras model of `trial` (default: the best) with its normalization

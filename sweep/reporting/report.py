@@ -327,31 +327,31 @@ def best_record(project_dir: Path, df: pd.DataFrame) -> tuple[str, dict] | None:
     return trial_id, state.read_json(path)
 
 
-def _split_study_figure(project_dir: Path, df: pd.DataFrame):
-    runs = splits.study_runs(project_dir)
+def _split_study_figure(df: pd.DataFrame, runs: pd.DataFrame, classes: pd.DataFrame):
     if runs.empty:
         return None
     scores = df.set_index("trial")["val_accuracy"]
     studied = runs["trial"].iloc[-1]  # the trial studied last
     return figures.draw_split_study(runs[runs["trial"] == studied],
-                                    splits.per_class(project_dir).query("trial == @studied"),
-                                    scores.get(studied))
+                                    classes.query("trial == @studied"), scores.get(studied))
 
 
-def split_study_tables(project_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-    """The split study's summary by kind and its per-class table (None before any run)."""
-    runs = splits.study_runs(project_dir)
+def split_study_tables(runs: pd.DataFrame,
+                       classes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The split study's summary by kind and its per-class table (None before any run), from
+    `splits.load`."""
     if runs.empty:
         return None
-    classes = splits.per_class(project_dir)
     wide = classes.pivot_table(index=["trial", "class"], columns="kind",
                                values=["train_share", "accuracy"], sort=False)
     wide.columns = [f"{value} ({kind})" for value, kind in wide.columns]
     return splits.by_kind(runs), wide.reset_index()
 
 
-def make_figures(project_dir: Path, df: pd.DataFrame, top: int | None, record: dict) -> dict:
-    """Every figure of the report, by file name (None where there is nothing to draw yet)."""
+def make_figures(project_dir: Path, df: pd.DataFrame, top: int | None, record: dict,
+                 study: tuple[pd.DataFrame, pd.DataFrame]) -> dict:
+    """Every figure of the report, by file name (None where there is nothing to draw yet);
+    `study` is the split study as `splits.load` reads it."""
     best = best_record(project_dir, df)
     return {
         "curves.png": figures.curves_figure(project_dir, df, min(top or CURVES, CURVES)),
@@ -360,7 +360,7 @@ def make_figures(project_dir: Path, df: pd.DataFrame, top: int | None, record: d
         "parallel.png": figures.draw_parallel(
             figures.parallel_data(df, hyperparameter_columns(df)) if not df.empty else None),
         "pareto.png": figures.draw_pareto(figures.pareto_data(df)),
-        "split_study.png": _split_study_figure(project_dir, df),
+        "split_study.png": _split_study_figure(df, *study),
         "split.png": figures.draw_split(figures.split_data(record), record["split"]),
         "confusion.png": (figures.draw_confusion(figures.confusion_data(best[1]["confusion"]),
                                                  best[0])
@@ -461,11 +461,13 @@ def _write_people_report(project_dir: Path, output: Path, df: pd.DataFrame, reco
     table = ranking_table(df, space_default_point(project_dir)) if not df.empty else df
     shown = table.head(top) if not table.empty else table
     importance = hyperparameter_importance(df)
-    figs = {name: _png(fig) for name, fig in make_figures(project_dir, df, top, record).items()}
+    study = splits.load(project_dir)
+    figs = {name: _png(fig)
+            for name, fig in make_figures(project_dir, df, top, record, study).items()}
     page = webpage.Page(project_dir, record, df, page_ranking(df, table) if not df.empty else df,
                         _summary_lines(project_dir, df, record, importance, limits), importance,
                         tradeoffs.front_table(df) if not df.empty else None,
-                        split_study_tables(project_dir), figs)
+                        split_study_tables(*study), figs)
     drawn = {name: png for name, png in figs.items() if png is not None}
     markdown = _markdown(page, shown, drawn)
     files = {"trials.csv": df.to_csv(index=False), "summary.md": markdown,

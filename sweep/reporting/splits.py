@@ -11,11 +11,13 @@ import pandas as pd
 from sweep import state
 
 
-def study_runs(project_dir: Path) -> pd.DataFrame:
-    """One row per retraining: trial, kind, seed, val_accuracy, train_accuracy."""
+def load(project_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The study read once: one row per retraining (trial, kind, seed, val_accuracy,
+    train_accuracy), and each class's accuracy and training share (`per_class`)."""
+    retrainings = _retrainings(project_dir)
     columns = ["trial", "kind", "seed", "val_accuracy", "train_accuracy"]
-    return pd.DataFrame([{c: r[c] for c in columns} for r in _retrainings(project_dir)],
-                        columns=columns)
+    runs = pd.DataFrame([{c: r[c] for c in columns} for r in retrainings], columns=columns)
+    return runs, per_class(retrainings)
 
 
 def _retrainings(project_dir: Path) -> list[dict]:
@@ -33,10 +35,10 @@ def by_kind(runs: pd.DataFrame) -> pd.DataFrame:
                          "val_std": grouped.std(ddof=1)}).reset_index()
 
 
-def per_class(project_dir: Path) -> pd.DataFrame:
+def per_class(retrainings: list[dict]) -> pd.DataFrame:
     """Each class's accuracy and its share of the training part, mean over each kind's runs."""
     rows = []
-    for run in _retrainings(project_dir):
+    for run in retrainings:
         total = sum(run["train_class_counts"].values())
         for name, accuracy in run["class_accuracy"].items():
             rows.append({"trial": run["trial"], "kind": run["kind"], "class": name,
