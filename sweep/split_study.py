@@ -24,6 +24,7 @@ from sweep.data import CLASS_NAMES
 from sweep.engine import trial as trial_module
 from sweep.engine.hypermodel import SpaceHyperModel, training_task
 from sweep.errors import SweepError
+from sweep.reporting import figures
 from sweep.search import recorded_settings
 
 log = logging.getLogger(__name__)
@@ -98,14 +99,13 @@ def retrain(project_dir: Path, trial_id: str, hps: kt.HyperParameters,
         data=trial_module.TrainingData.from_split(split, len(CLASS_NAMES)),
         epochs=ranking.trial_epochs(hps.values, settings.max_epochs),
         patience=settings.patience, tuner_callbacks=[], quiet=quiet)
-    confusion = trial_module.load_record(folder)["confusion"]
+    per_class = figures.per_class_accuracy(
+        figures.confusion_data(trial_module.load_record(folder)["confusion"]))
     trial_module.discard_backup(folder)
     return {
         "trial": trial_id, "kind": kind, "seed": seed, "val_accuracy": best["val_accuracy"],
         "train_accuracy": best["accuracy"],
-        "class_accuracy": {name: row[i] / max(1, sum(row))
-                           for i, (name, row) in enumerate(zip(CLASS_NAMES, confusion,
-                                                               strict=True))},
+        "class_accuracy": dict(zip(per_class["class"], per_class["accuracy"], strict=True)),
         "train_class_counts": split.record["train_class_counts"],
         "indices_sha256": split.record["indices_sha256"],
     }

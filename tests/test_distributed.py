@@ -11,7 +11,6 @@ import json
 import re
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -25,15 +24,10 @@ from test_cli import IMPORT_PROBE
 
 from sweep import state
 from sweep.distributed import cluster
+from sweep.distributed.local import free_port
 
 pytestmark = pytest.mark.cifar
 EXIT_TIMEOUT = 300
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def chief_args(data, port, trials, epochs, space="tiny_cnn", timeout="60s"):
