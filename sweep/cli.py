@@ -49,6 +49,7 @@ def _search_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 def _definition_options(parser: argparse.ArgumentParser, defaults) -> list[argparse.Action]:
     """What defines a search: `run` and `chief` take the same."""
     from sweep.backend import PRECISIONS
+    from sweep.data import SPLIT_KINDS
     from sweep.settings import DEFAULT_TUNER, TUNERS
 
     actions, add = _collector(parser)
@@ -71,7 +72,7 @@ def _definition_options(parser: argparse.ArgumentParser, defaults) -> list[argpa
              f"{defaults.finalists}; at most one per 5 trials)")
     add("--seed", type=int, default=defaults.seed,
         help=f"seed of the split and the search (default: {defaults.seed})")
-    add("--split", choices=("random", "stratified"),
+    add("--split", choices=SPLIT_KINDS,
         help="how the split is drawn: random (the challenge's rule, the default for a new "
              "search) or stratified (every class equally represented in each part); a "
              "resumed search keeps its own")
