@@ -60,6 +60,23 @@ def test_a_silent_workers_trial_goes_back_to_the_queue_and_to_the_next_worker(tm
     assert oracle.ongoing_workers() == {"w2": taken}
 
 
+def test_a_worker_waits_while_the_last_trials_can_still_come_back_to_the_queue(tmp_path):
+    """KerasTuner answers STOPPED once `max_trials` exist, even while another worker holds one:
+    the asking worker would exit, and a trial released later would have no one to train it."""
+    oracle = _oracle(oracles.RandomOracle, tmp_path)
+    oracle.max_trials = 2
+    held = oracle.create_trial("w1").trial_id
+    _end(oracle, "w2")
+    assert oracle.create_trial("w2").status == "IDLE"
+    assert oracle.workers() == {"w1", "w2"}
+    oracle.release_trial("w1")
+    assert oracle.create_trial("w2").trial_id == held
+    assert oracle.create_trial("w2").trial_id == held  # the trial it already holds
+    _end(oracle, "w2")
+    assert oracle.create_trial("w2").status == "STOPPED"
+    assert oracle.search_done()
+
+
 def test_the_chief_reads_its_workers_under_the_oracles_lock(tmp_path):
     oracle = _oracle(oracles.RandomOracle, tmp_path)
     oracle.create_trial("w1")

@@ -123,7 +123,14 @@ class SafeOracle:
             self.tuner_ids.discard(tuner_id)
             return kt_trial.Trial(self.get_space(), status=state.STOPPED)
         trial = super().create_trial(tuner_id)
-        self.exhausted = self.exhausted or trial.status == state.STOPPED
+        if trial.status != state.STOPPED:
+            return trial
+        self.exhausted = True
+        if self.ongoing_trials or self._retry_queue:
+            # Another worker's trial may still come back to the queue (`release_trial`): this
+            # worker must stay to train it, not exit.
+            self.tuner_ids.add(tuner_id)
+            return kt_trial.Trial(self.get_space(), status=state.IDLE)
         return trial
 
     @kt.synchronized
