@@ -3,7 +3,8 @@
 Only layers the challenge allows appear here: convolution, pooling, dense, dropout, batch
 normalization, activation. No skip connections (every model is a `keras.Sequential`), no
 augmentation, no pretrained weights. A space module declares a `PlainCNN` (what it may choose,
-with ranges and defaults) and exposes its `build`; `sweep.rules` still checks every model built.
+with ranges and defaults) and exposes its `build`; `sweep.engine.rules` still checks every model
+built.
 """
 
 from __future__ import annotations
@@ -15,17 +16,9 @@ from typing import Any
 import keras
 from keras import layers
 
+from sweep.spaces import TrainingTask
+
 MAX_DROPOUT = 0.7  # a block's dropout, however much it grows with depth
-
-
-@dataclass(frozen=True)
-class TrainingTask:
-    """What a space needs to know about the data and budget to build and compile a model."""
-
-    input_shape: tuple[int, int, int]
-    num_classes: int
-    train_size: int
-    epochs: int
 
 
 @dataclass(frozen=True)

@@ -66,12 +66,19 @@ def _code_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
+TOOL_PACKAGE = __name__.split(".")[0]
+
+
 def _local_code(path: Path, found: set[Path] | None = None) -> set[Path]:
     """`path` and the modules it imports from its own folder or its package's (read with `ast`,
-    not imported: a search checks this hash before Keras loads)."""
+    not imported: a search checks this hash before Keras loads). The tool's own package is left
+    out: a space may use its types, and a change to the tool is recorded as its version, not as
+    another space."""
     found = set() if found is None else found
     found.add(path)
     for module, level in _imports(path):
+        if not level and module.split(".")[0] == TOOL_PACKAGE:
+            continue
         roots = [path.parents[level - 1]] if level else [path.parent, path.parent.parent]
         for root in roots:
             for candidate in _module_files(root, module):

@@ -10,7 +10,7 @@ import keras_tuner as kt
 import pytest
 
 from search_spaces import small_cnn
-from search_spaces.blocks import TrainingTask
+from sweep.spaces import TrainingTask
 from sweep import backend, state
 
 
