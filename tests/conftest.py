@@ -1,12 +1,13 @@
 """Shared fixtures: tiny synthetic CIFAR-10 layouts for unit tests, the real copy for e2e tests.
 
 The real copy is built once from ../shared/datasets/cifar10/build.py into .data/ (or taken from
-$SWEEP_TEST_DATA, which .ci/run sets), then exposed without its test batch: a search that tried to
+$SWEEP_TEST_DATA), then exposed without its test batch: a search that tried to
 read the test images would fail.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pickle
@@ -50,10 +51,13 @@ def real_cifar_batches() -> Path:
     given = os.environ.get("SWEEP_TEST_DATA")
     root = Path(given) if given else REPO / ".data" / "cifar10"
     batches = root / "cifar-10-batches-py"
-    if not (batches / "data_batch_1").is_file():
-        if not SHARED_BUILD.is_file():
-            pytest.skip(f"real CIFAR-10 needs {SHARED_BUILD}")
-        subprocess.run([sys.executable, str(SHARED_BUILD), str(root)], check=True)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".build.lock", "w") as lock:  # pytest-xdist's workers build it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (batches / "data_batch_1").is_file():
+            if not SHARED_BUILD.is_file():
+                pytest.skip(f"real CIFAR-10 needs {SHARED_BUILD}")
+            subprocess.run([sys.executable, str(SHARED_BUILD), str(root)], check=True)
     return batches
 
 
