@@ -19,7 +19,7 @@ from sweep.errors import SweepError
 from sweep.log import Say
 from sweep.reporting import figures
 from sweep.reporting import report as report_module
-from sweep.search import check_settings, recorded_settings, run_search
+from sweep.search import check_rebuildable, check_settings, recorded_settings, run_search
 from sweep.settings import SearchOutcome, SearchSettings, at_least_one, parse_duration
 
 
@@ -194,10 +194,12 @@ class Search:
     def export(self, path: str | Path, trial: str | None = None) -> Path:
         """A standalone .keras model of `trial` (default: the best) with its normalization
         inside, and a sidecar JSON of its trial, hyperparameters, split and scores."""
+        trial = str(trial or self.best()["trial"])
+        check_rebuildable(self._existing(), [trial])
+        backend.import_quietly()  # TensorFlow loads here, once the quick checks passed
         from sweep import models
 
-        trial = trial or self.best()["trial"]
-        model_path, _ = models.export(self._existing(), str(trial), Path(path))
+        model_path, _ = models.export(self._existing(), trial, Path(path))
         return model_path
 
     def plot_history(self, top: int = 3):

@@ -262,7 +262,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     from sweep import Search
 
     search = Search.open(args.directory, args.project, data=args.data)
-    import_quietly()
     for result in search.evaluate(args.trials, args.top):
         print(f"trial {result['trial']}: test accuracy {result['test_accuracy']:.2%} "
               f"(validation {result['val_accuracy']:.2%}) on {result['test_images']} test images")
@@ -290,7 +289,6 @@ def _export(args: argparse.Namespace) -> int:
     from sweep import Search
 
     search = Search.open(args.directory, args.project)
-    import_quietly()
     path = search.export(args.output, args.trial)
     print(f"wrote {path} and {path.with_suffix('.json')}: load it with "
           f"keras.saving.load_model({str(path)!r}); it takes raw uint8 32x32x3 images")

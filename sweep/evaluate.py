@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from sweep import backend, ranking, state
 from sweep import data as data_module
-from sweep import models, ranking, state
 from sweep.errors import SweepError
 from sweep.reporting import report
+from sweep.search import check_rebuildable
 
 
 def choose_trials(project_dir: Path, trial_ids: list[str] | None, top: int | None) -> list[str]:
@@ -44,8 +45,10 @@ def evaluate(
     """Test accuracy of the chosen trials, recorded in the search folder and returned."""
     record = state.read_json(project_dir / state.SETTINGS_FILE)
     chosen = choose_trials(project_dir, trial_ids, top)
-    models.check_weights(project_dir, chosen)  # before any result is recorded
+    check_rebuildable(project_dir, chosen)  # before any result is recorded
     test = data_module.load_test_images(data)
+    backend.import_quietly()  # TensorFlow loads here, once every check has passed
+    from sweep import models
     normalization = record["split"]["normalization"]
     x_test = data_module.normalize(test.x, normalization["mean"], normalization["std"])
     scores = report.load_trials(project_dir).set_index("trial")

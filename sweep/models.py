@@ -17,31 +17,16 @@ from sweep import spaces, state
 from sweep.data import CLASS_NAMES
 from sweep.errors import SweepError
 from sweep.reporting import report
-from sweep.search import recorded_settings
-
-
-def check_weights(project_dir: Path, trial_ids: list[str]) -> None:
-    """Refuse, before any work, trials whose weights are gone."""
-    missing = [t for t in trial_ids
-               if not (state.trial_dir(project_dir, t) / state.CHECKPOINT_FILE).is_file()]
-    if missing:
-        raise SweepError(
-            f"Trial {', '.join(missing)} of {project_dir} has no saved weights: a search keeps "
-            "those of its best fully trained trials only (--keep-checkpoints).")
+from sweep.search import check_rebuildable, recorded_settings
 
 
 def load_trial_model(project_dir: Path, trial_id: str) -> keras.Model:
     """The trial's model with the weights of its best epoch."""
     from sweep.engine import hypermodel
 
+    check_rebuildable(project_dir, [trial_id])
     record = state.read_json(project_dir / state.SETTINGS_FILE)
     space = spaces.load(record["settings"]["space"])
-    if space.source_hash() != record["settings"]["space_sha256"]:
-        raise SweepError(
-            f"The code of search space {space.name!r} changed since {project_dir} was made: "
-            "its trials can no longer be rebuilt."
-        )
-    check_weights(project_dir, [trial_id])
     trial_dir = state.trial_dir(project_dir, trial_id)
     checkpoint = trial_dir / state.CHECKPOINT_FILE
     hps = kt.HyperParameters.from_config(

@@ -89,6 +89,23 @@ def recorded_settings(project_dir: Path) -> SearchSettings:
     )
 
 
+def check_rebuildable(project_dir: Path, trial_ids: list[str]) -> None:
+    """Refuse, before TensorFlow loads and before any work, trials that cannot be rebuilt as they
+    were trained: the space's code changed since the search was made, or their weights are gone."""
+    record = state.read_json(project_dir / state.SETTINGS_FILE)
+    space = record["settings"]["space"]
+    if spaces.source_hash(space) != record["settings"]["space_sha256"]:
+        raise SweepError(
+            f"The code of search space {space!r} changed since "
+            f"{project_dir} was made: its trials can no longer be rebuilt.")
+    missing = [t for t in trial_ids
+               if not (state.trial_dir(project_dir, t) / state.CHECKPOINT_FILE).is_file()]
+    if missing:
+        raise SweepError(
+            f"Trial {', '.join(missing)} of {project_dir} has no saved weights: a search keeps "
+            "those of its best fully trained trials only (--keep-checkpoints).")
+
+
 def check_split(recorded: dict, split_record: dict, settings: SearchSettings) -> None:
     differences = data_module.split_differences(recorded["split"], split_record)
     if differences:

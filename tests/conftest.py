@@ -79,6 +79,27 @@ def run_sweep(*args: str, cwd: Path, timeout: float = 600) -> subprocess.Complet
     )
 
 
+# Calls the CLI, then says whether TensorFlow or Keras was imported on the way.
+IMPORT_PROBE = """
+import sys
+from pathlib import Path
+from sweep.cli import main
+try:
+    status = main(sys.argv[1:])
+except SystemExit as e:
+    status = e.code
+print(sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
+sys.exit(status)
+"""
+
+
+def run_probed(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m sweep ...` in a real subprocess whose last stdout line lists which of
+    TensorFlow and Keras it imported: a refusal must come before they load."""
+    return subprocess.run([sys.executable, "-c", IMPORT_PROBE, *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def start_sweep(*args: str, cwd: Path) -> subprocess.Popen:
     """`python -m sweep ...` started in the background, its output collected."""
     return subprocess.Popen([sys.executable, "-m", "sweep", *args], cwd=cwd,

@@ -10,8 +10,8 @@ import keras_tuner as kt
 import pytest
 
 from search_spaces import small_cnn
-from sweep.spaces import TrainingTask
 from sweep import backend, state
+from sweep.spaces import TrainingTask
 
 
 @pytest.mark.parametrize("gpu, flags, expected", [

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_sweep
+from conftest import run_probed, run_sweep
 
 from sweep.cli import main
 
@@ -67,20 +67,6 @@ def test_usage_errors_exit_2_without_traceback(tmp_path, monkeypatch, capsys, ar
     assert list(tmp_path.iterdir()) == []  # a refused command leaves the disk as it was
 
 
-# Calls the CLI, then says whether TensorFlow or Keras was imported on the way.
-IMPORT_PROBE = """
-import sys
-from pathlib import Path
-from sweep.cli import main
-try:
-    status = main(sys.argv[1:])
-except SystemExit as e:
-    status = e.code
-print(sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
-sys.exit(status)
-"""
-
-
 @pytest.mark.parametrize("args, message", [
     (["run", "--space", "nope"], "Unknown search space 'nope'"),
     (["run", "--space", "missing.py"], "Search space file missing.py does not exist"),
@@ -92,8 +78,7 @@ sys.exit(status)
     (["chief", "--port", "8000", "--space", "nope"], "Unknown search space 'nope'"),
 ])
 def test_usage_errors_are_refused_before_tensorflow_loads(tmp_path, args, message):
-    result = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *args], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    result = run_probed(*args, cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert result.stdout.strip() == "[]"
     assert list(tmp_path.iterdir()) == []

@@ -13,7 +13,7 @@ from pathlib import Path
 import conftest
 import pandas as pd
 import pytest
-from conftest import run_sweep, statuses, train_starts
+from conftest import run_probed, run_sweep, statuses, train_starts
 
 import sweep
 from sweep import spaces, state
@@ -218,8 +218,9 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
     assert "test_accuracy" not in shown.stdout  # nothing evaluated yet
 
     # The test images: absent from the folder `run` used, read only by `evaluate`.
-    missing = run_sweep("evaluate", "--data", str(real_cifar_train_only), cwd=tmp_path)
+    missing = run_probed("evaluate", "--data", str(real_cifar_train_only), cwd=tmp_path)
     assert missing.returncode == 2 and "lacks test_batch" in missing.stderr
+    assert missing.stdout.strip() == "[]"  # refused before TensorFlow loads
     evaluated = run_sweep("evaluate", "--data", str(real_cifar_batches), cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
     assert "test accuracy" in evaluated.stdout and "on 10000 test images" in evaluated.stdout
@@ -232,9 +233,10 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
     assert both.returncode == 0, both.stderr
     ranked = list(trials.sort_values("val_accuracy", ascending=False)["trial"].astype(str))
     assert [e["trial"] for e in state.read_lines(project / state.EVALUATIONS_FILE)[1:]] == ranked
-    unknown = run_sweep("evaluate", "--trial", "99", "--data", str(real_cifar_batches),
-                        cwd=tmp_path)
+    unknown = run_probed("evaluate", "--trial", "99", "--data", str(real_cifar_batches),
+                         cwd=tmp_path)
     assert unknown.returncode == 2 and "No completed trial 99" in unknown.stderr
+    assert unknown.stdout.strip() == "[]"
 
     again = run_sweep(*base, "--max-trials", "2", cwd=tmp_path)
     assert again.returncode == 0 and "resuming: 2 trials finished and kept" in again.stdout
