@@ -66,48 +66,51 @@ def test_sigkill_mid_trial_resumes_without_retraining(real_cifar_train_only, tmp
     assert shown.returncode == 0 and "trials: 3 completed" in shown.stdout
 
 
-@pytest.mark.parametrize("signals", [
-    (signal.SIGINT,),  # Ctrl-C
-    (signal.SIGTERM,),  # a scheduler or `kill`: the same clean stop
-    (signal.SIGINT, signal.SIGINT),  # an impatient second Ctrl-C: stops at once, no damage
-])
-def test_ctrl_c_saves_and_resumes_and_a_second_run_is_refused(real_cifar_train_only, tmp_path,
-                                                              signals):
-    args = _args(real_cifar_train_only, trials=2, epochs=6)
+def test_ctrl_c_sigterm_and_a_second_ctrl_c_save_and_resume(real_cifar_train_only, tmp_path):
+    """One search stopped three times, inside a different trial each time: by Ctrl-C, by
+    SIGTERM (a scheduler or `kill`: the same clean stop) and by an impatient second Ctrl-C (stops
+    at once, no damage). While it runs, a second run is refused and `report` reads it without
+    disturbing it. Each stop resumes from the interrupted trial's backed-up epoch."""
+    rounds = [(signal.SIGINT,), (signal.SIGTERM,), (signal.SIGINT, signal.SIGINT)]
+    args = _args(real_cifar_train_only, trials=len(rounds), epochs=6)
     project = tmp_path / "runs" / "tiny_cnn"
-    search = start_sweep(*args, cwd=tmp_path)
-    wait_for(search, lambda: backed_up_epochs(project, "0") >= 1)
-    # Paused (still alive, still holding its lock) so that it cannot end, on however fast a
-    # machine, while the second run and the report look at it.
-    search.send_signal(signal.SIGSTOP)
-    try:
-        second = run_sweep(*args, cwd=tmp_path)
-        live = run_sweep("report", cwd=tmp_path)  # reads a running search without disturbing it
-    finally:
-        search.send_signal(signal.SIGCONT)
-    assert second.returncode == 2
-    assert f"is in use by process {search.pid}" in second.stderr
-    assert live.returncode == 0 and "RUNNING" in live.stdout
+    resumed_at = {}
+    for trial, signals in enumerate(rounds):
+        search = start_sweep(*args, cwd=tmp_path)
+        wait_for(search, lambda t=str(trial): backed_up_epochs(project, t) >= 1)
+        if trial == 0:
+            # Paused (still alive, still holding its lock) so that it cannot end, on however
+            # fast a machine, while the second run and the report look at it.
+            search.send_signal(signal.SIGSTOP)
+            try:
+                second = run_sweep(*args, cwd=tmp_path)
+                live = run_sweep("report", cwd=tmp_path)
+            finally:
+                search.send_signal(signal.SIGCONT)
+            assert second.returncode == 2
+            assert f"is in use by process {search.pid}" in second.stderr
+            assert live.returncode == 0 and "RUNNING" in live.stdout
 
-    for signum in signals:
-        search.send_signal(signum)
-        time.sleep(0.2)
-    output = search.communicate(timeout=120)[0]
-    if len(signals) == 1:
-        assert search.returncode == 130
-        assert "interrupted: finished trials are saved. Run the same command again" in output
-        assert "Traceback" not in output
-    else:  # ended by the first (130) or, still unwinding, by the second (killed by SIGINT)
-        assert search.returncode in (130, -signal.SIGINT), output
-    [interrupted] = [name.removeprefix("trial_") for name, status in statuses(project).items()
-                     if status == "RUNNING"]
-    saved_epoch = backed_up_epochs(project, interrupted)
+        for signum in signals:
+            search.send_signal(signum)
+            time.sleep(0.2)
+        output = search.communicate(timeout=120)[0]
+        if len(signals) == 1:
+            assert search.returncode == 130, output
+            assert "interrupted: finished trials are saved. Run the same command again" in output
+            assert "Traceback" not in output
+        else:  # ended by the first (130) or, still unwinding, by the second (killed by SIGINT)
+            assert search.returncode in (130, -signal.SIGINT), output
+        assert {t for t, status in statuses(project).items() if status == "RUNNING"} == {
+            f"trial_{trial}"}
+        resumed_at[str(trial)] = backed_up_epochs(project, str(trial))
 
     final = run_sweep(*args, cwd=tmp_path)
     assert final.returncode == 0, final.stdout + final.stderr
     starts = train_starts(project)
-    assert starts.count((interrupted, saved_epoch)) == 1 + (saved_epoch == 0), starts
-    _assert_whole(project, 2, 6)
+    for trial, epoch in resumed_at.items():
+        assert starts.count((trial, epoch)) == 1 + (epoch == 0), starts
+    _assert_whole(project, len(rounds), 6)
 
 
 NAN_SPACE = """
