@@ -2,9 +2,10 @@
 
     python benchmarks/scaling.py --data /path/to/cifar-10-batches-py
 
-Runs one search three times in a temporary folder, each from scratch with the same seed (so the
-same trials): on one machine (`sweep run`), as a chief with one worker, and as a chief with two
-workers, all on 127.0.0.1. Prints, for each: the wall time from launch to the last exit, the
+Runs one search four times in a temporary folder, each from scratch with the same seed (so the
+same trials): on one machine (`sweep run`), as a chief with one worker, as a chief with two
+workers, all on 127.0.0.1, and as `sweep run --workers 2` (the same chief and two workers from
+one command). Prints, for each: the wall time from launch to the last exit, the
 search span (first trial start to last trial end, from the search's event log), trials per hour
 over that span, the two-worker speed-up over one worker, and the chief's own time per trial (its
 gRPC calls, timed inside the chief). Workers on one machine share its cores, so on a 2-core
@@ -51,12 +52,18 @@ def search_span(project: Path) -> tuple[float, int]:
     return (max(ends) - min(starts)).total_seconds(), len(ends)
 
 
-def run_once(workers: int, definition: list[str], data: str, folder: Path) -> dict:
+def run_once(workers: int, definition: list[str], data: str, folder: Path,
+             one_command: bool = False) -> dict:
+    """One search: `run` alone (0 workers), `run --workers N` (`one_command`), or a chief and N
+    workers started one by one."""
     folder.mkdir(parents=True)
     started = time.monotonic()
     chief_output = ""
     if workers == 0:
         finish(sweep("run", *definition, "--quiet", cwd=folder))
+    elif one_command:
+        chief_output = finish(sweep("run", *definition, "--workers", str(workers), "--quiet",
+                                    cwd=folder))
     else:
         port = free_port()
         chief = sweep("chief", *definition, "--port", str(port), cwd=folder)
@@ -89,10 +96,11 @@ def main() -> None:
           f"{args.train_size}/{args.val_size} split, random tuner, seed 0")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for workers, name in ((0, "one machine (run)"), (1, "chief + 1 worker"),
-                              (2, "chief + 2 workers")):
-            r = run_once(workers, definition, args.data, Path(tmp) / f"w{workers}")
-            results[workers] = r
+        for key, workers, name in ((0, 0, "one machine (run)"), (1, 1, "chief + 1 worker"),
+                                   (2, 2, "chief + 2 workers"), ("run2", 2, "run --workers 2")):
+            r = run_once(workers, definition, args.data, Path(tmp) / f"w{key}",
+                         one_command=key == "run2")
+            results[key] = r
             per_hour = r["trials"] / r["span"] * 3600
             chief = f", chief {r['chief_ms']} ms per trial" if r["chief_ms"] is not None else ""
             print(f"{name:>18}: wall {r['wall']:6.1f} s, search span {r['span']:6.1f} s, "
@@ -100,6 +108,8 @@ def main() -> None:
     one, two, local = results[1], results[2], results[0]
     print(f"speed-up of 2 workers over 1: {one['span'] / two['span']:.2f}x "
           f"(search span), {one['wall'] / two['wall']:.2f}x (wall)")
+    print(f"run --workers 2 vs chief + 2 workers started by hand: "
+          f"{results['run2']['wall'] / two['wall']:.2f}x the wall time")
     print(f"distribution overhead, chief + 1 worker vs one machine: "
           f"{(one['span'] - local['span']) / one['trials']:+.2f} s per trial (search span)")
 
