@@ -7,7 +7,9 @@ read the test images would fail.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import io
 import json
 import os
 import pickle
@@ -98,6 +100,21 @@ def run_probed(*args: str, cwd: Path, timeout: float = 600) -> subprocess.Comple
     TensorFlow and Keras it imported: a refusal must come before they load."""
     return subprocess.run([sys.executable, "-c", IMPORT_PROBE, *args], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def sweep_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m sweep ...` through `main(argv)` in this process, for the commands that load no
+    TensorFlow (`report`, `status`): the same parser and handlers without a new Python each."""
+    from sweep.cli import main
+
+    stdout, stderr, before = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            status = main(list(args))
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(args, status, stdout.getvalue(), stderr.getvalue())
 
 
 def start_sweep(*args: str, cwd: Path) -> subprocess.Popen:

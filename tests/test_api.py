@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, run_sweep
+from conftest import REPO, run_sweep, sweep_here
 
 import sweep
 from sweep.errors import SweepError
@@ -50,9 +50,9 @@ def test_api_cli_export_and_predict(real_cifar_batches, real_cifar_train_only, t
     # One engine: the API and the CLI rank the same trials the same way.
     search = sweep.Search.open(tmp_path / "runs")
     api_ranking = list(search.trials()["trial"])
-    cli = json.loads(run_sweep("report", "--format", "json", cwd=tmp_path).stdout)
+    cli = json.loads(sweep_here("report", "--format", "json", cwd=tmp_path).stdout)
     assert [t["trial"] for t in cli["trials"]] == api_ranking and len(api_ranking) == 3
-    csv = pd.read_csv(io.StringIO(run_sweep("report", "--format", "csv", cwd=tmp_path).stdout))
+    csv = pd.read_csv(io.StringIO(sweep_here("report", "--format", "csv", cwd=tmp_path).stdout))
     assert len(csv) == 3 and list(csv.columns) == list(search.trials().columns)
     best = search.best()
     assert best["trial"] == api_ranking[0] and best["hyperparameters"]["conv_blocks"] in (1, 2)

@@ -16,6 +16,7 @@ from conftest import (
     signal_when,
     start_sweep,
     statuses,
+    sweep_here,
     train_starts,
     wait_for,
 )
@@ -62,7 +63,7 @@ def test_sigkill_mid_trial_resumes_without_retraining(real_cifar_train_only, tmp
     assert [t for t, _ in starts] == ["0", "0", "1", "1", "2"], starts  # none trained twice
     assert starts[3][1] >= 1, starts  # trial 1 continued from its backed-up epoch
     _assert_whole(project, 3, 6)
-    shown = run_sweep("report", cwd=tmp_path)
+    shown = sweep_here("report", cwd=tmp_path)
     assert shown.returncode == 0 and "trials: 3 completed" in shown.stdout
 
 
@@ -84,7 +85,7 @@ def test_ctrl_c_sigterm_and_a_second_ctrl_c_save_and_resume(real_cifar_train_onl
             search.send_signal(signal.SIGSTOP)
             try:
                 second = run_sweep(*args, cwd=tmp_path)
-                live = run_sweep("report", cwd=tmp_path)
+                live = sweep_here("report", cwd=tmp_path)
             finally:
                 search.send_signal(signal.SIGCONT)
             assert second.returncode == 2
@@ -136,13 +137,13 @@ def test_nan_fails_its_trial_and_damaged_state_is_repaired(real_cifar_train_only
     assert first.returncode == 0, first.stdout + first.stderr
     assert "trial 0 done [1/2]: FAILED: loss became nan at epoch 1" in first.stdout
     assert "search done: 1 completed, 1 failed" in first.stdout
-    shown = run_sweep("report", cwd=tmp_path)
+    shown = sweep_here("report", cwd=tmp_path)
     assert "failed: loss became nan at epoch 1" in shown.stdout
 
     # Damage two state files by hand, as a full disk or an editor could.
     for path in (project / "oracle.json", project / "trial_1" / "trial.json"):
         path.write_text(path.read_text()[:25])
-    shown = run_sweep("report", cwd=tmp_path)
+    shown = sweep_here("report", cwd=tmp_path)
     assert shown.returncode == 0 and "UNREADABLE" in shown.stdout
     repaired = run_sweep(*args, cwd=tmp_path)
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
@@ -201,7 +202,7 @@ def test_kill_torture(real_cifar_train_only, tmp_path):
     assert started == sorted(started, key=int), started
     assert sorted(set(started)) == [str(t) for t in range(trials)]
     assert len(started) <= trials + len(targets)
-    shown = run_sweep("report", cwd=tmp_path)
+    shown = sweep_here("report", cwd=tmp_path)
     assert shown.returncode == 0 and f"trials: {trials} completed" in shown.stdout
 
 

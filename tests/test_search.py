@@ -13,7 +13,7 @@ from pathlib import Path
 import conftest
 import pandas as pd
 import pytest
-from conftest import run_probed, run_sweep, statuses, train_starts
+from conftest import run_probed, run_sweep, statuses, sweep_here, train_starts
 
 import sweep
 from sweep import spaces, state
@@ -207,7 +207,7 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
     assert sum(record["split"]["val_class_counts"].values()) == 300
     assert record["versions"]["keras-tuner"] == metadata.version("keras-tuner")
 
-    shown = run_sweep("report", cwd=tmp_path)
+    shown = sweep_here("report", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "trials: 2 completed" in shown.stdout and "best: trial" in shown.stdout
     trials = pd.read_csv(tmp_path / "reports" / "tiny_cnn" / "trials.csv")
@@ -227,7 +227,7 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
     [entry] = state.read_lines(project / state.EVALUATIONS_FILE)
     best = trials.sort_values("val_accuracy").iloc[-1]
     assert entry["trial"] == str(best["trial"]) and 0.05 < entry["test_accuracy"] < 1
-    shown = run_sweep("report", cwd=tmp_path)
+    shown = sweep_here("report", cwd=tmp_path)
     assert "test accuracy (explicitly evaluated on the test images): trial" in shown.stdout
     both = run_sweep("evaluate", "--top", "2", "--data", str(real_cifar_batches), cwd=tmp_path)
     assert both.returncode == 0, both.stderr
@@ -317,7 +317,7 @@ def test_halving_screens_promotes_and_ranks_finalists_by_their_mean(
     for t in ("7", "8"):  # the finalist's seeds retrain the fully trained configuration
         assert {k: v for k, v in values[t].items() if not k.startswith("tuner/")} == config
 
-    shown = run_sweep("report", "--format", "csv", cwd=tmp_path)
+    shown = sweep_here("report", "--format", "csv", cwd=tmp_path)
     trials = pd.read_csv(io.StringIO(shown.stdout), dtype={"trial": str})
     ranked = trials[trials["rank"].notna()]
     assert shown.returncode == 0 and sorted(ranked["trial"]) == ["6", "7", "8"]
