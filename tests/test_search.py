@@ -72,6 +72,18 @@ def test_max_params_skips_big_models_and_keep_checkpoints_deletes_outranked_weig
     with pytest.raises(SweepError, match="max_params"):
         changed.run(say=None)
 
+    # A search whose space's code changed since: its trials are not rebuilt from other code.
+    record = state.read_json(search.project_dir / state.SETTINGS_FILE)
+    record["settings"]["space_sha256"] = "0" * 64
+    state.write_json(search.project_dir / state.SETTINGS_FILE, record)
+    best = trials["trial"].iloc[0]
+    for refused in (lambda: search.export(tmp_path / "best.keras", trial=best),
+                    lambda: search.evaluate(trials=[best])):
+        with pytest.raises(SweepError, match="changed since .* its trials can no longer be"):
+            refused()
+    assert not (tmp_path / "best.keras").exists()
+    assert not (search.project_dir / state.EVALUATIONS_FILE).exists()
+
 
 def test_known_points_read_as_people_write_them(tmp_path):
     assert parse_point("conv_blocks=4, activation=gelu,batch_norm=false,learning_rate=1e-3") == {
