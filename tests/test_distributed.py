@@ -74,16 +74,16 @@ def holding(project, worker_id):
         else None
 
 
-def killed_mid_trial(worker, project, worker_id):
-    """SIGKILL `worker` once the trial it holds has an epoch backed up; return that trial."""
-    def mid_trial():
+def mid_trial(worker, project, worker_id, signum):
+    """Send `signum` to `worker` once the trial it holds has an epoch backed up; return that
+    trial."""
+    def has_backed_up_an_epoch():
         trial_id = holding(project, worker_id)
         return trial_id is not None and backed_up_epochs(project, trial_id) >= 1
 
-    wait_for(worker, mid_trial)
+    wait_for(worker, has_backed_up_an_epoch)
     trial_id = holding(project, worker_id)
-    worker.send_signal(signal.SIGKILL)
-    worker.wait(timeout=60)
+    worker.send_signal(signum)
     return trial_id
 
 
@@ -153,18 +153,20 @@ def test_killed_workers_lose_no_trial_and_the_search_ends(real_cifar_train_only,
     # 30 s: a restarted worker loads TensorFlow and checks the space's models before its first
     # heartbeat: over 15 s, it seems, on a 2-core machine in its slow mode (this test failed
     # twice there with 15 s, the restarted worker not recognised as back).
-    # 4 trials: w2 must still hold one when it is killed, however fast its random ones train
-    # (with 2, w2 once ended its only trial, a small one, before w1 ended its first epoch).
-    args = chief_args(real_cifar_train_only, port, trials=4, epochs=4, space="small_cnn",
-                      timeout="30s")
+    args = chief_args(real_cifar_train_only, port, trials=4, epochs=10, timeout="30s")
     chief = start_sweep(*args, cwd=tmp_path)
-    project = tmp_path / "runs" / "small_cnn"
+    project = tmp_path / "runs" / "tiny_cnn"
     w1 = start_worker(real_cifar_train_only, port, "w1", tmp_path)
     w2 = start_worker(real_cifar_train_only, port, "w2", tmp_path)
 
-    taken_back = killed_mid_trial(w1, project, "w1")
+    # w2 is frozen mid-trial first, so it still holds a trial however fast tiny trials train
+    # while w1 restarts: a stopped process is exactly a silent worker, then it is killed.
+    orphan = mid_trial(w2, project, "w2", signal.SIGSTOP)
+    taken_back = mid_trial(w1, project, "w1", signal.SIGKILL)
+    w1.wait(timeout=60)
     w1 = start_worker(real_cifar_train_only, port, "w1", tmp_path)
-    orphan = killed_mid_trial(w2, project, "w2")
+    w2.send_signal(signal.SIGKILL)
+    w2.wait(timeout=60)
     finish(w1)
     chief_output = finish(chief)
 
