@@ -33,7 +33,9 @@ from sweep import state
 from sweep.distributed import cluster
 from sweep.distributed.local import free_port
 
-pytestmark = pytest.mark.cifar
+# One xdist group: the distributed tests run one after another in one process (`--dist
+# loadgroup`), never two searches of three processes each beside each other.
+pytestmark = [pytest.mark.cifar, pytest.mark.xdist_group("distributed")]
 EXIT_TIMEOUT = 300
 
 
