@@ -100,7 +100,7 @@ def retrain(project_dir: Path, trial_id: str, hps: kt.HyperParameters,
         epochs=ranking.trial_epochs(hps.values, settings.max_epochs),
         patience=settings.patience, tuner_callbacks=[], quiet=quiet)
     per_class = figures.per_class_accuracy(
-        figures.confusion_data(trial_module.load_record(folder)["confusion"]))
+        figures.confusion_data(state.read_trial_record(folder)["confusion"]))
     trial_module.discard_backup(folder)
     return {
         "trial": trial_id, "kind": kind, "seed": seed, "val_accuracy": best["val_accuracy"],

@@ -265,6 +265,23 @@ def best_epoch(history: list[dict]) -> dict | None:
     return max(scored, key=lambda e: e["val_accuracy"]) if scored else None
 
 
+def read_trial_record(trial_dir: Path) -> dict:
+    """A trial's `record.json` (its epochs so far), empty before its first epoch."""
+    path = trial_dir / TRIAL_RECORD_FILE
+    return read_json(path) if path.exists() else {"history": [], "train_seconds": 0.0}
+
+
+def schedule_time_left(record: dict) -> float | None:
+    """Seconds until a trial's schedule ends, at its mean epoch time so far: a 50-epoch trial
+    at two minutes an epoch is well over an hour between two `trial done` lines. None before
+    its first epoch, or for a record written before the schedule was recorded."""
+    history = record.get("history", [])
+    if not history or "epochs" not in record:
+        return None
+    mean = sum(e["seconds"] for e in history) / len(history)
+    return max(0, record["epochs"] - len(history)) * mean
+
+
 def failure_reason(message: str | None) -> str:
     """The last line of the traceback KerasTuner stores as a failed trial's message."""
     lines = [line for line in (message or "").strip().splitlines() if line.strip()]

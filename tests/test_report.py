@@ -369,3 +369,21 @@ def test_the_parallel_axes_place_each_completed_trial_on_each_varying_hyperparam
     lines = figures.draw_parallel(parallel).axes[0].get_lines()
     trial_lines = [line for line in lines if list(line.get_xdata()) == [0, 1]]
     assert len(trial_lines) == 5 and list(trial_lines[-1].get_ydata()) == [1.0, 1.0]  # best on top
+
+
+def test_status_says_where_an_unfinished_trial_is_in_its_own_schedule_and_the_time_left(project):
+    from sweep.reporting import status
+
+    record = state.read_json(project / state.SETTINGS_FILE)
+    record["settings"]["max_trials"] = 10
+    state.write_json(project / state.SETTINGS_FILE, record)
+    assert "interrupted: trial 3, epoch 1/3, last epoch" in status.search_status(project)
+    history = [{"epoch": 0, "seconds": 100.0, "val_accuracy": 0.3},
+               {"epoch": 1, "seconds": 140.0, "val_accuracy": 0.4}]
+    state.write_json(project / "trial_3" / state.TRIAL_RECORD_FILE,
+                     {"history": history, "train_seconds": 240.0, "epochs": 50})
+    line = status.search_status(project).splitlines()[-1]
+    assert line.startswith("interrupted: trial 3, epoch 2/50, last epoch ")
+    assert line.endswith(", about 1h36m00s of training left")  # 48 epochs at 120 s
+    assert state.schedule_time_left({**state.read_trial_record(project / "trial_3"),
+                                     "epochs": 2}) == 0

@@ -1,5 +1,7 @@
 """One trial on tiny synthetic images: records, NaN failure, seeding."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -47,7 +49,10 @@ def test_records_every_epoch_and_returns_the_best(tmp_path):
     assert metrics["val_accuracy"] == max(e["val_accuracy"] for e in record["history"])
     assert record["params"] == _model(0.01).count_params()
     assert record["latency_ms_1"] > 0 and record["latency_ms_256"] > 0  # ms an image, measured
-    assert len(lines) == 3 and "epoch 3/3" in lines[-1]
+    assert len(lines) == 3 and "epoch 3/3" in lines[-1] and record["epochs"] == 3
+    # Each epoch but the last says when the trial's schedule ends, at its pace so far.
+    assert [re.search(r"trial ends in about \d+m\d\ds\)$", line) is not None
+            for line in lines] == [True, True, False]
     assert not (trial_dir / trial_module.BACKUP_DIR).exists()  # removed when training ends
     [event] = state.read_events(tmp_path)
     assert {k: event[k] for k in ("event", "trial", "epoch")} == {

@@ -26,6 +26,7 @@ from sweep import backend, interrupts, state
 from sweep.data import Split
 from sweep.engine import compat
 from sweep.errors import TimeBudgetReached
+from sweep.settings import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,6 @@ def trial_seed(search_seed: int, values: dict) -> int:
     """A seed from the search seed and the trial's hyperparameters: a re-run trial repeats."""
     text = f"{search_seed}|" + "|".join(f"{k}={values[k]}" for k in sorted(values))
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") % (2**31 - 1)
-
-
-def load_record(trial_dir: Path) -> dict:
-    path = trial_dir / state.TRIAL_RECORD_FILE
-    return state.read_json(path) if path.exists() else {"history": [], "train_seconds": 0.0}
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -128,11 +124,14 @@ class EpochRecorder(keras.callbacks.Callback):
             {"epoch": epoch, "seconds": seconds, "ended": time.time(), **logs}
         )
         self.record["train_seconds"] = self.record.get("train_seconds", 0.0) + seconds
+        self.record["epochs"] = self.epochs  # the trial's schedule, for `status`
         state.write_json(self.trial_dir / state.TRIAL_RECORD_FILE, self.record)
+        left = state.schedule_time_left(self.record)
         self._line(
             f"  trial {self.trial_id} epoch {epoch + 1}/{self.epochs}: "
             f"loss {logs.get('loss', math.nan):.4f} acc {logs.get('accuracy', math.nan):.4f} "
-            f"val_acc {logs.get('val_accuracy', math.nan):.4f} ({seconds:.1f} s)"
+            f"val_acc {logs.get('val_accuracy', math.nan):.4f} ({seconds:.1f} s"
+            + (f"; trial ends in about {format_duration(left)})" if left else ")")
         )
         loss = logs.get("loss", 0.0)
         if not math.isfinite(loss):
@@ -209,7 +208,7 @@ def fit(
     matrix the report shows for the best trial costs a pass over the validation images, so only
     a trial that beats it computes one.
     """
-    record = load_record(trial_dir)
+    record = state.read_trial_record(trial_dir)
     if worker:
         record["worker"] = worker
     record["params"] = int(model.count_params())

@@ -95,7 +95,7 @@ class SweepTuner:
         if self.deadline is None:
             return
         durations = [
-            trial_module.load_record(self.trial_dir(t.trial_id)).get("train_seconds", 0.0)
+            state.read_trial_record(self.trial_dir(t.trial_id)).get("train_seconds", 0.0)
             for t in self.known_trials() if t.status in state.ENDED
         ]
         expected = sum(durations) / len(durations) if durations else 0.0
@@ -142,7 +142,7 @@ class SweepTuner:
         state.append_event(Path(self.project_dir), event=event, **fields, **where)
 
     def trial_line(self, trial, worker: str | None = None) -> str:
-        record = trial_module.load_record(self.trial_dir(trial.trial_id))
+        record = state.read_trial_record(self.trial_dir(trial.trial_id))
         best = state.best_epoch(record["history"])
         took = format_duration(record.get("train_seconds", 0.0))
         done = self.ended_trials()
@@ -265,7 +265,7 @@ class SweepTuner:
     def time_left_line(self) -> str:
         """The plan's epochs not yet trained, at this search's mean speed so far."""
         planned = self.planned_epochs()
-        records = [trial_module.load_record(self.trial_dir(t.trial_id))
+        records = [state.read_trial_record(self.trial_dir(t.trial_id))
                    for t in self.known_trials()]
         trained = sum(len(r["history"]) for r in records)
         seconds = sum(r.get("train_seconds", 0.0) for r in records)

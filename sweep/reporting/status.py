@@ -36,12 +36,16 @@ def trial_lines(df: pd.DataFrame, project_dir: Path, max_epochs: int) -> list[st
                if distributed}
     lines = []
     for row in df[df["status"].isin([state.RUNNING, state.INTERRUPTED])].itertuples():
-        record_path = state.trial_dir(project_dir, row.trial) / state.TRIAL_RECORD_FILE
+        trial_dir = state.trial_dir(project_dir, row.trial)
+        record_path = trial_dir / state.TRIAL_RECORD_FILE
         since = time.time() - record_path.stat().st_mtime if record_path.exists() else math.nan
+        record = state.read_trial_record(trial_dir)
         where = f" on {holders[row.trial]}" if row.trial in holders else ""
         last = f", last epoch {_age(since)}" if math.isfinite(since) else ""
+        left = state.schedule_time_left(record)
+        to_go = f", about {format_duration(left)} of training left" if left else ""
         lines.append(f"{row.status.lower()}: trial {row.trial}{where}, "
-                     f"epoch {row.epochs}/{max_epochs}{last}")
+                     f"epoch {row.epochs}/{record.get('epochs', max_epochs)}{last}{to_go}")
     return lines
 
 
