@@ -15,6 +15,7 @@ the softmax, the loss and the metrics stay float32.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -52,6 +53,12 @@ def name() -> str:
     import keras
 
     return keras.config.backend()
+
+
+def machine(precision: str) -> str:
+    """Where a trial trains, as far as its speed goes: the host, the backend and the precision.
+    A search resumed elsewhere (a GPU machine, say) judges its time budget by its own trials."""
+    return f"{socket.gethostname()}, {name()}, {precision}"
 
 
 def as_inputs(arrays: tuple) -> tuple:

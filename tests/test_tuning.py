@@ -237,22 +237,28 @@ def test_known_points_come_right_after_the_default_point(tmp_path, tuner):
     assert proposed[2] not in proposed[:2]  # then the tuner's own choice, never a repeat
 
 
-@pytest.mark.parametrize("mean_trial_seconds, starts", [(1.0, True), (30.0, False)])
-def test_a_time_budget_starts_no_trial_that_would_not_end_in_time(tmp_path, mean_trial_seconds,
-                                                                  starts):
+@pytest.mark.parametrize("mean_trial_seconds, trained_here, starts",
+                         [(1.0, True, True), (30.0, True, False), (30.0, False, True)])
+def test_a_time_budget_starts_no_trial_that_would_not_end_in_time(
+    tmp_path, mean_trial_seconds, trained_here, starts
+):
     """10 s of budget left: a search whose trials take 1 s starts the next one, a search whose
-    trials take 30 s stops before it."""
+    trials take 30 s stops before it, unless they took 30 s on another machine (a search
+    resumed on a GPU after a CPU, say): then this machine's speed is unknown, and it starts."""
     import time
     from types import SimpleNamespace
 
-    from sweep import state
+    from sweep import backend, state
 
     ended = [SimpleNamespace(trial_id=str(i), status="COMPLETED") for i in range(2)]
+    machine = backend.machine("float32") if trained_here else "elsewhere, jax, bfloat16"
     for trial in ended:
         state.write_json(tmp_path / f"trial_{trial.trial_id}" / state.TRIAL_RECORD_FILE,
-                         {"history": [], "train_seconds": mean_trial_seconds})
+                         {"history": [], "train_seconds": mean_trial_seconds,
+                          "machine": machine})
     tuner = SimpleNamespace(deadline=time.monotonic() + 10, known_trials=lambda: ended,
-                            trial_dir=lambda trial_id: tmp_path / f"trial_{trial_id}")
+                            trial_dir=lambda trial_id: tmp_path / f"trial_{trial_id}",
+                            settings=SimpleNamespace(precision="float32"))
     if starts:
         tuner_module.SweepTuner.pre_create_trial(tuner)
     else:

@@ -200,10 +200,12 @@ def fit(
     tensorboard: bool = False,
     worker: str | None = None,
     best_so_far: float | None = None,
+    machine: str | None = None,
 ) -> dict:
     """Train one trial to `epochs` (resuming if a backup exists) and return its best metrics.
 
     `worker` names the distributed worker training it (the report shows it), None on one machine.
+    `machine` (`backend.machine`) is recorded for the time budget's estimates.
     `best_so_far` is the search's best validation accuracy before this trial: the confusion
     matrix the report shows for the best trial costs a pass over the validation images, so only
     a trial that beats it computes one.
@@ -211,6 +213,8 @@ def fit(
     record = state.read_trial_record(trial_dir)
     if worker:
         record["worker"] = worker
+    if machine:
+        record["machine"] = machine
     record["params"] = int(model.count_params())
     record["layers"] = layer_table(model)
     recorder = EpochRecorder(trial_id, trial_dir, record, epochs, quiet, deadline, worker)

@@ -86,18 +86,21 @@ class SweepTuner:
             worker=self.worker,
             # The report's confusion matrix is for the best fully trained model only.
             best_so_far=self.best_score() if fully_trained else math.inf,
+            machine=backend.machine(self.settings.precision),
         )
 
     def pre_create_trial(self):
-        """Start no trial that would not end within the time budget (by the mean trial so far),
-        nor after Ctrl-C."""
+        """Start no trial that would not end within the time budget (by the mean trial so far
+        on this machine: trials trained elsewhere, on a CPU before a GPU say, do not count; with
+        none, the trial starts and stops at an epoch boundary if time runs out), nor after
+        Ctrl-C."""
         interrupts.check()
         if self.deadline is None:
             return
-        durations = [
-            state.read_trial_record(self.trial_dir(t.trial_id)).get("train_seconds", 0.0)
-            for t in self.known_trials() if t.status in state.ENDED
-        ]
+        here = backend.machine(self.settings.precision)
+        records = [state.read_trial_record(self.trial_dir(t.trial_id))
+                   for t in self.known_trials() if t.status in state.ENDED]
+        durations = [r.get("train_seconds", 0.0) for r in records if r.get("machine") == here]
         expected = sum(durations) / len(durations) if durations else 0.0
         if time.monotonic() + expected > self.deadline:
             raise TimeBudgetReached()
