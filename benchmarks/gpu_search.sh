@@ -74,5 +74,5 @@ case "${1:-}" in
     prepare) shift; prepare "$@" ;;
     run) shift; run_there "$@" ;;
     unpack) shift; unpack "$@" ;;
-    *) sed -n '2,22p' "$0"; exit 2 ;;
+    *) grep '^#' "$0" | tail -n +2; exit 2 ;;
 esac
