@@ -74,5 +74,5 @@ case "${1:-}" in
     prepare) shift; prepare "$@" ;;
     run) shift; run_there "$@" ;;
     unpack) shift; unpack "$@" ;;
-    *) grep '^#' "$0" | tail -n +2; exit 2 ;;
+    *) sed -n '2,/^set /p' "$0" | grep '^#'; exit 2 ;;
 esac
