@@ -16,6 +16,7 @@ import math
 import os
 import re
 import socket
+import statistics
 import tempfile
 from collections.abc import Iterator
 from datetime import datetime
@@ -271,15 +272,20 @@ def read_trial_record(trial_dir: Path) -> dict:
     return read_json(path) if path.exists() else {"history": [], "train_seconds": 0.0}
 
 
-def schedule_time_left(record: dict) -> float | None:
-    """Seconds until a trial's schedule ends, at its mean epoch time so far: a 50-epoch trial
-    at two minutes an epoch is well over an hour between two `trial done` lines. None before
-    its first epoch, or for a record written before the schedule was recorded."""
-    history = record.get("history", [])
-    if not history or "epochs" not in record:
-        return None
-    mean = sum(e["seconds"] for e in history) / len(history)
-    return max(0, record["epochs"] - len(history)) * mean
+def typical_epoch_seconds(epochs: list[dict]) -> float | None:
+    """The median time of these epochs, leaving out a trial's first when there are others: it
+    also pays for tracing or compiling (tens of seconds under JAX on a GPU)."""
+    timed = [e for e in epochs if "seconds" in e]
+    seconds = [e["seconds"] for e in timed if e["epoch"] > 0] or [e["seconds"] for e in timed]
+    return statistics.median(seconds) if seconds else None
+
+
+def schedule_time_left(history: list[dict], schedule: int) -> float:
+    """Seconds of training until a trial's schedule ends (early stopping may end it sooner), at
+    its pace so far: a 50-epoch trial at two minutes an epoch is well over an hour between two
+    `trial done` lines. 0 before its first epoch."""
+    typical = typical_epoch_seconds(history)
+    return max(0, schedule - len(history)) * typical if typical else 0.0
 
 
 def failure_reason(message: str | None) -> str:

@@ -378,12 +378,13 @@ def test_status_says_where_an_unfinished_trial_is_in_its_own_schedule_and_the_ti
     record["settings"]["max_trials"] = 10
     state.write_json(project / state.SETTINGS_FILE, record)
     assert "interrupted: trial 3, epoch 1/3, last epoch" in status.search_status(project)
-    history = [{"epoch": 0, "seconds": 100.0, "val_accuracy": 0.3},
-               {"epoch": 1, "seconds": 140.0, "val_accuracy": 0.4}]
+    # A 50-epoch rung of a search of 60: its first epoch (tracing) does not count.
+    history = [{"epoch": i, "seconds": s, "val_accuracy": 0.3} for i, s in
+               enumerate([400.0, 110.0, 120.0, 130.0])]
+    _trial(project, "3", "RUNNING", [], values={"filters": 16, "tuner/epochs": 50})
     state.write_json(project / "trial_3" / state.TRIAL_RECORD_FILE,
-                     {"history": history, "train_seconds": 240.0, "epochs": 50})
+                     {"history": history, "train_seconds": 760.0})
     line = status.search_status(project).splitlines()[-1]
-    assert line.startswith("interrupted: trial 3, epoch 2/50, last epoch ")
-    assert line.endswith(", about 1h36m00s of training left")  # 48 epochs at 120 s
-    assert state.schedule_time_left({**state.read_trial_record(project / "trial_3"),
-                                     "epochs": 2}) == 0
+    assert line.startswith("interrupted: trial 3, epoch 4/50, last epoch ")
+    assert line.endswith(", about 1h32m00s of training left")  # 46 epochs at 120 s
+    assert state.schedule_time_left(history, 4) == 0

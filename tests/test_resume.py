@@ -169,8 +169,8 @@ def test_time_budget_stops_at_an_epoch_and_the_next_run_continues(real_cifar_tra
     assert "time budget of 0m01s reached: 0/2 trials ended" in budgeted.stdout
     assert epochs_recorded(project, "0") == 1 and statuses(project) == {"trial_0": "RUNNING"}
     # Where it trained, for the next run's estimates (it may be another machine).
-    record = state.read_trial_record(project / "trial_0")
-    assert record["machine"].startswith(f"{socket.gethostname()}, tensorflow, ")
+    [epoch] = state.read_trial_record(project / "trial_0")["history"]
+    assert epoch["machine"].startswith(f"{socket.gethostname()}, tensorflow, ")
 
     final = run_sweep(*args, cwd=tmp_path)
     assert final.returncode == 0, final.stdout + final.stderr

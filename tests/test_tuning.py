@@ -252,10 +252,11 @@ def test_a_time_budget_starts_no_trial_that_would_not_end_in_time(
 
     ended = [SimpleNamespace(trial_id=str(i), status="COMPLETED") for i in range(2)]
     machine = backend.machine("float32") if trained_here else "elsewhere, jax, bfloat16"
-    for trial in ended:
+    for trial in ended:  # two epochs each
+        history = [{"epoch": i, "seconds": mean_trial_seconds / 2, "machine": machine}
+                   for i in range(2)]
         state.write_json(tmp_path / f"trial_{trial.trial_id}" / state.TRIAL_RECORD_FILE,
-                         {"history": [], "train_seconds": mean_trial_seconds,
-                          "machine": machine})
+                         {"history": history, "train_seconds": mean_trial_seconds})
     tuner = SimpleNamespace(deadline=time.monotonic() + 10, known_trials=lambda: ended,
                             trial_dir=lambda trial_id: tmp_path / f"trial_{trial_id}",
                             settings=SimpleNamespace(precision="float32"))

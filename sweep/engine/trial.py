@@ -73,9 +73,11 @@ class EpochRecorder(keras.callbacks.Callback):
     """
 
     def __init__(self, trial_id: str, trial_dir: Path, record: dict, epochs: int, quiet: bool,
-                 deadline: float | None = None, worker: str | None = None):
+                 deadline: float | None = None, worker: str | None = None,
+                 machine: str | None = None):
         super().__init__()
         self.worker = worker
+        self.machine = machine  # recorded with each epoch: a trial may move between machines
         self.deadline = deadline
         self.trial_id = trial_id
         self.trial_dir = trial_dir
@@ -120,18 +122,18 @@ class EpochRecorder(keras.callbacks.Callback):
         ):
             self._save_best_weights()
         # "ended": wall time, so the time between two epochs' ends counts every callback too
+        where = {"machine": self.machine} if self.machine else {}
         self.record["history"].append(
-            {"epoch": epoch, "seconds": seconds, "ended": time.time(), **logs}
+            {"epoch": epoch, "seconds": seconds, "ended": time.time(), **where, **logs}
         )
         self.record["train_seconds"] = self.record.get("train_seconds", 0.0) + seconds
-        self.record["epochs"] = self.epochs  # the trial's schedule, for `status`
         state.write_json(self.trial_dir / state.TRIAL_RECORD_FILE, self.record)
-        left = state.schedule_time_left(self.record)
+        left = state.schedule_time_left(self.record["history"], self.epochs)
         self._line(
             f"  trial {self.trial_id} epoch {epoch + 1}/{self.epochs}: "
             f"loss {logs.get('loss', math.nan):.4f} acc {logs.get('accuracy', math.nan):.4f} "
             f"val_acc {logs.get('val_accuracy', math.nan):.4f} ({seconds:.1f} s"
-            + (f"; trial ends in about {format_duration(left)})" if left else ")")
+            + (f"; schedule ends in about {format_duration(left)})" if left >= 1 else ")")
         )
         loss = logs.get("loss", 0.0)
         if not math.isfinite(loss):
@@ -205,7 +207,7 @@ def fit(
     """Train one trial to `epochs` (resuming if a backup exists) and return its best metrics.
 
     `worker` names the distributed worker training it (the report shows it), None on one machine.
-    `machine` (`backend.machine`) is recorded for the time budget's estimates.
+    `machine` (`backend.machine`) is recorded with each epoch, for the time budget's estimates.
     `best_so_far` is the search's best validation accuracy before this trial: the confusion
     matrix the report shows for the best trial costs a pass over the validation images, so only
     a trial that beats it computes one.
@@ -213,11 +215,9 @@ def fit(
     record = state.read_trial_record(trial_dir)
     if worker:
         record["worker"] = worker
-    if machine:
-        record["machine"] = machine
     record["params"] = int(model.count_params())
     record["layers"] = layer_table(model)
-    recorder = EpochRecorder(trial_id, trial_dir, record, epochs, quiet, deadline, worker)
+    recorder = EpochRecorder(trial_id, trial_dir, record, epochs, quiet, deadline, worker, machine)
     callbacks = [
         recorder,
         AtomicBackupAndRestore(str(trial_dir / BACKUP_DIR)),

@@ -90,18 +90,21 @@ class SweepTuner:
         )
 
     def pre_create_trial(self):
-        """Start no trial that would not end within the time budget (by the mean trial so far
-        on this machine: trials trained elsewhere, on a CPU before a GPU say, do not count; with
-        none, the trial starts and stops at an epoch boundary if time runs out), nor after
-        Ctrl-C."""
+        """Start no trial that would not end within the time budget, nor after Ctrl-C.
+
+        A trial is expected to take the ended trials' mean number of epochs at this machine's
+        typical epoch: epochs trained elsewhere (on a CPU before a GPU, say), or recorded
+        before machines were, do not count. With none, the trial starts, and stops at an epoch
+        boundary if time runs out."""
         interrupts.check()
         if self.deadline is None:
             return
         here = backend.machine(self.settings.precision)
-        records = [state.read_trial_record(self.trial_dir(t.trial_id))
-                   for t in self.known_trials() if t.status in state.ENDED]
-        durations = [r.get("train_seconds", 0.0) for r in records if r.get("machine") == here]
-        expected = sum(durations) / len(durations) if durations else 0.0
+        histories = [state.read_trial_record(self.trial_dir(t.trial_id))["history"]
+                     for t in self.known_trials() if t.status in state.ENDED]
+        typical = state.typical_epoch_seconds(
+            [e for history in histories for e in history if e.get("machine") == here])
+        expected = typical * sum(map(len, histories)) / len(histories) if typical else 0.0
         if time.monotonic() + expected > self.deadline:
             raise TimeBudgetReached()
 

@@ -30,7 +30,7 @@ def _liveness(beat: dict, now: float) -> str:
     return f"seen {_age(age)}" if age < cluster.STALE_AFTER else f"silent since {_age(age)}"
 
 
-def trial_lines(df: pd.DataFrame, project_dir: Path, max_epochs: int) -> list[str]:
+def trial_lines(df: pd.DataFrame, project_dir: Path) -> list[str]:
     distributed = cluster.chief_path(project_dir).exists()  # else the holder is KerasTuner's
     holders = {trial: worker for worker, trial in cluster.ongoing_trials(project_dir).items()
                if distributed}
@@ -42,10 +42,10 @@ def trial_lines(df: pd.DataFrame, project_dir: Path, max_epochs: int) -> list[st
         record = state.read_trial_record(trial_dir)
         where = f" on {holders[row.trial]}" if row.trial in holders else ""
         last = f", last epoch {_age(since)}" if math.isfinite(since) else ""
-        left = state.schedule_time_left(record)
-        to_go = f", about {format_duration(left)} of training left" if left else ""
+        left = state.schedule_time_left(record["history"], row.schedule)
+        to_go = f", about {format_duration(left)} of training left" if left >= 1 else ""
         lines.append(f"{row.status.lower()}: trial {row.trial}{where}, "
-                     f"epoch {row.epochs}/{record.get('epochs', max_epochs)}{last}{to_go}")
+                     f"epoch {row.epochs}/{row.schedule}{last}{to_go}")
     return lines
 
 
@@ -86,7 +86,7 @@ def search_status(project_dir: Path) -> str:
                      f"accuracy (epoch {top['best_epoch']}){by}")
     unfinished = set()
     if not df.empty:
-        lines += trial_lines(df, project_dir, s["max_epochs"])
+        lines += trial_lines(df, project_dir)
         unfinished = set(df.loc[df["status"].isin([state.RUNNING, state.INTERRUPTED]), "trial"])
     lines += cluster_lines(project_dir, unfinished)
     return "\n".join(lines)
