@@ -117,10 +117,27 @@ def sweep_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(args, status, stdout.getvalue(), stderr.getvalue())
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
 def start_sweep(*args: str, cwd: Path) -> subprocess.Popen:
-    """`python -m sweep ...` started in the background, its output collected."""
-    return subprocess.Popen([sys.executable, "-m", "sweep", *args], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """`python -m sweep ...` started in the background, its output collected; killed when the
+    test ends if it still runs (`kill_what_the_test_started`)."""
+    process = subprocess.Popen([sys.executable, "-m", "sweep", *args], cwd=cwd,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _STARTED.append(process)
+    return process
+
+
+@pytest.fixture(autouse=True)
+def kill_what_the_test_started():
+    """A failed test leaves no chief waiting for workers, and no stopped worker, behind."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def wait_for(process: subprocess.Popen, condition, timeout: float = 300) -> None:

@@ -77,16 +77,18 @@ def holding(project, worker_id):
 
 
 def mid_trial(worker, project, worker_id, signum):
-    """Send `signum` to `worker` once the trial it holds has an epoch backed up; return that
-    trial."""
+    """Send `signum` to `worker` as soon as the trial it holds has an epoch backed up; return
+    that trial (the one seen mid-trial, not whatever the worker holds after the signal)."""
+    seen = []
+
     def has_backed_up_an_epoch():
         trial_id = holding(project, worker_id)
+        seen[:] = [trial_id]
         return trial_id is not None and backed_up_epochs(project, trial_id) >= 1
 
     wait_for(worker, has_backed_up_an_epoch)
-    trial_id = holding(project, worker_id)
     worker.send_signal(signum)
-    return trial_id
+    return seen[0]
 
 
 def assert_every_trial_ended_once(project, trials):

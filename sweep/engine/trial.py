@@ -65,6 +65,10 @@ def trial_seed(search_seed: int, values: dict) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") % (2**31 - 1)
 
 
+# What an epoch's record holds beside its metrics (KerasTuner averages what `fit` returns).
+EPOCH_BOOKKEEPING = ("epoch", "seconds", "ended", "machine")
+
+
 class EpochRecorder(keras.callbacks.Callback):
     """Writes the trial's record after every epoch, reports progress, and watches for NaN.
 
@@ -251,7 +255,7 @@ def fit(
         record["confusion"] = best_epoch_confusion(model, trial_dir, data)
     record.update(inference_latency(model, data.x_val))
     state.write_json(trial_dir / state.TRIAL_RECORD_FILE, record)
-    return {k: v for k, v in best.items() if k not in ("epoch", "seconds", "ended")}
+    return {k: v for k, v in best.items() if k not in EPOCH_BOOKKEEPING}  # metrics only
 
 
 def layer_table(model: keras.Model) -> list[dict]:
