@@ -105,8 +105,11 @@ class SweepTuner:
         typical = state.typical_epoch_seconds(
             [e for history in histories for e in history if e.get("machine") == here])
         expected = typical * sum(map(len, histories)) / len(histories) if typical else 0.0
-        if time.monotonic() + expected > self.deadline:
-            raise TimeBudgetReached()
+        left = self.deadline - time.monotonic()
+        if expected > left:
+            raise TimeBudgetReached(
+                f"the next trial would take about {format_duration(expected)} here; "
+                f"{format_duration(max(left, 0))} were left")
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
@@ -289,10 +292,11 @@ class SweepTuner:
         try:
             with compat.quiet_kerastuner():
                 self.search(verbose=0)
-        except TimeBudgetReached:
+        except TimeBudgetReached as stop:
             ended = self.ended_trials()
+            why = f" ({stop})" if str(stop) else ""
             log.info(
-                f"time budget of {format_duration(self.settings.time_budget)} reached: "
+                f"time budget of {format_duration(self.settings.time_budget)} reached{why}: "
                 f"{ended}/{self.settings.max_trials} trials ended, the rest saved. "
                 "Run the same command again to continue."
             )
