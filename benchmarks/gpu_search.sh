@@ -32,6 +32,10 @@ work=${DEVICE_WORK:-/tmp/gpu_search}  # there: the wheels installed, CIFAR-10, t
 # optree's and Pillow's, downloaded for its CPython on x86-64 Linux).
 packages=(keras keras-tuner kt-legacy namex optree pillow)
 
+over_60_mb() {  # what the device tool carries or brings back is 64 MiB at most, code included
+    [ "$(du -sm "$1" | cut -f1)" -gt 60 ]
+}
+
 prepare() {
     rm -rf "$device" && mkdir -p "$device/whl" "$device/cifar10"
     local pins=()
@@ -46,7 +50,7 @@ prepare() {
         tar -C "$(dirname "$1")" -czf "$device/search.tgz" "$(basename "$1")"
     fi
     du -sh "$device"
-    if [ "$(du -sm "$device" | cut -f1)" -gt 60 ]; then
+    if over_60_mb "$device"; then
         echo "$device is over 60 MB: the device tool carries 64 MiB with the code." >&2
         exit 1
     fi
@@ -67,7 +71,7 @@ run_there() {
     (cd "$repo" && python3 -m sweep run "$@" --data "$work/cifar/cifar-10-batches-py" \
         --dir "$work/runs" --time-budget "${minutes}m") || status=$?
     tar -C "$work/runs" -czf "$work/search.tgz" .
-    if [ "$(du -sm "$work/search.tgz" | cut -f1)" -gt 60 ]; then
+    if over_60_mb "$work/search.tgz"; then
         echo "the search is over 60 MB packed: leaving the finished trials' weights out"
         tar -C "$work/runs" -czf "$work/search.tgz" --exclude=checkpoint.weights.h5 .
     fi

@@ -26,6 +26,7 @@ from conftest import (
     start_sweep,
     statuses,
     sweep_here,
+    train_starts,
     wait_for,
 )
 
@@ -177,8 +178,7 @@ def test_killed_workers_lose_no_trial_and_the_search_ends(real_cifar_train_only,
     assert_every_trial_ended_once(project, 4)
     assert f"worker w1 is back: it continues trial {taken_back}" in chief_output
     assert "worker w2 silent for" in chief_output and f"trial {orphan} goes back" in chief_output
-    starts = [(e["trial"], e["epoch"]) for e in state.read_events(project)
-              if e["event"] == "train_start"]
+    starts = train_starts(project)
     for trial_id in (taken_back, orphan):
         assert [epoch for t, epoch in starts if t == trial_id][-1] >= 1, starts
         assert workers_of(project)[trial_id] == "w1"
