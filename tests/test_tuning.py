@@ -237,35 +237,56 @@ def test_known_points_come_right_after_the_default_point(tmp_path, tuner):
     assert proposed[2] not in proposed[:2]  # then the tuner's own choice, never a repeat
 
 
-@pytest.mark.parametrize("mean_trial_seconds, trained_here, starts",
-                         [(1.0, True, True), (30.0, True, False), (30.0, False, True)])
+def _tuner_with_trials(directory, epoch_seconds: dict[str, list[float]], deadline=None):
+    """A SweepTuner (no KerasTuner state) over ended trials whose epochs took these seconds, on
+    this machine unless the trial id starts with "gpu" (another machine)."""
+    from types import SimpleNamespace
+
+    from sweep import backend, state
+
+    here = backend.machine("float32")
+    for trial_id, seconds in epoch_seconds.items():
+        machine = "elsewhere, jax, bfloat16" if trial_id.startswith("gpu") else here
+        history = [{"epoch": i, "seconds": s, "machine": machine} for i, s in enumerate(seconds)]
+        state.write_json(directory / f"trial_{trial_id}" / state.TRIAL_RECORD_FILE,
+                         {"history": history, "train_seconds": sum(seconds)})
+    tuner = object.__new__(tuner_module.SweepTuner)
+    ended = [SimpleNamespace(trial_id=t, status="COMPLETED") for t in epoch_seconds]
+    tuner.deadline, tuner.known_trials = deadline, lambda: ended
+    tuner.trial_dir = lambda trial_id: directory / f"trial_{trial_id}"
+    tuner.settings = SimpleNamespace(precision="float32")
+    return tuner
+
+
+@pytest.mark.parametrize("epoch_seconds, trained_here, starts",
+                         [(0.5, True, True), (15.0, True, False), (15.0, False, True)])
 def test_a_time_budget_starts_no_trial_that_would_not_end_in_time(
-    tmp_path, mean_trial_seconds, trained_here, starts
+    tmp_path, epoch_seconds, trained_here, starts
 ):
     """10 s of budget left: a search whose trials take 1 s starts the next one, a search whose
     trials take 30 s stops before it, unless they took 30 s on another machine (a search
     resumed on a GPU after a CPU, say): then this machine's speed is unknown, and it starts."""
     import time
-    from types import SimpleNamespace
 
-    from sweep import backend, state
-
-    ended = [SimpleNamespace(trial_id=str(i), status="COMPLETED") for i in range(2)]
-    machine = backend.machine("float32") if trained_here else "elsewhere, jax, bfloat16"
-    for trial in ended:  # two epochs each
-        history = [{"epoch": i, "seconds": mean_trial_seconds / 2, "machine": machine}
-                   for i in range(2)]
-        state.write_json(tmp_path / f"trial_{trial.trial_id}" / state.TRIAL_RECORD_FILE,
-                         {"history": history, "train_seconds": mean_trial_seconds})
-    tuner = SimpleNamespace(deadline=time.monotonic() + 10, known_trials=lambda: ended,
-                            trial_dir=lambda trial_id: tmp_path / f"trial_{trial_id}",
-                            settings=SimpleNamespace(precision="float32"))
+    ids = ["0", "1"] if trained_here else ["gpu0", "gpu1"]
+    tuner = _tuner_with_trials(tmp_path, {t: [epoch_seconds] * 2 for t in ids},
+                               deadline=time.monotonic() + 10)
     if starts:
-        tuner_module.SweepTuner.pre_create_trial(tuner)
+        tuner.pre_create_trial()
     else:
         with pytest.raises(tuner_module.TimeBudgetReached,
                            match=r"next trial would take about 0m30s here; 0m(09|10)s were left"):
-            tuner_module.SweepTuner.pre_create_trial(tuner)
+            tuner.pre_create_trial()
+
+
+def test_the_time_left_counts_the_plans_epochs_at_this_machines_typical_epoch(tmp_path):
+    """A search resumed on this CPU after a GPU trained 2 epochs at 1 s: the 8 epochs left of
+    its plan take this machine's 60 s (the median after a trial's first, tracing epoch)."""
+    tuner = _tuner_with_trials(tmp_path, {"gpu0": [1.0, 1.0], "1": [90.0, 60.0, 58.0, 70.0]})
+    tuner.planned_epochs = lambda: 14
+    assert tuner.time_left_line() == " | about 8m00s left (60 s an epoch here)"
+    tuner.planned_epochs = lambda: None  # Hyperband: no plan to count
+    assert tuner.time_left_line() == ""
 
 
 def test_the_tools_oracle_writes_keras_tuners_files_atomically_and_only_its_own(tmp_path):

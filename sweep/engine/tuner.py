@@ -93,17 +93,13 @@ class SweepTuner:
         """Start no trial that would not end within the time budget, nor after Ctrl-C.
 
         A trial is expected to take the ended trials' mean number of epochs at this machine's
-        typical epoch: epochs trained elsewhere (on a CPU before a GPU, say), or recorded
-        before machines were, do not count. With none, the trial starts, and stops at an epoch
+        typical epoch. With none measured here, the trial starts, and stops at an epoch
         boundary if time runs out."""
         interrupts.check()
         if self.deadline is None:
             return
-        here = backend.machine(self.settings.precision)
-        histories = [state.read_trial_record(self.trial_dir(t.trial_id))["history"]
-                     for t in self.known_trials() if t.status in state.ENDED]
-        typical = state.typical_epoch_seconds(
-            [e for history in histories for e in history if e.get("machine") == here])
+        histories = self.histories(ended_only=True)
+        typical = self.typical_epoch_here(histories)
         expected = typical * sum(map(len, histories)) / len(histories) if typical else 0.0
         left = self.deadline - time.monotonic()
         if expected > left:
@@ -271,17 +267,29 @@ class SweepTuner:
             search = searched * s.max_epochs
         return search + ranking.REPLICAS * finalists * s.max_epochs
 
+    def histories(self, ended_only: bool = False) -> list[list[dict]]:
+        """The epochs recorded by each trial of the search (or each ended one)."""
+        return [state.read_trial_record(self.trial_dir(t.trial_id))["history"]
+                for t in self.known_trials() if not ended_only or t.status in state.ENDED]
+
+    def typical_epoch_here(self, histories: list[list[dict]]) -> float | None:
+        """This machine's typical epoch in these histories: epochs trained elsewhere (on a GPU
+        before this CPU, say), or recorded before machines were, say nothing of this one."""
+        here = backend.machine(self.settings.precision)
+        return state.typical_epoch_seconds(
+            [e for history in histories for e in history if e.get("machine") == here])
+
     def time_left_line(self) -> str:
-        """The plan's epochs not yet trained, at this search's mean speed so far."""
+        """The plan's epochs not yet trained, at this machine's typical epoch (the time budget's
+        measure too)."""
         planned = self.planned_epochs()
-        records = [state.read_trial_record(self.trial_dir(t.trial_id))
-                   for t in self.known_trials()]
-        trained = sum(len(r["history"]) for r in records)
-        seconds = sum(r.get("train_seconds", 0.0) for r in records)
-        if not planned or not trained:
+        histories = self.histories()
+        trained = sum(map(len, histories))
+        typical = self.typical_epoch_here(histories)
+        if not planned or not trained or not typical:
             return ""
-        left = max(0, planned - trained) * seconds / trained
-        return f" | about {format_duration(left)} left ({seconds / trained:.0f} s an epoch)"
+        left = max(0, planned - trained) * typical
+        return f" | about {format_duration(left)} left ({typical:.0f} s an epoch here)"
 
     def save(self):
         if not self._is_worker():
