@@ -7,6 +7,7 @@ would fail these tests.
 
 import io
 import json
+import re
 from importlib import metadata
 from pathlib import Path
 
@@ -316,6 +317,13 @@ def test_halving_screens_promotes_and_ranks_finalists_by_their_mean(
     assert ("plan: successive halving: 4 configurations on 1 epoch, 2 configurations on 2 "
             "epochs, 1 configuration on 6 epochs, then the best fully trained retrained "
             "with 2 more seeds (6 epochs each): 26 epochs in all") in result.stdout
+    # Timed once, when the second 1-epoch trial ended: the 24 epochs left at this machine's.
+    timed = re.findall(r"plan here: about (\d+)m(\d+)s of training left at (\d+) s an epoch",
+                       result.stdout)
+    assert len(timed) == 1
+    minutes, seconds, epoch = map(int, timed[0])
+    assert abs(60 * minutes + seconds - 24 * epoch) <= 13  # the epoch shown to the second
+    assert result.stdout.index("plan here") > result.stdout.index("trial 0 done")
     assert "search done: 9 completed, 0 failed" in result.stdout
     project = tmp_path / "runs" / "tiny_cnn"
     values = {p.parent.name.removeprefix("trial_"):

@@ -1,5 +1,6 @@
 """The oracle guards of `sweep.engine.oracles` against KerasTuner 1.4.8's own (no training)."""
 
+import re
 import threading
 
 import keras_tuner as kt
@@ -287,6 +288,24 @@ def test_the_time_left_counts_the_plans_epochs_at_this_machines_typical_epoch(tm
     assert tuner.time_left_line() == " | about 8m00s left (60 s an epoch here)"
     tuner.planned_epochs = lambda: None  # Hyperband: no plan to count
     assert tuner.time_left_line() == ""
+
+
+def test_the_plans_time_here_is_said_once_with_the_budget_that_cuts_it(tmp_path):
+    import time
+
+    from sweep import log
+
+    tuner = _tuner_with_trials(tmp_path, {"0": [90.0, 60.0]},
+                               deadline=time.monotonic() + 300)
+    tuner.planned_epochs, tuner.plan_timed = (lambda: 12), False
+    said = []
+    with log.lines_to(said.append):
+        tuner.announce_plan_time()
+        tuner.announce_plan_time()
+    assert len(said) == 1  # once
+    assert re.fullmatch(r"plan here: about 10m00s of training left at 60 s an epoch; the time "
+                        r"budget ends this run in (4m59s|5m00s) \(run the same command again "
+                        r"to continue\)", said[0])
 
 
 def test_the_tools_oracle_writes_keras_tuners_files_atomically_and_only_its_own(tmp_path):

@@ -49,6 +49,7 @@ class SweepTuner:
         self.ended_here = 0  # trials this process ended
         self.started = time.monotonic()
         self.deadline = self.started + settings.time_budget if settings.time_budget else None
+        self.plan_timed = False  # said how long the plan takes on this machine
         # KerasTuner reloads a project only if <tuner_id>.json exists, which it first writes when
         # a trial ends: written now, a kill during the first trial resumes instead of restarting.
         self.save()
@@ -79,7 +80,7 @@ class SweepTuner:
             data=self.data,
             epochs=epochs,
             patience=self.settings.patience,
-            tuner_callbacks=kwargs.get("callbacks", []),
+            tuner_callbacks=[*kwargs.get("callbacks", []), PlanTimer(self)],
             quiet=self.settings.quiet,
             deadline=self.deadline,
             tensorboard=self.settings.tensorboard,
@@ -236,6 +237,7 @@ class SweepTuner:
             retry = self.oracle._retry_queue
             pending = f", trial {', '.join(retry)} interrupted: continuing it" if retry else ""
             log.info(f"resuming: {ended} trials finished and kept{pending}")
+        self.announce_plan_time()
 
     def plan_line(self) -> str:
         """What the search will train, in epochs: the measure of its cost on any machine."""
@@ -279,17 +281,39 @@ class SweepTuner:
         return state.typical_epoch_seconds(
             [e for history in histories for e in history if e.get("machine") == here])
 
-    def time_left_line(self) -> str:
-        """The plan's epochs not yet trained, at this machine's typical epoch (the time budget's
-        measure too)."""
+    def plan_time_left(self) -> tuple[float, float] | None:
+        """The plan's epochs not yet trained, in seconds at this machine's typical epoch (the
+        time budget's measure too), with that epoch; None before an epoch is timed here."""
         planned = self.planned_epochs()
         histories = self.histories()
-        trained = sum(map(len, histories))
         typical = self.typical_epoch_here(histories)
-        if not planned or not trained or not typical:
+        if not planned or not typical:
+            return None
+        return max(0, planned - sum(map(len, histories))) * typical, typical
+
+    def time_left_line(self) -> str:
+        timed = self.plan_time_left()
+        if timed is None:
             return ""
-        left = max(0, planned - trained) * typical
+        left, typical = timed
         return f" | about {format_duration(left)} left ({typical:.0f} s an epoch here)"
+
+    def announce_plan_time(self) -> None:
+        """Say once, as soon as this machine's epoch is known (at the start of a search resumed
+        here, else after the second epoch it trains here), how long the plan takes, and whether
+        the time budget ends it first: the plan's epochs mean nothing until timed."""
+        timed = None if self.plan_timed else self.plan_time_left()
+        if timed is None:
+            return
+        self.plan_timed = True
+        left, typical = timed
+        line = (f"plan here: about {format_duration(left)} of training left "
+                f"at {typical:.0f} s an epoch")
+        budget_left = self.deadline - time.monotonic() if self.deadline else math.inf
+        if left > budget_left:
+            line += (f"; the time budget ends this run in {format_duration(budget_left)} "
+                     "(run the same command again to continue)")
+        log.info(line)
 
     def save(self):
         if not self._is_worker():
@@ -366,3 +390,16 @@ def make_tuner(settings: SearchSettings, space: Space, split: Split, progress=No
             f"Could not open the search in {settings.project_dir} ({e}). "
             "Run with --fresh to start over (the old search is kept aside)."
         ) from None
+
+
+class PlanTimer(keras.callbacks.Callback):
+    """Has the tuner say how long its plan takes here once an epoch after the first (which
+    also pays for tracing) has been timed on this machine."""
+
+    def __init__(self, tuner: SweepTuner):
+        super().__init__()
+        self.tuner = tuner
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch > 0 or self.tuner.ended_here:
+            self.tuner.announce_plan_time()
