@@ -1,6 +1,7 @@
 """One trial on tiny synthetic images: records, NaN failure, seeding."""
 
 import re
+import statistics
 
 import keras
 import numpy as np
@@ -51,7 +52,11 @@ def test_records_every_epoch_and_returns_the_best(tmp_path):
     assert metrics.keys() == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert metrics["val_accuracy"] == max(e["val_accuracy"] for e in record["history"])
     assert record["params"] == _model(0.01).count_params()
-    assert record["latency_ms_1"] > 0 and record["latency_ms_256"] > 0  # ms an image, measured
+    assert record["latency_ms_1"] > 0  # ms an image, measured
+    # Throughput: the typical validation pass (after the first, which traces), per image.
+    passes = [e["val_seconds"] for e in record["history"]]
+    assert 0 < passes[1] < record["history"][1]["seconds"]
+    assert record["latency_ms_256"] == 1000 * statistics.median(passes[1:]) / len(_data().x_val)
     assert len(lines) == 3 and "epoch 3/3" in lines[-1]
     # Each epoch but the last says when the trial's schedule ends at its pace so far (under a
     # second here: too soon to say).

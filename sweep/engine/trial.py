@@ -31,7 +31,9 @@ from sweep.settings import format_duration
 log = logging.getLogger(__name__)
 
 BACKUP_DIR = "backup"
-VALIDATION_BATCH = 500  # inference only: larger batches are faster and give the same result
+# Inference only: the same result at any size. 256: each epoch's validation pass also times
+# the trial's inference throughput at batch 256 (`inference_latency`), at no extra cost.
+VALIDATION_BATCH = 256
 TENSORBOARD_DIR = "tensorboard"
 # KerasTuner's name for a trial's best weights.
 
@@ -66,7 +68,7 @@ def trial_seed(search_seed: int, values: dict) -> int:
 
 
 # What an epoch's record holds beside its metrics (KerasTuner averages what `fit` returns).
-EPOCH_BOOKKEEPING = ("epoch", "seconds", "ended", "machine")
+EPOCH_BOOKKEEPING = ("epoch", "seconds", "val_seconds", "ended", "machine")
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -89,7 +91,8 @@ class EpochRecorder(keras.callbacks.Callback):
         self.epochs = epochs
         self.quiet = quiet  # no line per epoch
         self.non_finite: str | None = None
-        self._epoch_start = 0.0
+        self._epoch_start = self._validation_start = 0.0
+        self._validation_seconds: float | None = None
         self._announced = False
 
     def _line(self, line: str) -> None:
@@ -101,6 +104,12 @@ class EpochRecorder(keras.callbacks.Callback):
 
     def on_test_batch_begin(self, batch, logs=None):
         interrupts.check()
+
+    def on_test_begin(self, logs=None):
+        self._validation_start = time.monotonic()
+
+    def on_test_end(self, logs=None):
+        self._validation_seconds = time.monotonic() - self._validation_start
 
     def on_epoch_begin(self, epoch, logs=None):
         interrupts.check()
@@ -127,6 +136,8 @@ class EpochRecorder(keras.callbacks.Callback):
             self._save_best_weights()
         # "ended": wall time, so the time between two epochs' ends counts every callback too
         where = {"machine": self.machine} if self.machine else {}
+        if self._validation_seconds is not None:
+            where["val_seconds"] = self._validation_seconds
         self.record["history"].append(
             {"epoch": epoch, "seconds": seconds, "ended": time.time(), **where, **logs}
         )
@@ -253,7 +264,7 @@ def fit(
         raise kt_errors.FailedTrialError("no epoch finished with a validation accuracy")
     if best_so_far is None or best["val_accuracy"] > best_so_far:
         record["confusion"] = best_epoch_confusion(model, trial_dir, data)
-    record.update(inference_latency(model, data.x_val))
+    record.update(inference_latency(model, data.x_val, record["history"]))
     state.write_json(trial_dir / state.TRIAL_RECORD_FILE, record)
     return {k: v for k, v in best.items() if k not in EPOCH_BOOKKEEPING}  # metrics only
 
@@ -282,24 +293,28 @@ def best_epoch_confusion(model: keras.Model, trial_dir: Path, data: TrainingData
     return matrix.tolist()
 
 
-LATENCY_CALLS = {1: 20, 256: 3}  # batch size: timed calls (after as many warm-up calls)
+LATENCY_CALLS = 20  # timed calls at batch 1, after as many warm-up calls
 
 
-def inference_latency(model: keras.Model, images: np.ndarray) -> dict[str, float]:
+def inference_latency(model: keras.Model, images: np.ndarray,
+                      history: list[dict]) -> dict[str, float]:
     """Milliseconds of inference per image at batch 1 (one image at a time, as a service
-    answers) and at batch 256 (throughput), on this machine, after warm-up: the median of the
-    timed calls, through Keras's compiled predict step. A machine busy with other work measures
-    slower: compare trials trained on the same machine."""
-    latency = {}
-    for batch, calls in LATENCY_CALLS.items():
-        inputs = images[:batch]
-        timings = []
-        for call in range(2 * calls):
-            start = time.perf_counter()
-            model.predict_on_batch(inputs)
-            if call >= calls:
-                timings.append(time.perf_counter() - start)
-        latency[state.LATENCY_KEYS[batch]] = 1000 * float(np.median(timings)) / len(inputs)
+    answers), timed here after warm-up through Keras's compiled predict step (the median call),
+    and at batch 256 (throughput), the typical validation pass of the trial's epochs over its
+    images: measured while training, so it costs nothing more. A machine busy with other work
+    measures slower: compare trials trained on the same machine."""
+    timings = []
+    for call in range(2 * LATENCY_CALLS):
+        start = time.perf_counter()
+        model.predict_on_batch(images[:1])
+        if call >= LATENCY_CALLS:
+            timings.append(time.perf_counter() - start)
+    latency = {state.LATENCY_KEYS[1]: 1000 * float(np.median(timings))}
+    validation = state.typical_epoch_seconds(
+        [{"epoch": e["epoch"], "seconds": e["val_seconds"]} for e in history
+         if "val_seconds" in e])
+    if validation:  # absent only from epochs recorded before it was
+        latency[state.LATENCY_KEYS[VALIDATION_BATCH]] = 1000 * validation / len(images)
     return latency
 
 
