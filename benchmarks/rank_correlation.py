@@ -13,6 +13,13 @@ random points) are trained three ways on the same split:
   last epoch), what `halving`'s first rung scores now.
 It prints each configuration's three scores and the Spearman correlation of before and after
 with full. `--dir` keeps the two searches, so an interrupted run continues where it stopped.
+
+The two searches are plain `sweep run` searches (projects `full` and `after` under `--dir`), so
+a GPU can train them: on the device machine, `bash benchmarks/gpu_search.sh run MINUTES --space
+small_cnn --tuner random --max-trials 10 --max-epochs 40 --finalists 0 --patience 40 --project
+full` (and `--max-epochs 4 --patience 4 --project after`), `unpack` them into `--dir` here, and
+this script resumes them, finds them done and prints the figures. At the defaults they are 440
+epochs of `small_cnn`: about 10 hours on this project's 2 CPU cores.
 """
 
 from __future__ import annotations
