@@ -67,6 +67,7 @@ def test_records_every_epoch_and_returns_the_best(tmp_path):
     assert {k: event[k] for k in ("event", "trial", "epoch")} == {
         "event": "train_start", "trial": "0", "epoch": 0}
     assert len(record["confusion"]) == 10 and sum(map(sum, record["confusion"])) == 32
+    assert record["confusion_seconds"] > 0  # timed: the benchmark tells it from the rest
     assert [layer["kind"] for layer in record["layers"]] == ["Conv2D", "Flatten", "Dense"]
 
 
@@ -124,7 +125,8 @@ def test_only_a_new_best_trial_computes_its_confusion_matrix(tmp_path):
     trial_dir = tmp_path / "trial_0"
     trial_dir.mkdir()
     _fit(_model(0.01), trial_dir, epochs=1, best_so_far=1.0)
-    assert "confusion" not in state.read_json(trial_dir / state.TRIAL_RECORD_FILE)
+    assert not {"confusion", "confusion_seconds"} & set(
+        state.read_json(trial_dir / state.TRIAL_RECORD_FILE))
 
 
 def test_patience_stops_a_trial_that_stopped_improving(tmp_path):
