@@ -272,11 +272,20 @@ def read_trial_record(trial_dir: Path) -> dict:
     return read_json(path) if path.exists() else {"history": [], "train_seconds": 0.0}
 
 
-def typical_epoch_seconds(epochs: list[dict]) -> float | None:
-    """The median time of these epochs, leaving out a trial's first when there are others: it
-    also pays for tracing or compiling (tens of seconds under JAX on a GPU)."""
-    timed = [e for e in epochs if "seconds" in e]
-    seconds = [e["seconds"] for e in timed if e["epoch"] > 0] or [e["seconds"] for e in timed]
+def traced(epoch: dict) -> bool:
+    """Whether this epoch was the first of a `fit` (marked so since it is recorded; before, a
+    trial's epoch 0): it also paid for tracing or compiling (tens of seconds under JAX on a
+    GPU), so it says little of the pace."""
+    return epoch.get("traced", epoch["epoch"] == 0)
+
+
+def typical_epoch_seconds(epochs: list[dict], key: str = "seconds",
+                          traced_too: bool = True) -> float | None:
+    """The median `key` (an epoch's time, or its validation pass's) of these epochs, leaving
+    out the first of each `fit` when there are others; with `traced_too=False`, always."""
+    timed = [e for e in epochs if key in e]
+    steady = [e[key] for e in timed if not traced(e)]
+    seconds = steady or ([e[key] for e in timed] if traced_too else [])
     return statistics.median(seconds) if seconds else None
 
 

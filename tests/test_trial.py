@@ -112,6 +112,9 @@ def test_interrupted_fit_resumes_at_its_epoch_with_history_whole(tmp_path):
     assert [e["epoch"] for e in record["history"]] == [0, 1, 2, 3]
     starts = [e["epoch"] for e in state.read_events(tmp_path) if e["event"] == "train_start"]
     assert starts == [0, 2]
+    # The first epoch of each fit traced its steps: no measure of the pace (perhaps of a
+    # machine the trial has just moved to), nor of the validation pass's throughput.
+    assert [e["traced"] for e in record["history"]] == [True, False, True, False]
 
 
 def test_tensorboard_logs_per_trial_when_asked(tmp_path):

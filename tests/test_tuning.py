@@ -238,24 +238,31 @@ def test_known_points_come_right_after_the_default_point(tmp_path, tuner):
     assert proposed[2] not in proposed[:2]  # then the tuner's own choice, never a repeat
 
 
-def _tuner_with_trials(directory, epoch_seconds: dict[str, list[float]], deadline=None):
-    """A SweepTuner (no KerasTuner state) over ended trials whose epochs took these seconds, on
-    this machine unless the trial id starts with "gpu" (another machine)."""
+def _tuner_with_trials(directory, epoch_seconds: dict[str, list[float]], deadline=None,
+                       schedules: dict[str, int] | None = None, running: tuple = ()):
+    """A SweepTuner (no KerasTuner state) over trials whose epochs took these seconds, on this
+    machine unless the trial id starts with "gpu" (another machine): ended, on a schedule of
+    their epochs (or `schedules`), but those `running`."""
     from types import SimpleNamespace
 
     from sweep import backend, state
 
     here = backend.machine("float32")
+    trials = []
     for trial_id, seconds in epoch_seconds.items():
         machine = "elsewhere, jax, bfloat16" if trial_id.startswith("gpu") else here
         history = [{"epoch": i, "seconds": s, "machine": machine} for i, s in enumerate(seconds)]
         state.write_json(directory / f"trial_{trial_id}" / state.TRIAL_RECORD_FILE,
                          {"history": history, "train_seconds": sum(seconds)})
+        schedule = (schedules or {}).get(trial_id, len(seconds))
+        trials.append(SimpleNamespace(
+            trial_id=trial_id, status="RUNNING" if trial_id in running else "COMPLETED",
+            hyperparameters=SimpleNamespace(values={"tuner/epochs": schedule})))
     tuner = object.__new__(tuner_module.SweepTuner)
-    ended = [SimpleNamespace(trial_id=t, status="COMPLETED") for t in epoch_seconds]
-    tuner.deadline, tuner.known_trials = deadline, lambda: ended
+    tuner.deadline, tuner.known_trials = deadline, lambda: trials
     tuner.trial_dir = lambda trial_id: directory / f"trial_{trial_id}"
-    tuner.settings = SimpleNamespace(precision="float32")
+    tuner.settings = SimpleNamespace(precision="float32", max_epochs=10)
+    tuner.worker, tuner.plan_timed = None, False
     return tuner
 
 
@@ -281,13 +288,22 @@ def test_a_time_budget_starts_no_trial_that_would_not_end_in_time(
 
 
 def test_the_time_left_counts_the_plans_epochs_at_this_machines_typical_epoch(tmp_path):
-    """A search resumed on this CPU after a GPU trained 2 epochs at 1 s: the 8 epochs left of
-    its plan take this machine's 60 s (the median after a trial's first, tracing epoch)."""
-    tuner = _tuner_with_trials(tmp_path, {"gpu0": [1.0, 1.0], "1": [90.0, 60.0, 58.0, 70.0]})
-    tuner.planned_epochs = lambda: 14
-    assert tuner.time_left_line() == " | about 8m00s left (60 s an epoch here)"
+    """A search resumed on this CPU after a GPU: 20 planned epochs, of which the GPU's trial
+    took 2, trial 1 its 6 (early stopping ended it after 4), and trial 2 has 1 so far: the 11
+    left take this machine's 60 s (the median, leaving out each fit's first, tracing epoch)."""
+    tuner = _tuner_with_trials(
+        tmp_path, {"gpu0": [1.0, 1.0], "1": [90.0, 60.0, 58.0, 70.0], "2": [80.0]},
+        schedules={"1": 6, "2": 10}, running=("2",))
+    tuner.planned_epochs = lambda: 20
+    assert tuner.time_left_line() == " | about 11m00s left (60 s an epoch here)"
     tuner.planned_epochs = lambda: None  # Hyperband: no plan to count
     assert tuner.time_left_line() == ""
+
+
+def test_a_chief_that_trains_nothing_counts_the_time_left_at_the_workers_pace(tmp_path):
+    tuner = _tuner_with_trials(tmp_path, {"gpu0": [9.0, 2.0, 2.0]})
+    tuner.planned_epochs = lambda: 6
+    assert tuner.time_left_line() == " | about 0m06s left (2 s an epoch)"  # not "here"
 
 
 def test_the_plans_time_here_is_said_once_with_the_budget_that_cuts_it(tmp_path):
@@ -297,7 +313,7 @@ def test_the_plans_time_here_is_said_once_with_the_budget_that_cuts_it(tmp_path)
 
     tuner = _tuner_with_trials(tmp_path, {"0": [90.0, 60.0]},
                                deadline=time.monotonic() + 300)
-    tuner.planned_epochs, tuner.plan_timed = (lambda: 12), False
+    tuner.planned_epochs = lambda: 12
     said = []
     with log.lines_to(said.append):
         tuner.announce_plan_time()
@@ -306,6 +322,33 @@ def test_the_plans_time_here_is_said_once_with_the_budget_that_cuts_it(tmp_path)
     assert re.fullmatch(r"plan here: about 10m00s of training left at 60 s an epoch; the time "
                         r"budget ends this run in (4m59s|5m00s) \(run the same command again "
                         r"to continue\)", said[0])
+
+    tuner.plan_timed, tuner.deadline = False, None  # no budget: the time alone
+    with log.lines_to(said.append):
+        tuner.announce_plan_time()
+    assert said[1] == "plan here: about 10m00s of training left at 60 s an epoch"
+
+    tuner.plan_timed, tuner.worker = False, "w1"  # a worker: the plan is the whole search's
+    with log.lines_to(said.append):
+        tuner.announce_plan_time()
+    assert len(said) == 2
+
+
+def test_the_plan_is_timed_after_a_fits_second_epoch_or_an_ended_trial():
+    """The first epoch of a fit traces (and a trial resumed on a GPU at its epoch 24 compiles
+    there): never the measure alone."""
+    from types import SimpleNamespace
+
+    tuner = SimpleNamespace(ended_here=0, asked=0)
+    tuner.announce_plan_time = lambda: setattr(tuner, "asked", tuner.asked + 1)
+    timer = tuner_module.PlanTimer(tuner)
+    timer.on_epoch_end(23)  # the first epoch of a resumed fit
+    assert tuner.asked == 0
+    timer.on_epoch_end(24)
+    assert tuner.asked == 1
+    tuner.ended_here = 1  # a trial ended in this process: its epochs were timed
+    tuner_module.PlanTimer(tuner).on_epoch_end(0)
+    assert tuner.asked == 2
 
 
 def test_the_tools_oracle_writes_keras_tuners_files_atomically_and_only_its_own(tmp_path):

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 BACKUP_DIR = "backup"
 # Inference only: the same result at any size. 256: each epoch's validation pass also times
-# the trial's inference throughput at batch 256 (`inference_latency`), at no extra cost.
+# the trial's inference throughput at batch 256 (`inference_latency`).
 VALIDATION_BATCH = 256
 TENSORBOARD_DIR = "tensorboard"
 # KerasTuner's name for a trial's best weights.
@@ -68,7 +68,7 @@ def trial_seed(search_seed: int, values: dict) -> int:
 
 
 # What an epoch's record holds beside its metrics (KerasTuner averages what `fit` returns).
-EPOCH_BOOKKEEPING = ("epoch", "seconds", "val_seconds", "ended", "machine")
+EPOCH_BOOKKEEPING = ("epoch", "seconds", "val_seconds", "traced", "ended", "machine")
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -93,6 +93,7 @@ class EpochRecorder(keras.callbacks.Callback):
         self.non_finite: str | None = None
         self._epoch_start = self._validation_start = 0.0
         self._validation_seconds: float | None = None
+        self._first_epoch = 0
         self._announced = False
 
     def _line(self, line: str) -> None:
@@ -106,6 +107,9 @@ class EpochRecorder(keras.callbacks.Callback):
         interrupts.check()
 
     def on_test_begin(self, logs=None):
+        # Training steps may still be queued (JAX, a GPU): wait for the last one, which
+        # counted its step, so that the pass is timed alone.
+        keras.ops.convert_to_numpy(self.model.optimizer.iterations)
         self._validation_start = time.monotonic()
 
     def on_test_end(self, logs=None):
@@ -123,6 +127,7 @@ class EpochRecorder(keras.callbacks.Callback):
             if epoch:
                 self._line(f"  trial {self.trial_id}: resuming at epoch {epoch + 1}")
             self._announced = True
+            self._first_epoch = epoch  # this fit's: it traces
         self.record["history"] = [e for e in self.record["history"] if e["epoch"] < epoch]
         self._epoch_start = time.monotonic()
 
@@ -135,11 +140,12 @@ class EpochRecorder(keras.callbacks.Callback):
         ):
             self._save_best_weights()
         # "ended": wall time, so the time between two epochs' ends counts every callback too
-        where = {"machine": self.machine} if self.machine else {}
+        bookkeeping = {"machine": self.machine} if self.machine else {}
+        bookkeeping["traced"] = epoch == self._first_epoch
         if self._validation_seconds is not None:
-            where["val_seconds"] = self._validation_seconds
+            bookkeeping["val_seconds"] = self._validation_seconds
         self.record["history"].append(
-            {"epoch": epoch, "seconds": seconds, "ended": time.time(), **where, **logs}
+            {"epoch": epoch, "seconds": seconds, "ended": time.time(), **bookkeeping, **logs}
         )
         self.record["train_seconds"] = self.record.get("train_seconds", 0.0) + seconds
         state.write_json(self.trial_dir / state.TRIAL_RECORD_FILE, self.record)
@@ -266,7 +272,7 @@ def fit(
         started = time.monotonic()
         record["confusion"] = best_epoch_confusion(model, trial_dir, data)
         record["confusion_seconds"] = time.monotonic() - started  # what a new best pays
-    record.update(inference_latency(model, data.x_val, record["history"]))
+    record.update(inference_latency(model, data.x_val, record["history"], machine))
     state.write_json(trial_dir / state.TRIAL_RECORD_FILE, record)
     return {k: v for k, v in best.items() if k not in EPOCH_BOOKKEEPING}  # metrics only
 
@@ -298,13 +304,16 @@ def best_epoch_confusion(model: keras.Model, trial_dir: Path, data: TrainingData
 LATENCY_CALLS = 20  # timed calls at batch 1, after as many warm-up calls
 
 
-def inference_latency(model: keras.Model, images: np.ndarray,
-                      history: list[dict]) -> dict[str, float]:
+def inference_latency(model: keras.Model, images: np.ndarray, history: list[dict],
+                      machine: str | None = None) -> dict[str, float]:
     """Milliseconds of inference per image at batch 1 (one image at a time, as a service
     answers), timed here after warm-up through Keras's compiled predict step (the median call),
-    and at batch 256 (throughput), the typical validation pass of the trial's epochs over its
-    images: measured while training, so it costs nothing more. A machine busy with other work
-    measures slower: compare trials trained on the same machine."""
+    and at batch 256 (throughput), the typical validation pass over `images` of the trial's
+    epochs on this `machine` (loss and metrics included, the last batch partial), leaving out
+    passes that traced: measured while training, so it costs nothing more; absent when no
+    such pass was timed (a 1-epoch trial). Trials recorded before timed their own batches of
+    256 with `predict_on_batch`. A machine busy with other work measures slower: compare
+    trials trained on the same machine."""
     timings = []
     for call in range(2 * LATENCY_CALLS):
         start = time.perf_counter()
@@ -313,10 +322,10 @@ def inference_latency(model: keras.Model, images: np.ndarray,
             timings.append(time.perf_counter() - start)
     latency = {state.LATENCY_KEYS[1]: 1000 * float(np.median(timings))}
     validation = state.typical_epoch_seconds(
-        [{"epoch": e["epoch"], "seconds": e["val_seconds"]} for e in history
-         if "val_seconds" in e])
-    if validation:  # absent only from epochs recorded before it was
-        latency[state.LATENCY_KEYS[VALIDATION_BATCH]] = 1000 * validation / len(images)
+        [e for e in history if machine is None or e.get("machine") == machine],
+        key="val_seconds", traced_too=False)
+    if validation:
+        latency[state.LATENCY_KEYS[256]] = 1000 * validation / len(images)
     return latency
 
 

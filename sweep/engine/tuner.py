@@ -99,7 +99,7 @@ class SweepTuner:
         interrupts.check()
         if self.deadline is None:
             return
-        histories = self.histories(ended_only=True)
+        histories = [history for _, history in self.records(ended_only=True)]
         typical = self.typical_epoch_here(histories)
         expected = typical * sum(map(len, histories)) / len(histories) if typical else 0.0
         left = self.deadline - time.monotonic()
@@ -269,9 +269,9 @@ class SweepTuner:
             search = searched * s.max_epochs
         return search + ranking.REPLICAS * finalists * s.max_epochs
 
-    def histories(self, ended_only: bool = False) -> list[list[dict]]:
-        """The epochs recorded by each trial of the search (or each ended one)."""
-        return [state.read_trial_record(self.trial_dir(t.trial_id))["history"]
+    def records(self, ended_only: bool = False) -> list[tuple[kt_trial.Trial, list[dict]]]:
+        """Each trial of the search (or each ended one) with the epochs it recorded."""
+        return [(t, state.read_trial_record(self.trial_dir(t.trial_id))["history"])
                 for t in self.known_trials() if not ended_only or t.status in state.ENDED]
 
     def typical_epoch_here(self, histories: list[list[dict]]) -> float | None:
@@ -281,32 +281,55 @@ class SweepTuner:
         return state.typical_epoch_seconds(
             [e for history in histories for e in history if e.get("machine") == here])
 
-    def plan_time_left(self) -> tuple[float, float] | None:
-        """The plan's epochs not yet trained, in seconds at this machine's typical epoch (the
-        time budget's measure too), with that epoch; None before an epoch is timed here."""
+    def epochs_behind(self, records: list[tuple[kt_trial.Trial, list[dict]]]) -> int:
+        """The plan's epochs the search is past: an ended trial's whole schedule (early stopping
+        may have cut it short), an unended one's epochs so far."""
+        return sum(ranking.trial_epochs(t.hyperparameters.values, self.settings.max_epochs)
+                   if t.status in state.ENDED else len(history) for t, history in records)
+
+    def plan_time_left(self, anywhere: bool = False) -> tuple[float, float, bool] | None:
+        """Seconds of the plan's epochs still ahead at this machine's typical epoch (the time
+        budget's measure too), that epoch, and True; with `anywhere`, where no epoch was timed
+        here (a chief that trains nothing), at the search's typical epoch, and False. None for
+        Hyperband (no plan) or before an epoch is timed."""
         planned = self.planned_epochs()
-        histories = self.histories()
-        typical = self.typical_epoch_here(histories)
-        if not planned or not typical:
+        if not planned:
             return None
-        return max(0, planned - sum(map(len, histories))) * typical, typical
+        records = self.records()
+        histories = [history for _, history in records]
+        typical, here = self.typical_epoch_here(histories), True
+        if typical is None and anywhere:
+            typical = state.typical_epoch_seconds([e for h in histories for e in h])
+            here = False
+        if typical is None:
+            return None
+        return max(0, planned - self.epochs_behind(records)) * typical, typical, here
 
     def time_left_line(self) -> str:
-        timed = self.plan_time_left()
+        timed = self.plan_time_left(anywhere=True)
         if timed is None:
             return ""
-        left, typical = timed
-        return f" | about {format_duration(left)} left ({typical:.0f} s an epoch here)"
+        left, typical, here = timed
+        return (f" | about {format_duration(left)} left "
+                f"({typical:.0f} s an epoch{' here' if here else ''})")
 
     def announce_plan_time(self) -> None:
         """Say once, as soon as this machine's epoch is known (at the start of a search resumed
         here, else after the second epoch it trains here), how long the plan takes, and whether
-        the time budget ends it first: the plan's epochs mean nothing until timed."""
-        timed = None if self.plan_timed else self.plan_time_left()
+        the time budget ends it first: the plan's epochs mean nothing until timed. Not on a
+        worker: the plan is the whole search's, which several workers share."""
+        if self.plan_timed or self.worker:
+            return
+        if not self.planned_epochs():
+            self.plan_timed = True  # Hyperband: nothing to count
+            return
+        timed = self.plan_time_left()
         if timed is None:
             return
         self.plan_timed = True
-        left, typical = timed
+        left, typical, _ = timed
+        if not left:
+            return
         line = (f"plan here: about {format_duration(left)} of training left "
                 f"at {typical:.0f} s an epoch")
         budget_left = self.deadline - time.monotonic() if self.deadline else math.inf
@@ -393,13 +416,18 @@ def make_tuner(settings: SearchSettings, space: Space, split: Split, progress=No
 
 
 class PlanTimer(keras.callbacks.Callback):
-    """Has the tuner say how long its plan takes here once an epoch after the first (which
-    also pays for tracing) has been timed on this machine."""
+    """Has the tuner say how long its plan takes here once an epoch after the first of this
+    `fit` (which also pays for tracing) has been timed, or once a trial has ended here."""
 
     def __init__(self, tuner: SweepTuner):
         super().__init__()
         self.tuner = tuner
+        self.epochs_seen = 0
 
     def on_epoch_end(self, epoch, logs=None):
-        if epoch > 0 or self.tuner.ended_here:
+        self.epochs_seen += 1
+        if self.epochs_seen < 2 and not self.tuner.ended_here:
+            return
+        # A trial file unreadable for a moment: a progress line is not worth failing a trial.
+        with contextlib.suppress(SweepError, OSError):
             self.tuner.announce_plan_time()
