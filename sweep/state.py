@@ -279,11 +279,13 @@ def traced(epoch: dict) -> bool:
     return epoch.get("traced", epoch["epoch"] == 0)
 
 
-def typical_epoch_seconds(epochs: list[dict], key: str = "seconds",
-                          traced_too: bool = True) -> float | None:
+def typical_epoch_seconds(epochs: list[dict], key: str = "seconds", traced_too: bool = True,
+                          machine: str | None = None) -> float | None:
     """The median `key` (an epoch's time, or its validation pass's) of these epochs, leaving
-    out the first of each `fit` when there are others; with `traced_too=False`, always."""
-    timed = [e for e in epochs if key in e]
+    out the first of each `fit` when there are others; with `traced_too=False`, always. With
+    `machine`, only the epochs trained there count: others (on a GPU before this CPU, say), or
+    those recorded before machines were, say nothing of its pace."""
+    timed = [e for e in epochs if key in e and (machine is None or e.get("machine") == machine)]
     steady = [e[key] for e in timed if not traced(e)]
     seconds = steady or ([e[key] for e in timed] if traced_too else [])
     return statistics.median(seconds) if seconds else None

@@ -321,9 +321,8 @@ def inference_latency(model: keras.Model, images: np.ndarray, history: list[dict
         if call >= LATENCY_CALLS:
             timings.append(time.perf_counter() - start)
     latency = {state.LATENCY_KEYS[1]: 1000 * float(np.median(timings))}
-    validation = state.typical_epoch_seconds(
-        [e for e in history if machine is None or e.get("machine") == machine],
-        key="val_seconds", traced_too=False)
+    validation = state.typical_epoch_seconds(history, key="val_seconds", traced_too=False,
+                                             machine=machine)
     if validation:
         latency[state.LATENCY_KEYS[256]] = 1000 * validation / len(images)
     return latency

@@ -275,11 +275,9 @@ class SweepTuner:
                 for t in self.known_trials() if not ended_only or t.status in state.ENDED]
 
     def typical_epoch_here(self, histories: list[list[dict]]) -> float | None:
-        """This machine's typical epoch in these histories: epochs trained elsewhere (on a GPU
-        before this CPU, say), or recorded before machines were, say nothing of this one."""
-        here = backend.machine(self.settings.precision)
-        return state.typical_epoch_seconds(
-            [e for history in histories for e in history if e.get("machine") == here])
+        """This machine's typical epoch in these histories."""
+        return state.typical_epoch_seconds([e for history in histories for e in history],
+                                           machine=backend.machine(self.settings.precision))
 
     def epochs_behind(self, records: list[tuple[kt_trial.Trial, list[dict]]]) -> int:
         """The plan's epochs the search is past: an ended trial's whole schedule (early stopping
