@@ -23,20 +23,18 @@ from sweep.search import check_rebuildable, recorded_settings
 def load_trial_model(project_dir: Path, trial_id: str) -> keras.Model:
     """The trial's model with the weights of its best epoch."""
     from sweep.engine import hypermodel
+    from sweep.engine import trial as trial_module
 
     check_rebuildable(project_dir, [trial_id])
     record = state.read_json(project_dir / state.SETTINGS_FILE)
     space = spaces.load(record["settings"]["space"])
     trial_dir = state.trial_dir(project_dir, trial_id)
-    checkpoint = trial_dir / state.CHECKPOINT_FILE
     hps = kt.HyperParameters.from_config(
         state.read_json(trial_dir / state.TRIAL_FILE)["hyperparameters"])
     task = hypermodel.trial_task(
         hypermodel.training_task(recorded_settings(project_dir)), hps.values)
     model = space.build(hps, task)
-    if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)  # the checkpoint holds its state too
-    model.load_weights(str(checkpoint))
+    trial_module.load_best_weights(model, trial_dir)
     return model
 
 

@@ -91,14 +91,16 @@ def retrain(project_dir: Path, trial_id: str, hps: kt.HyperParameters,
     keras.backend.clear_session()
     keras.utils.set_random_seed(trial_module.trial_seed(seed, hps.values))
     model = hypermodel.build(hps)
+    training_data = trial_module.TrainingData.from_split(split, len(CLASS_NAMES))
     name = f"{trial_id}-{kind}-{seed}"
     folder = project_dir / state.SPLITS_DIR / name
     folder.mkdir(parents=True, exist_ok=True)
     best = trial_module.fit(
         model, trial_id=name, trial_dir=folder, batch_size=hps.get("batch_size"),
-        data=trial_module.TrainingData.from_split(split, len(CLASS_NAMES)),
+        data=training_data,
         epochs=ranking.trial_epochs(hps.values, settings.max_epochs),
         patience=settings.patience, tuner_callbacks=[], quiet=quiet)
+    trial_module.record_confusion(model, folder, training_data)
     per_class = figures.per_class_accuracy(
         figures.confusion_data(state.read_trial_record(folder)["confusion"]))
     trial_module.discard_backup(folder)

@@ -17,8 +17,9 @@ import pytest
 from conftest import run_probed, run_sweep, statuses, sweep_here, train_starts
 
 import sweep
-from sweep import spaces, state
+from sweep import ranking, spaces, state
 from sweep.errors import SweepError
+from sweep.reporting import report
 from sweep.settings import parse_duration, parse_point, read_points
 
 
@@ -217,6 +218,13 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
     project = tmp_path / "runs" / "tiny_cnn"
     record = json.loads((project / state.SETTINGS_FILE).read_text())
     assert record["split"]["train_size"] == 300 and record["settings"]["tuner"] == "halving"
+    # One pass over the validation images when the run ends, for the best trial only.
+    best_id = ranking.ranked_rows(report.load_trials(project)).iloc[0]["trial"]
+    confusions = {t: state.read_trial_record(project / f"trial_{t}").get("confusion")
+                  for t in ("0", "1")}
+    assert [t for t, matrix in confusions.items() if matrix] == [best_id]
+    assert sum(map(sum, confusions[best_id])) == 300
+    assert first.stdout.count("its confusion matrix on the validation images") == 1
     assert sum(record["split"]["val_class_counts"].values()) == 300
     assert record["versions"]["keras-tuner"] == metadata.version("keras-tuner")
 
@@ -253,6 +261,7 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
 
     again = run_sweep(*base, "--max-trials", "2", cwd=tmp_path)
     assert again.returncode == 0 and "resuming: 2 trials finished and kept" in again.stdout
+    assert "confusion matrix" not in again.stdout  # the best has one already
     assert train_starts(project) == [("0", 0), ("1", 0)]  # nothing retrained
 
     other = run_sweep(*base, "--max-trials", "2", "--seed", "5", cwd=tmp_path)

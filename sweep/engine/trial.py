@@ -222,16 +222,12 @@ def fit(
     deadline: float | None = None,
     tensorboard: bool = False,
     worker: str | None = None,
-    best_so_far: float | None = None,
     machine: str | None = None,
 ) -> dict:
     """Train one trial to `epochs` (resuming if a backup exists) and return its best metrics.
 
     `worker` names the distributed worker training it (the report shows it), None on one machine.
     `machine` (`backend.machine`) is recorded with each epoch, for the time budget's estimates.
-    `best_so_far` is the search's best validation accuracy before this trial: the confusion
-    matrix the report shows for the best trial costs a pass over the validation images, so only
-    a trial that beats it computes one.
     """
     record = state.read_trial_record(trial_dir)
     if worker:
@@ -268,10 +264,6 @@ def fit(
     best = state.best_epoch(record["history"])
     if best is None:
         raise kt_errors.FailedTrialError("no epoch finished with a validation accuracy")
-    if best_so_far is None or best["val_accuracy"] > best_so_far:
-        started = time.monotonic()
-        record["confusion"] = best_epoch_confusion(model, trial_dir, data)
-        record["confusion_seconds"] = time.monotonic() - started  # what a new best pays
     record.update(inference_latency(model, data.x_val, record["history"], machine))
     state.write_json(trial_dir / state.TRIAL_RECORD_FILE, record)
     return {k: v for k, v in best.items() if k not in EPOCH_BOOKKEEPING}  # metrics only
@@ -288,17 +280,32 @@ def layer_table(model: keras.Model) -> list[dict]:
     ]
 
 
-def best_epoch_confusion(model: keras.Model, trial_dir: Path, data: TrainingData) -> list:
-    """Confusion matrix (true class x predicted class) of the best epoch's weights on the
-    validation images, for the report; computed once, when the trial ends."""
+def load_best_weights(model: keras.Model, trial_dir: Path) -> None:
+    """The weights of the trial's best epoch (saved with the optimizer's state, which a freshly
+    built model must build first to read them)."""
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
     model.load_weights(str(trial_dir / state.CHECKPOINT_FILE))
+
+
+def record_confusion(model: keras.Model, trial_dir: Path, data: TrainingData) -> float:
+    """Add to the trial's record the confusion matrix (true class x predicted class) of its
+    best epoch's weights on the validation images, and the seconds its pass took: the report
+    shows it for the best trial only, so the tuner asks for it once a run has ended
+    (`SweepTuner.record_best_confusion`), not after every trial. Returns those seconds."""
+    started = time.monotonic()
+    load_best_weights(model, trial_dir)
     predicted = np.argmax(model.predict(data.x_val, batch_size=VALIDATION_BATCH, verbose=0),
                           axis=1)
     true = np.argmax(data.y_val, axis=1)
     classes = data.y_val.shape[1]
     matrix = np.zeros((classes, classes), dtype=int)
     np.add.at(matrix, (true, predicted), 1)
-    return matrix.tolist()
+    record = state.read_trial_record(trial_dir)
+    record["confusion"] = matrix.tolist()
+    record["confusion_seconds"] = time.monotonic() - started
+    state.write_json(trial_dir / state.TRIAL_RECORD_FILE, record)
+    return record["confusion_seconds"]
 
 
 LATENCY_CALLS = 20  # timed calls at batch 1, after as many warm-up calls

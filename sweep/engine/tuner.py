@@ -71,7 +71,6 @@ class SweepTuner:
         hp = trial.hyperparameters
         model = self._try_build(hp)
         epochs = ranking.trial_epochs(hp.values, self.settings.max_epochs)
-        fully_trained = epochs >= self.settings.max_epochs
         return trial_module.fit(
             model,
             trial_id=trial.trial_id,
@@ -85,8 +84,6 @@ class SweepTuner:
             deadline=self.deadline,
             tensorboard=self.settings.tensorboard,
             worker=self.worker,
-            # The report's confusion matrix is for the best fully trained model only.
-            best_so_far=self.best_score() if fully_trained else math.inf,
             machine=backend.machine(self.settings.precision),
         )
 
@@ -204,9 +201,24 @@ class SweepTuner:
             log.info(f"deleted the weights of trial {', '.join(deleted)} (--keep-checkpoints "
                      f"{self.settings.keep_checkpoints} keeps the best fully trained ones)")
 
-    def best_score(self) -> float | None:
-        scores = [r.run.score for r in self.ranked()]
-        return max(scores) if scores else None
+    def record_best_confusion(self) -> None:
+        """Give the best fully trained trial the confusion matrix the report shows for it, if
+        its record has none and its weights are here: one pass over the validation images when
+        a run ends, rather than one for every trial that beat the best so far as it ended
+        (the best by mean is known only once the finalists have run)."""
+        ranked = self.ranked()
+        if not ranked:
+            return
+        trial_id = ranked[0].run.trial
+        trial_dir = self.trial_dir(trial_id)
+        if "confusion" in state.read_trial_record(trial_dir) or \
+                not (trial_dir / state.CHECKPOINT_FILE).exists():
+            return
+        trial = next(t for t in self.known_trials() if t.trial_id == trial_id)
+        seconds = trial_module.record_confusion(self._try_build(trial.hyperparameters),
+                                                trial_dir, self.data)
+        log.info(f"trial {trial_id}, the best: its confusion matrix on the validation images "
+                 f"for the report ({seconds:.0f} s)")
 
     def _best_line(self) -> str:
         ranked = self.ranked()
@@ -353,6 +365,7 @@ class SweepTuner:
                 f"{ended}/{self.settings.max_trials} trials ended, the rest saved. "
                 "Run the same command again to continue."
             )
+        self.record_best_confusion()
         self.raise_if_stopped_early()
 
     def raise_if_stopped_early(self) -> None:
