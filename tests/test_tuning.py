@@ -451,3 +451,50 @@ def test_only_the_best_fully_trained_trials_keep_their_weights(tmp_path):
     tuner_module.SweepTuner.prune_checkpoints(tuner)
     kept = sorted(p.parent.name for p in tmp_path.glob(f"trial_*/{state.CHECKPOINT_FILE}"))
     assert kept == ["trial_1", "trial_2", "trial_6"]
+
+
+def test_the_best_trials_confusion_matrix_costs_a_warning_not_the_run_when_it_fails(tmp_path):
+    """Trial 1 is the best; its checkpoint is unreadable (a partial copy, say): the run goes on
+    with a warning and the record as it was. Once it has a matrix, nothing is built again."""
+    from types import SimpleNamespace
+
+    import keras
+    import numpy as np
+
+    from sweep import log, ranking, state
+    from sweep.engine import trial as trial_module
+
+    trials = [SimpleNamespace(trial_id=t, status="COMPLETED", score=score,
+                              hyperparameters=SimpleNamespace(values={"units": int(t)}))
+              for t, score in {"0": 0.5, "1": 0.7}.items()]
+    for trial in trials:
+        state.write_json(tmp_path / f"trial_{trial.trial_id}" / state.TRIAL_RECORD_FILE,
+                         {"history": [{"epoch": 0, "val_accuracy": trial.score}]})
+        (tmp_path / f"trial_{trial.trial_id}" / state.CHECKPOINT_FILE).write_bytes(b"partial")
+    images = np.zeros((4, 8, 8, 3), np.float32)
+    built = []
+
+    def build(hp):
+        built.append(hp.values)
+        model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                                  keras.layers.Dense(10, activation="softmax")])
+        model.compile(optimizer="sgd", loss="categorical_crossentropy")
+        return model
+
+    tuner = SimpleNamespace(
+        known_trials=lambda: trials, trial_dir=lambda trial_id: tmp_path / f"trial_{trial_id}",
+        ranked=lambda: ranking.rank(oracles.runs_of(trials), 1), _try_build=build,
+        data=trial_module.TrainingData(images, np.eye(10)[[0] * 4], images, np.eye(10)[[0] * 4]))
+    lines = []
+    with log.lines_to(lines.append):
+        tuner_module.SweepTuner.record_best_confusion(tuner)
+    assert built == [{"units": 1}] and len(lines) == 1, lines
+    assert lines[0].startswith("trial 1: no confusion matrix for the report (")
+    assert "confusion" not in state.read_trial_record(tmp_path / "trial_1")
+
+    record = state.read_trial_record(tmp_path / "trial_1")
+    state.write_json(tmp_path / "trial_1" / state.TRIAL_RECORD_FILE,
+                     {**record, "confusion": [[4]]})
+    with log.lines_to(lines.append):
+        tuner_module.SweepTuner.record_best_confusion(tuner)
+    assert len(built) == 1 and len(lines) == 1  # it has one: nothing to do

@@ -399,7 +399,6 @@ def run_worker(host: str, port: int, worker_id: str, *, directory: str = "runs",
         try:
             with compat.quiet_kerastuner():
                 tuner.search(verbose=0)
-            tuner.record_best_confusion()  # the chief trains nothing: a worker has the data
         except grpc.RpcError as e:
             raise chief_failure(e, address, project_dir) from None
         finally:

@@ -134,6 +134,7 @@ class SweepTuner:
         trial_module.discard_backup(self.trial_dir(trial.trial_id))
         if not self._is_worker():
             self.prune_checkpoints()
+        self.record_best_confusion()
         line = self.trial_line(trial)
         log.info(line)
         if self.progress:
@@ -202,10 +203,14 @@ class SweepTuner:
                      f"{self.settings.keep_checkpoints} keeps the best fully trained ones)")
 
     def record_best_confusion(self) -> None:
-        """Give the best fully trained trial the confusion matrix the report shows for it, if
-        its record has none and its weights are here: one pass over the validation images when
-        a run ends, rather than one for every trial that beat the best so far as it ended
-        (the best by mean is known only once the finalists have run)."""
+        """Give the best fully trained trial, by the report's ranking, the confusion matrix the
+        report shows for it, if its record has none and its weights are here: one pass over
+        the validation images when a trial ended that changed the best (or a run ends after a
+        kill skipped it), outside the trial, so that a failure here fails no trial. With the
+        finalists, the best by mean may be a run that never beat the best single score.
+        Done by the process that ended the trial, which has the data (a worker on its own
+        trials). A checkpoint another process deletes meanwhile, or one it cannot read, costs
+        a warning and the report's figure, not the run."""
         ranked = self.ranked()
         if not ranked:
             return
@@ -215,8 +220,14 @@ class SweepTuner:
                 not (trial_dir / state.CHECKPOINT_FILE).exists():
             return
         trial = next(t for t in self.known_trials() if t.trial_id == trial_id)
-        seconds = trial_module.record_confusion(self._try_build(trial.hyperparameters),
-                                                trial_dir, self.data)
+        with interrupts.deferred():  # a Ctrl-C waits for the pass, then stops between trials
+            try:
+                seconds = trial_module.record_confusion(
+                    self._try_build(trial.hyperparameters), trial_dir, self.data)
+            except Exception as e:  # noqa: BLE001 - a figure is not worth a finished run
+                log.warning(f"trial {trial_id}: no confusion matrix for the report "
+                            f"({type(e).__name__}: {e})")
+                return
         log.info(f"trial {trial_id}, the best: its confusion matrix on the validation images "
                  f"for the report ({seconds:.0f} s)")
 
