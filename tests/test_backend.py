@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib import metadata
 
 import keras
 import keras_tuner as kt
@@ -66,6 +67,8 @@ def test_a_search_runs_on_jax_with_tensorflow_absent(real_cifar_train_only, tmp_
     project = tmp_path / "runs" / "tiny_cnn"
     record = json.loads((project / state.SETTINGS_FILE).read_text())
     assert record["versions"]["keras backend"] == "jax"
+    assert record["versions"]["jax"] == metadata.version("jax") and "tensorflow" not in record[
+        "versions"]  # the backend's package, not TensorFlow's
     [start] = [e for e in state.read_events(project) if e["event"] == "run_start"]
     assert (start["backend"], start["precision"]) == ("jax", "bfloat16")
     for trial in ("0", "1"):  # the trials trained in it (KerasTuner resets the policy)

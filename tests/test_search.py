@@ -229,6 +229,8 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
     assert sum(map(sum, confusions[best_id])) == 300
     assert sum(record["split"]["val_class_counts"].values()) == 300
     assert record["versions"]["keras-tuner"] == metadata.version("keras-tuner")
+    assert record["versions"]["sweep"] == metadata.version("sweep")
+    assert record["versions"]["tensorflow"] == metadata.version("tensorflow")  # the backend's
 
     shown = sweep_here("report", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr

@@ -134,12 +134,12 @@ class SweepTuner:
         trial_module.discard_backup(self.trial_dir(trial.trial_id))
         if not self._is_worker():
             self.prune_checkpoints()
-        self.record_best_confusion()
         line = self.trial_line(trial)
         log.info(line)
         if self.progress:
             ended = self.ended_trials()
             self.progress(ended, self.settings.max_trials, line)
+        self.record_best_confusion()
 
     def _event(self, event: str, **fields) -> None:
         where = {"worker": self.worker} if self.worker else {}
@@ -328,7 +328,7 @@ class SweepTuner:
 
     def time_left_line(self) -> str:
         timed = self.plan_time_left(anywhere=True)
-        if timed is None:
+        if timed is None or timed[0] < 1:  # unknown, or the plan's last trial has ended
             return ""
         left, typical, here = timed
         return (f" | about {format_duration(left)} left "
