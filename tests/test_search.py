@@ -221,7 +221,7 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
     # The report's best has its confusion matrix: one pass over the validation images as a
     # trial ends that changed the best, for that trial only.
     best_id = ranking.ranked_rows(report.load_trials(project)).iloc[0]["trial"]
-    computed = re.findall(r"trial (\d+), the best: its confusion matrix", first.stdout)
+    computed = re.findall(r"confusion matrix of trial (\d+), the best,", first.stdout)
     assert computed[-1] == best_id and len(computed) == len(set(computed)), first.stdout
     confusions = {t: state.read_trial_record(project / f"trial_{t}").get("confusion")
                   for t in ("0", "1")}

@@ -489,7 +489,7 @@ def test_the_best_trials_confusion_matrix_costs_a_warning_not_the_run_when_it_fa
     with log.lines_to(lines.append):
         tuner_module.SweepTuner.record_best_confusion(tuner)
     assert built == [{"units": 1}] and len(lines) == 1, lines
-    assert lines[0].startswith("trial 1: no confusion matrix for the report (")
+    assert lines[0].startswith("no confusion matrix of trial 1 for the report (")
     assert "confusion" not in state.read_trial_record(tmp_path / "trial_1")
 
     record = state.read_trial_record(tmp_path / "trial_1")

@@ -225,10 +225,10 @@ class SweepTuner:
                 seconds = trial_module.record_confusion(
                     self._try_build(trial.hyperparameters), trial_dir, self.data)
             except Exception as e:  # noqa: BLE001 - a figure is not worth a finished run
-                log.warning(f"trial {trial_id}: no confusion matrix for the report "
+                log.warning(f"no confusion matrix of trial {trial_id} for the report "
                             f"({type(e).__name__}: {e})")
                 return
-        log.info(f"trial {trial_id}, the best: its confusion matrix on the validation images "
+        log.info(f"confusion matrix of trial {trial_id}, the best, on the validation images, "
                  f"for the report ({seconds:.0f} s)")
 
     def _best_line(self) -> str:
