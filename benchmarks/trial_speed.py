@@ -18,9 +18,9 @@ first (images per second, validation included, measured from one epoch's end to 
 checkpointing and records count); the first epoch's extra time over that rate (Keras tracing
 its train and test steps); and the overhead outside the epochs: build and compile before, and
 for the tool everything after, until the trial's end (records, throughput latency, KerasTuner's
-bookkeeping). The confusion matrix's pass over the validation images, which the search pays
-once a run has ended (for its best trial, after the last trial's end), is given apart, from
-the time it recorded. Goal
+bookkeeping). The confusion matrix's pass over the validation images, which a trial that
+becomes the search's best pays after its end (this one-trial search's only trial), is given
+apart, from the time it recorded. Goal
 (issues 7 and 15): the tool within 5 % of plain `model.fit` in the same precision per epoch,
 faster than plain float32 where the machine has a faster precision (1.6x on a CPU with
 bfloat16 instructions), and a per-trial overhead of its own under 2 s.
@@ -151,7 +151,7 @@ def main() -> None:
           f" (the tool's speed-up, in {chosen}); tool / plain {chosen} "
           f"{tool['epoch'] / same['epoch']:.3f} (goal: at most 1.05); the tool's own per-trial "
           f"overhead {own:+.1f} s (first epoch and outside the epochs, beyond plain Keras's in "
-          f"the same precision; goal: under 2 s); once a run has ended, the best trial's "
+          f"the same precision; goal: under 2 s); after a trial that becomes the best, its "
           f"confusion matrix: a pass over the validation images ({tool['confusion']:.1f} s)")
 
 

@@ -32,14 +32,14 @@ from sweep.settings import (
 
 log = logging.getLogger(__name__)
 
-VERSIONED_PACKAGES = ("sweep", "keras", "keras-tuner", "numpy", "pandas")
+VERSIONED_PACKAGES = ("keras", "keras-tuner", "numpy", "pandas")
 
 
-def package_versions(backend_name: str) -> dict[str, str]:
+def package_versions() -> dict[str, str]:
     """Python's version and the packages' that make a search's numbers: this tool, the Keras
     backend's own package (tensorflow, jax or torch), Keras, KerasTuner, NumPy and pandas."""
     versions = {"python": platform.python_version()}
-    for name in (VERSIONED_PACKAGES[0], backend_name, *VERSIONED_PACKAGES[1:]):
+    for name in ("sweep", backend.name(), *VERSIONED_PACKAGES):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -125,7 +125,7 @@ def search_record(settings: SearchSettings, split: data_module.Split, source: Pa
                      "patience": settings.patience, "max_trials": settings.max_trials},
         "split": split.record,
         "data_source": str(source),
-        "versions": {**package_versions(backend.name()), "keras backend": backend.name()},
+        "versions": {**package_versions(), "keras backend": backend.name()},
         "created": datetime.now().isoformat(timespec="seconds"),
     }
 

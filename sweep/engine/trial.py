@@ -291,8 +291,8 @@ def load_best_weights(model: keras.Model, trial_dir: Path) -> None:
 def record_confusion(model: keras.Model, trial_dir: Path, data: TrainingData) -> float:
     """Add to the trial's record the confusion matrix (true class x predicted class) of its
     best epoch's weights on the validation images, and the seconds its pass took: the report
-    shows it for the best trial only, so the tuner asks for it once a run has ended
-    (`SweepTuner.record_best_confusion`), not after every trial. Returns those seconds."""
+    shows it for the best trial only, so the tuner asks for it after a trial that changed the
+    best (`SweepTuner.record_best_confusion`), not after every trial. Returns those seconds."""
     started = time.monotonic()
     load_best_weights(model, trial_dir)
     predicted = np.argmax(model.predict(data.x_val, batch_size=VALIDATION_BATCH, verbose=0),
