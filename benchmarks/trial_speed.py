@@ -12,18 +12,18 @@ In one process, on the search's real split (5,000/5,000 by default), alternately
   and fitted with `model.fit` on the same in-memory arrays, with validation;
 - with `--xla`, plain Keras again with `jit_compile=True`, to see whether XLA pays here.
 
-Each runs `--rounds` times (tool first, while TensorFlow is cold); the last round, with
-everything warm, is compared. For each it prints training throughput over the epochs after the
-first (images per second, validation included, measured from one epoch's end to the next, so
-checkpointing and records count); the first epoch's extra time over that rate (Keras tracing
-its train and test steps); and the overhead outside the epochs: build and compile before, and
-for the tool everything after, until the trial's end (records, throughput latency, KerasTuner's
-bookkeeping). The confusion matrix's pass over the validation images, which a trial that
-becomes the search's best pays after its end (this one-trial search's only trial), is given
-apart, from the time it recorded. Goal
-(issues 7 and 15): the tool within 5 % of plain `model.fit` in the same precision per epoch,
-faster than plain float32 where the machine has a faster precision (1.6x on a CPU with
-bfloat16 instructions), and a per-trial overhead of its own under 2 s.
+Each runs `--rounds` times (tool first, while TensorFlow is cold); the rounds after the first,
+with everything warm, are compared, each and by their median. For each it prints training
+throughput over the epochs after the first (images per second, validation included, measured
+from one epoch's end to the next, so checkpointing and records count); the first epoch's extra
+time over that rate (Keras tracing its train and test steps); and the overhead outside the
+epochs: build and compile before, and for the tool everything after, until the trial's end
+(records, throughput latency, KerasTuner's bookkeeping). The confusion matrix's pass over the
+validation images, which a trial that becomes the search's best pays after its end (this
+one-trial search's only trial), is given apart, from the time it recorded. Goal (issues 7 and 15):
+the tool within 5 % of plain `model.fit` in the same precision per epoch, faster than plain
+float32 where the machine has a faster precision (1.6x on a CPU with bfloat16 instructions),
+and a per-trial overhead of its own under 2 s.
 """
 
 from __future__ import annotations
@@ -137,23 +137,48 @@ def main() -> None:
             runs["plain model.fit, XLA"] = lambda: plain_trial(settings, data, jit_compile=True)
         print(f"{args.space} default point, {args.epochs} epochs, the tool in {chosen}, "
               f"{args.train_size}/{args.val_size} split, {args.rounds} rounds", flush=True)
+        rounds = []
         for round_number in range(1, args.rounds + 1):
             results = {name: run() for name, run in runs.items()}
+            rounds.append(results)
             for name, r in results.items():
                 rate = args.train_size / r["epoch"]
                 print(f"round {round_number} {name:>22}: {r['epoch']:6.2f} s per epoch "
                       f"({rate:4.0f} train images/s), first epoch +{r['first_extra']:4.1f} s, "
                       f"outside the epochs {r['outside']:4.1f} s", flush=True)
-    tool, plain = results["tool (sweep run)"], results["plain model.fit"]
-    same = results.get(f"plain model.fit, {chosen}", plain)
-    own = (tool["first_extra"] + tool["outside"]) - (same["first_extra"] + same["outside"])
-    print(f"last round: plain float32 / tool time per epoch {plain['epoch'] / tool['epoch']:.3f}"
-          f" (the tool's speed-up, in {chosen}); tool / plain {chosen} "
-          f"{tool['epoch'] / same['epoch']:.3f} (goal: at most 1.05); the tool's own per-trial "
-          f"overhead {own:+.1f} s (first epoch and outside the epochs, beyond plain Keras's in "
-          f"the same precision; goal: under 2 s); after a trial that becomes the best, its "
-          f"confusion matrix: a pass over the validation images ({tool['confusion']:.1f} s)")
+    summarize(rounds, chosen)
 
+
+def summarize(rounds: list[dict], chosen: str) -> None:
+    """The ratios of each round, and their median over the warm rounds (all but the first,
+    which the tool runs while TensorFlow is cold): the machines flip speed from run to run,
+    so one round's ratio can be noise."""
+    warm = rounds[1:] or rounds
+    same_name = f"plain model.fit, {chosen}"
+
+    def ratios(results: dict) -> dict[str, float]:
+        tool, plain = results["tool (sweep run)"], results["plain model.fit"]
+        same = results.get(same_name, plain)
+        return {"speed-up": plain["epoch"] / tool["epoch"],
+                "ceiling": plain["epoch"] / same["epoch"],
+                "tool / same": tool["epoch"] / same["epoch"],
+                "own": (tool["first_extra"] + tool["outside"])
+                - (same["first_extra"] + same["outside"]),
+                "confusion": tool["confusion"]}
+
+    per_round = [ratios(r) for r in warm]
+    median = {k: statistics.median(r[k] for r in per_round) for k in per_round[0]}
+    print("per warm round: " + "; ".join(
+        f"speed-up {r['speed-up']:.3f}, tool / plain {chosen} {r['tool / same']:.3f}, "
+        f"own overhead {r['own']:+.1f} s" for r in per_round))
+    print(f"median of {len(warm)} warm round(s): plain float32 / tool time per epoch "
+          f"{median['speed-up']:.3f} (the tool's speed-up, in {chosen}; goal: 1.6x on a CPU "
+          f"with bfloat16 instructions), plain float32 / plain {chosen} {median['ceiling']:.3f} "
+          f"(what {chosen} itself gains here); tool / plain {chosen} "
+          f"{median['tool / same']:.3f} (goal: at most 1.05); the tool's own per-trial overhead "
+          f"{median['own']:+.1f} s (first epoch and outside the epochs, beyond plain Keras's in "
+          f"the same precision; goal: under 2 s); after a trial that becomes the best, its "
+          f"confusion matrix: a pass over the validation images ({median['confusion']:.1f} s)")
 
 if __name__ == "__main__":
     main()
