@@ -142,26 +142,30 @@ def _lr_score(values):
 
 
 def test_halving_screens_promotes_the_best_then_reseeds_the_finalist(tmp_path):
-    oracle = _halving(tmp_path)
-    trials = [_run_one(oracle, _lr_score) for _ in range(9)]
+    oracle = _halving(tmp_path, max_trials=16)  # 14 searched: 9 on 1 epoch, 3 on 3, 2 on 9
+    trials = [_run_one(oracle, _lr_score) for _ in range(16)]
     assert _run_one(oracle, _lr_score) is None  # exactly --max-trials
-    assert [t["tuner/epochs"] for t in trials] == [1, 1, 1, 1, 3, 3, 9, 9, 9]
+    assert [t["tuner/epochs"] for t in trials] == [1] * 9 + [3] * 3 + [9] * 4
     assert trials[0]["learning_rate"] == 1e-3  # the default point first
-    first_rung = sorted((t["learning_rate"] for t in trials[:4]), reverse=True)
-    assert [t["learning_rate"] for t in trials[4:6]] == first_rung[:2]  # the best third, best first
-    assert trials[6]["learning_rate"] == first_rung[0]
-    assert [t.get("tuner/replica") for t in trials[6:]] == [None, 1, 2]
-    assert {t["learning_rate"] for t in trials[6:]} == {first_rung[0]}
+    first_rung = sorted((t["learning_rate"] for t in trials[:9]), reverse=True)
+    assert first_rung.index(1e-3) > 2  # the default point did not earn a place on the next rung
+    # The best third, best first, the default point in the last slot; then the best, and it.
+    assert [t["learning_rate"] for t in trials[9:12]] == [*first_rung[:2], 1e-3]
+    assert [t["learning_rate"] for t in trials[12:14]] == [first_rung[0], 1e-3]
+    assert [t.get("tuner/replica") for t in trials[14:]] == [1, 2]
+    assert {t["learning_rate"] for t in trials[14:]} == {first_rung[0]}
 
 
-def test_the_default_point_reaches_the_second_rung_even_when_screened_last(tmp_path):
-    oracle = _halving(tmp_path)
+def test_a_small_search_screens_then_trains_the_best_and_the_default_point_fully(tmp_path):
+    oracle = _halving(tmp_path)  # 9 trials: 5 on 1 epoch, 2 on 9, 1 finalist x 2 seeds
     lowest_first = lambda values: -_lr_score(values)  # noqa: E731 - the default (1e-3) ...
-    trials = [_run_one(oracle, lowest_first) for _ in range(4)]
+    trials = [_run_one(oracle, lowest_first) for _ in range(9)]
+    assert _run_one(oracle, lowest_first) is None
+    assert [t["tuner/epochs"] for t in trials] == [1] * 5 + [9] * 4
     assert trials[0]["learning_rate"] == 1e-3
-    assert min(t["learning_rate"] for t in trials) < 1e-3  # ... is not among the best two
-    promoted = [_run_one(oracle, lowest_first)["learning_rate"] for _ in range(2)]
-    assert promoted == [min(t["learning_rate"] for t in trials), 1e-3]  # the best, the default
+    screened = sorted(t["learning_rate"] for t in trials[:5])
+    assert screened[1] < 1e-3  # ... is not among the best two, yet trained fully
+    assert [t["learning_rate"] for t in trials[5:7]] == [screened[0], 1e-3]  # the best, the default
 
 
 def test_a_reloaded_halving_search_follows_the_same_plan(tmp_path):
@@ -179,11 +183,18 @@ def test_a_reloaded_halving_search_follows_the_same_plan(tmp_path):
 
 
 def test_slots_left_by_too_few_fully_trained_configurations_go_back_to_the_search(tmp_path):
-    # 10 trials, 2 finalists wanted: the plan's last rung holds 1 configuration, so its
-    # 2 seeds leave 2 slots, which promote the next best configurations: still 10 trials.
+    # 10 trials, 2 finalists wanted: 4 screened, 2 on the whole schedule, 2 x 2 seeds. One
+    # fully trained trial fails, so one configuration is there to reseed: its 2 seeds leave
+    # 2 slots, which promote the next best screened configuration: still 10 trials.
     oracle = _halving(tmp_path, max_trials=10, finalists=2)
-    trials = [_run_one(oracle, _lr_score) for _ in range(10)]
+    trials = [_run_one(oracle, _lr_score) for _ in range(4)]
+    failed = oracle.create_trial("w1")
+    failed.status = "FAILED"
+    oracle.end_trial(failed)
+    trials += [_run_one(oracle, _lr_score) for _ in range(5)]
     assert all(trials) and _run_one(oracle, _lr_score) is None
+    full = [t for t in trials if t["tuner/epochs"] == 9]
+    assert len(full) == 5 and len({t["learning_rate"] for t in full}) > 1
 
 
 def test_a_trial_left_running_by_a_killed_process_does_not_hold_the_finalists_up(tmp_path):

@@ -268,28 +268,35 @@ class Finalists:
         return _running(replica) if replica else super().populate_space(trial_id)
 
 
-MIN_HALVING_SLOTS = 5  # 3 configurations, the best on a third, then on all the epochs
+MIN_HALVING_SLOTS = 5  # 3 configurations screened, 2 on all the epochs
+# Configurations the last rung trains on the whole schedule, at least: the best the screening
+# found and the space's default point (`HalvingOracle._is_default`).
+MIN_FULLY_TRAINED = 2
 
 
 def halving_plan(slots: int, finalists: int, max_epochs: int) -> list[tuple[int, int]]:
     """(configurations, epochs) per rung: n on a ninth of `max_epochs`, n/3 on a third, n/9 (at
-    least `finalists`) on all of it, with the largest n that fits `slots` trials; slots left
-    over add configurations to the first rung. Under MIN_HALVING_SLOTS there is nothing to
-    halve: every trial trains on all the epochs."""
+    least `finalists` and MIN_FULLY_TRAINED) on all of it, with the largest n that fits `slots`
+    trials; slots left over add configurations to the first rung. A middle rung no narrower
+    than the last would promote everything it trained, so then the plan has two rungs: the
+    first, and the last. Under MIN_HALVING_SLOTS there is nothing to halve: every trial trains
+    on all the epochs."""
     if slots < MIN_HALVING_SLOTS:
         return [(max(slots, 1), max_epochs)]
 
     def sizes(n: int) -> list[int]:
-        second = math.ceil(n / HALVING_FACTOR)
-        return [n, second, min(second, max(math.ceil(n / HALVING_FACTOR**2), finalists))]
+        return [n, math.ceil(n / HALVING_FACTOR),
+                max(math.ceil(n / HALVING_FACTOR**2), finalists, MIN_FULLY_TRAINED)]
 
     n = 1
     while sum(sizes(n + 1)) <= slots:
         n += 1
     planned = sizes(n)
-    planned[0] += slots - sum(planned)
     epochs = [max(1, round(max_epochs / HALVING_FACTOR**2)),
               max(1, round(max_epochs / HALVING_FACTOR)), max_epochs]
+    if planned[1] <= planned[2]:
+        planned, epochs = [planned[0], planned[2]], [epochs[0], epochs[2]]
+    planned[0] += slots - sum(planned)
     return list(zip(planned, epochs, strict=True))
 
 
@@ -301,12 +308,13 @@ class HalvingOracle(kt.oracles.RandomSearchOracle):
     """Successive halving with restarts: the default tuner.
 
     Rung 0 trains many configurations (the space's default point first) on a ninth of
-    `--max-epochs`, rung 1 the best third of them (the default point always among them) on a
-    third, rung 2 the best of those on the whole schedule. Every trial trains from scratch on a
-    learning-rate schedule that ends with its own epochs, so a short trial is scored on a
-    finished schedule, not halfway up a long one (what KerasTuner's Hyperband does by
-    continuing trials). A rung is promoted once it has ended. Rung sizes come from the trial
-    slots before the finalists (`halving_plan`).
+    `--max-epochs`, rung 1 the best third of them on a third, rung 2 the best of those on the
+    whole schedule (a small search has the first and the last only); the default point is on
+    every rung.
+    Every trial trains from scratch on a learning-rate schedule that ends with its own epochs,
+    so a short trial is scored on a finished schedule, not halfway up a long one (what
+    KerasTuner's Hyperband does by continuing trials). A rung is promoted once it has ended.
+    Rung sizes come from the trial slots before the finalists (`halving_plan`).
     """
 
     RUNG_KEY = "tuner/rung"
@@ -329,18 +337,19 @@ class HalvingOracle(kt.oracles.RandomSearchOracle):
             if self._awaited(by_rung[rung - 1]):
                 return IDLE  # a rung is promoted once all of it has a score
             candidates = self._candidates(by_rung[rung - 1], by_rung[rung])
-            if rung == 1 and len(by_rung[1]) == sizes[1] - 1:
+            if len(by_rung[rung]) == sizes[rung] - 1:
                 candidates = [t for t in candidates if self._is_default(t)] or candidates
             if candidates:
                 return self._promote(candidates[0], rung, epochs[rung])
         return self._beyond_plan(by_rung, epochs)
 
     def _is_default(self, trial) -> bool:
-        """The space's default point: it always reaches the second rung (in its last slot if
-        its first-rung score did not earn one). A ninth of the schedule underrates a strongly
-        regularised net, and the default point is the model its author measured at full length:
-        it is judged on a third of the schedule at least, beside the configurations that beat
-        it on the first rung."""
+        """The space's default point: it goes on to every rung (in its last slot if its score
+        did not earn one), so it is always trained on the whole schedule. Short schedules rank
+        nets by how fast they start, and the default point is the model its author measured at
+        full length: in the default command's first run on a bfloat16 CPU, a net without batch
+        normalisation beat it on 13 epochs (61.5 % against 60.4 %) and ended at 61 % on 40,
+        where the default point reaches 70 %. The search cannot end below it."""
         default = ranking.config_key(default_values(self.hyperparameters))
         return ranking.config_key(trial.hyperparameters.values) == default
 
