@@ -69,8 +69,9 @@ def run_study(project_dir: Path, data: str | os.PathLike | None, trial_id: str |
         raise SweepError(f"This CIFAR-10 copy differs from the one {project_dir} was searched on: "
                          "give the same --data, or the study would compare other images.")
     done = {(r["kind"], r["seed"]) for r in recorded(project_dir, trial_id)}
-    for kind in data_module.SPLIT_KINDS:
-        for seed in study_seeds(settings.seed, repeats):
+    # A random and a stratified split in turn: a study cut short still compares the two kinds.
+    for seed in study_seeds(settings.seed, repeats):
+        for kind in data_module.SPLIT_KINDS:
             if (kind, seed) in done:
                 continue
             split = data_module.make_split(images, settings.train_size, settings.val_size, seed,
