@@ -14,8 +14,10 @@ the softmax, the loss and the metrics stay float32.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sys
 from pathlib import Path
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -129,6 +131,20 @@ def use_precision(requested: str) -> str:
                  else requested)
     set_policy(precision)
     return precision
+
+
+@contextlib.contextmanager
+def callers_policy_kept():
+    """Put Keras's global dtype policy back as the caller had it (float32 if Keras was not
+    loaded yet) once the block ends: a search from Python sets it to the machine's fastest,
+    and a notebook's own models built afterwards should not turn bfloat16 behind its back."""
+    keras = sys.modules.get("keras")
+    before = keras.mixed_precision.global_policy().name if keras else "float32"
+    try:
+        yield
+    finally:
+        if "keras" in sys.modules:
+            sys.modules["keras"].mixed_precision.set_global_policy(before)
 
 
 def set_policy(precision: str) -> None:

@@ -47,6 +47,19 @@ def test_under_mixed_precision_the_classifier_and_its_output_stay_float32():
         keras.mixed_precision.set_global_policy("float32")
 
 
+def test_a_search_from_python_leaves_the_callers_dtype_policy(tmp_path, tiny_cifar):
+    import sweep
+
+    keras.mixed_precision.set_global_policy("float32")
+    search = sweep.Search("tiny_cnn", directory=tmp_path / "runs", tuner="random", max_trials=1,
+                          max_epochs=1, finalists=0, train_size=100, val_size=100,
+                          data=str(tiny_cifar), precision="bfloat16", quiet=True)
+    search.run(say=None)
+    record = state.read_json(search.project_dir / "trial_0" / state.TRIAL_RECORD_FILE)
+    assert record["history"][0]["machine"].endswith("bfloat16")  # it trained in bfloat16
+    assert keras.mixed_precision.global_policy().name == "float32"  # and gave float32 back
+
+
 @pytest.mark.cifar
 def test_a_search_runs_on_jax_with_tensorflow_absent(real_cifar_train_only, tmp_path):
     """What a GPU machine with JAX and no TensorFlow does: `import tensorflow` fails there."""
