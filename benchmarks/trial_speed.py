@@ -180,5 +180,6 @@ def summarize(rounds: list[dict], chosen: str) -> None:
           f"the same precision; goal: under 2 s); after a trial that becomes the best, its "
           f"confusion matrix: a pass over the validation images ({median['confusion']:.1f} s)")
 
+
 if __name__ == "__main__":
     main()

@@ -310,11 +310,10 @@ class HalvingOracle(kt.oracles.RandomSearchOracle):
     Rung 0 trains many configurations (the space's default point first) on a ninth of
     `--max-epochs`, rung 1 the best third of them on a third, rung 2 the best of those on the
     whole schedule (a small search has the first and the last only); the default point is on
-    every rung.
-    Every trial trains from scratch on a learning-rate schedule that ends with its own epochs,
-    so a short trial is scored on a finished schedule, not halfway up a long one (what
-    KerasTuner's Hyperband does by continuing trials). A rung is promoted once it has ended.
-    Rung sizes come from the trial slots before the finalists (`halving_plan`).
+    every rung. Every trial trains from scratch on a learning-rate schedule that ends with its
+    own epochs, so a short trial is scored on a finished schedule, not halfway up a long one
+    (what KerasTuner's Hyperband does by continuing trials). A rung is promoted once it has
+    ended. Rung sizes come from the trial slots before the finalists (`halving_plan`).
     """
 
     RUNG_KEY = "tuner/rung"
