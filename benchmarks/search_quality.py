@@ -12,9 +12,10 @@ schedules). Printed for each, in the order its trials ended: training minutes so
 of the epochs on this machine) and the best validation accuracy of a *fully trained* model so
 far (a schedule of `--max-epochs`; screening trials do not count), then the winner's mean +-
 std where it has several seeds; a search that trained no model fully says so, with its best
-screening score. `--plot FILE` draws the curves. One search is one draw: a point or two is
-noise. With `--dir`, a search already there (the default command's, say) is resumed, not
-trained again.
+screening score. `--plot FILE` draws the curves (dotted: the best of any trial, screening
+included, so a search that trained nothing fully still shows what it found). One search is one
+draw: a point or two is noise. With `--dir`, a search already there (the default command's,
+say) is resumed, not trained again.
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ DEFAULTS = SearchSettings()
 TUNERS = ("halving", "hyperband")
 
 
-def best_fully_trained_so_far(project: Path) -> list[tuple[float, float]]:
-    """(training minutes so far, best fully trained validation accuracy so far), trial by
-    trial in the order they ended; nan until the first fully trained trial ends."""
+def best_so_far(project: Path) -> list[tuple[float, float, float]]:
+    """(training minutes so far, best fully trained validation accuracy so far, best of any
+    trial so far), trial by trial in the order they ended; the fully trained one is nan until
+    the first fully trained trial ends."""
+    import numpy as np
     import pandas as pd
 
     from sweep import state
@@ -47,12 +50,13 @@ def best_fully_trained_so_far(project: Path) -> list[tuple[float, float]]:
     ended = {e["trial"]: i for i, e in enumerate(state.read_events(project))
              if e["event"] == "trial_end"}
     df = df.assign(order=df["trial"].map(ended)).sort_values("order", na_position="last")
-    curve, minutes, best = [], 0.0, float("nan")
+    curve, minutes, best, best_any = [], 0.0, float("nan"), float("nan")
     for row in df.itertuples():
         minutes += row.minutes
         if pd.notna(row.rank):  # fully trained: `sweep.ranking`'s rule
             best = row.val_accuracy if math.isnan(best) else max(best, row.val_accuracy)
-        curve.append((minutes, best))
+        best_any = np.fmax(best_any, row.val_accuracy)
+        curve.append((minutes, best, best_any))
     return curve
 
 
@@ -74,7 +78,7 @@ def run_tuner(tuner: str, args, directory: str) -> dict:
         best = None
     return {"best": best, "epochs": int(trials["epochs"].sum()),
             "minutes": trials["minutes"].sum(), "screening": trials["val_accuracy"].max(),
-            "curve": best_fully_trained_so_far(search.project_dir)}
+            "curve": best_so_far(search.project_dir)}
 
 
 def outcome(r: dict) -> str:
@@ -92,12 +96,14 @@ def plot(results: dict, path: Path) -> None:
     fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot()
     for tuner, r in results.items():
-        minutes, best = zip(*r["curve"], strict=True) if r["curve"] else ((), ())
-        score = f"{r['best']['val_accuracy']:.1%}" if r["best"] else "none fully trained"
-        ax.step(minutes, best, where="post", label=f"{tuner} ({score})")
+        minutes, best, best_any = zip(*r["curve"], strict=True) if r["curve"] else ((),) * 3
+        score = f"{r['best']['val_accuracy']:.1%}" if r["best"] else "none"
+        line, = ax.step(minutes, best, where="post", label=f"{tuner}: fully trained ({score})")
+        ax.step(minutes, best_any, where="post", linestyle=":", color=line.get_color(),
+                label=f"{tuner}: any trial, screening included")
     ax.set_xlabel("training minutes (wall time of the epochs)")
-    ax.set_ylabel("best fully trained validation accuracy")
-    ax.legend()
+    ax.set_ylabel("best validation accuracy so far")
+    ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -131,8 +137,8 @@ def main() -> None:
             r = results[tuner] = run_tuner(tuner, args, args.dir or tmp)
             print(f"{tuner:>9}: {outcome(r)}, {r['epochs']} epochs in {r['minutes']:.1f} min",
                   flush=True)
-            print("           best so far: " + ", ".join(
-                f"{m:.1f} min {b:.3f}" for m, b in r["curve"]), flush=True)
+            print("           best fully trained so far: " + ", ".join(
+                f"{m:.1f} min {b:.3f}" for m, b, _ in r["curve"]), flush=True)
     # The same statistic for both: the best single fully trained run (the mean of a finalist's
     # seeds is the better estimate of its accuracy, but hyperband's winner has one seed).
     trained = [t for t in results if results[t]["best"]]
