@@ -104,7 +104,7 @@ def measure(args) -> None:
     from sweep.engine.trial import TrainingData
 
     settings = SearchSettings(space=args.space, max_epochs=args.max_epochs, data=args.data)
-    precision = backend.use_precision(settings.precision)
+    precision = backend.choose_precision(settings.precision)
     hypermodel = SpaceHyperModel(spaces.load(settings.space), training_task(settings), precision)
     hps = configuration(hypermodel, args.set)
     images, _ = data_module.load_training_images(args.data)

@@ -103,7 +103,7 @@ class Search:
         settings = replace(self.settings, fresh=fresh)
         progress = NotebookProgress() if in_notebook() else None
         try:
-            with log.lines_to(say), backend.callers_policy_kept():
+            with log.lines_to(say):
                 return run_search(settings, progress=progress)
         finally:
             if progress:
@@ -187,7 +187,7 @@ class Search:
         from sweep import split_study
         from sweep.reporting import splits
 
-        with log.lines_to(say), backend.callers_policy_kept():
+        with log.lines_to(say):
             split_study.run_study(project_dir, self.settings.data, trial, repeats, quiet)
         return splits.by_kind(splits.load(project_dir)[0])
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import sys
 from pathlib import Path
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -124,31 +123,26 @@ def auto_precision(gpu: tuple[int, int] | None, flags: set[str]) -> str:
     return "bfloat16" if flags & CPU_BFLOAT16_FLAGS else "float32"
 
 
-def use_precision(requested: str) -> str:
-    """Set Keras's global dtype policy for `requested` (`auto`: this machine's fastest) and
-    return the precision chosen: float32, bfloat16 or float16."""
-    precision = (auto_precision(gpu_capability(), cpu_flags()) if requested == "auto"
-                 else requested)
-    set_policy(precision)
-    return precision
+def choose_precision(requested: str) -> str:
+    """The precision to train in: `requested`, or this machine's fastest for `auto` (float32,
+    bfloat16 or float16)."""
+    if requested == "auto":
+        return auto_precision(gpu_capability(), cpu_flags())
+    return requested
 
 
 @contextlib.contextmanager
-def callers_policy_kept():
-    """Put Keras's global dtype policy back as the caller had it (float32 if Keras was not
-    loaded yet) once the block ends: a search from Python sets it to the machine's fastest,
-    and a notebook's own models built afterwards should not turn bfloat16 behind its back."""
-    keras = sys.modules.get("keras")
-    before = keras.mixed_precision.global_policy().name if keras else "float32"
+def building_in(precision: str):
+    """Keras's global dtype policy for `precision` while a model is built, the caller's after.
+
+    A layer takes its policy when it is made, and `compile` adds loss scaling by the model's,
+    so the policy is needed only while a space builds and compiles; kept any longer, it would
+    turn a notebook's own models bfloat16 behind its back."""
+    import keras
+
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(POLICIES[precision])
     try:
         yield
     finally:
-        if "keras" in sys.modules:
-            sys.modules["keras"].mixed_precision.set_global_policy(before)
-
-
-def set_policy(precision: str) -> None:
-    """Keras's global dtype policy for `precision` (float32, bfloat16 or float16)."""
-    import keras
-
-    keras.mixed_precision.set_global_policy(POLICIES[precision])
+        keras.mixed_precision.set_global_policy(before)

@@ -154,7 +154,7 @@ def checked_search(settings: SearchSettings):
     if recorded:
         check_resume(recorded, settings)
     backend.import_quietly()  # TensorFlow loads here, after the quick checks above
-    settings.precision = backend.use_precision(settings.precision)
+    settings.precision = backend.choose_precision(settings.precision)
     space = spaces.load(settings.space)
     from sweep.engine import hypermodel
 

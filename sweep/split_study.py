@@ -62,7 +62,7 @@ def run_study(project_dir: Path, data: str | os.PathLike | None, trial_id: str |
     space = spaces.load(settings.space)
     backend.import_quietly()
     hypermodel = SpaceHyperModel(space, training_task(settings),
-                                 backend.use_precision(settings.precision))
+                                 backend.choose_precision(settings.precision))
     images, _ = data_module.load_training_images(data)
     recorded_data = state.read_json(project_dir / state.SETTINGS_FILE)["split"]["data_sha256"]
     if data_module.checksum(images) != recorded_data:

@@ -130,15 +130,6 @@ def start_sweep(*args: str, cwd: Path) -> subprocess.Popen:
 
 
 @pytest.fixture(autouse=True)
-def float32_after_each_test():
-    """A search run in the test process sets Keras's global dtype policy to this machine's
-    fastest (bfloat16 on a CPU with it); the next test in the process starts from float32."""
-    yield
-    if "keras" in sys.modules:
-        sys.modules["keras"].mixed_precision.set_global_policy("float32")
-
-
-@pytest.fixture(autouse=True)
 def kill_what_the_test_started():
     """A failed test leaves no chief waiting for workers, and no stopped worker, behind."""
     yield

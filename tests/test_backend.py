@@ -35,16 +35,14 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 
 
 def test_under_mixed_precision_the_classifier_and_its_output_stay_float32():
-    try:
-        assert backend.use_precision("bfloat16") == "bfloat16"
-        task = TrainingTask(input_shape=(32, 32, 3), num_classes=10, train_size=100, epochs=2)
+    assert backend.choose_precision("bfloat16") == "bfloat16"
+    task = TrainingTask(input_shape=(32, 32, 3), num_classes=10, train_size=100, epochs=2)
+    with backend.building_in("bfloat16"):
         model = small_cnn.build(kt.HyperParameters(), task)
-        assert model.layers[0].compute_dtype == "bfloat16"
-        assert model.layers[-1].compute_dtype == "float32"
-        assert keras.ops.convert_to_tensor(model(keras.ops.zeros((1, 32, 32, 3)))).dtype \
-            == "float32"
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    assert keras.mixed_precision.global_policy().name == "float32"  # only while building
+    assert model.layers[0].compute_dtype == "bfloat16"
+    assert model.layers[-1].compute_dtype == "float32"
+    assert keras.ops.convert_to_tensor(model(keras.ops.zeros((1, 32, 32, 3)))).dtype == "float32"
 
 
 def test_a_search_from_python_leaves_the_callers_dtype_policy(tmp_path, tiny_cifar):
@@ -57,6 +55,8 @@ def test_a_search_from_python_leaves_the_callers_dtype_policy(tmp_path, tiny_cif
     search.run(say=None)
     record = state.read_json(search.project_dir / "trial_0" / state.TRIAL_RECORD_FILE)
     assert record["history"][0]["machine"].endswith("bfloat16")  # it trained in bfloat16
+    computes_in = {layer["kind"]: layer["computes_in"] for layer in record["layers"]}
+    assert computes_in["Conv2D"] == "bfloat16" and computes_in["Dense"] == "float32"
     assert keras.mixed_precision.global_policy().name == "float32"  # and gave float32 back
 
 

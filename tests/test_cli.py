@@ -11,15 +11,6 @@ from conftest import run_probed, run_sweep
 from sweep.cli import main
 
 
-@pytest.fixture
-def float32_after():
-    """A `run` refused after TensorFlow loaded has set Keras's global dtype policy (bfloat16
-    on a CPU with bfloat16 instructions): later tests in this process must not inherit it."""
-    yield
-    if "keras" in sys.modules:
-        sys.modules["keras"].mixed_precision.set_global_policy("float32")
-
-
 @pytest.mark.parametrize("args, message", [
     (["run", "--space", "nope"], "Unknown search space 'nope'"),
     (["run", "--data", "/nowhere/cifar"], "No CIFAR-10 found at /nowhere/cifar"),
@@ -48,7 +39,6 @@ def float32_after():
     (["splits", "--dir", "no_runs_here"], "No search under no_runs_here/"),
     (["splits", "--repeats", "0"], "--repeats must be at least 1"),
 ])
-@pytest.mark.usefixtures("float32_after")
 def test_usage_errors_exit_2_without_traceback(tmp_path, monkeypatch, capsys, args, message):
     """In this process, through `main(argv)`: the parser and handlers of `python -m sweep` (one
     parser: test_console_script_and_module_share_the_parser), without a new Python each."""
@@ -65,6 +55,8 @@ def test_usage_errors_exit_2_without_traceback(tmp_path, monkeypatch, capsys, ar
     assert "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) <= 3
     assert list(tmp_path.iterdir()) == []  # a refused command leaves the disk as it was
+    if "keras" in sys.modules:  # and Keras's dtype policy: a model built next is float32
+        assert sys.modules["keras"].mixed_precision.global_policy().name == "float32"
 
 
 @pytest.mark.parametrize("args, message", [

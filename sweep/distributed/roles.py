@@ -384,7 +384,7 @@ def run_worker(host: str, port: int, worker_id: str, *, directory: str = "runs",
         settings.data, settings.quiet = data, quiet
         space = spaces.load(settings.space)
         backend.import_quietly()
-        settings.precision = backend.use_precision(settings.precision)  # this machine's fastest
+        settings.precision = backend.choose_precision(settings.precision)  # this machine's fastest
         hypermodel.check_space(space, settings)
         split, _ = search_module.load_split(settings)
         check_worker_matches(project_dir, settings, space, split)

@@ -26,12 +26,10 @@ class SpaceHyperModel(kt.HyperModel):
 
     def build(self, hp):
         """Build and check the model: a trial whose model breaks a rule fails before training.
-        Its learning-rate schedule spans the trial's own epochs (`ranking.trial_epochs`).
-
-        The precision is set here, for each model: KerasTuner calls `clear_session()` before
-        every build, which resets Keras's global dtype policy to float32."""
-        backend.set_policy(self.precision)
-        model = self.space.build(hp, trial_task(self.task, hp.values))
+        Its learning-rate schedule spans the trial's own epochs (`ranking.trial_epochs`), and
+        its layers compute in the search's precision."""
+        with backend.building_in(self.precision):
+            model = self.space.build(hp, trial_task(self.task, hp.values))
         try:
             rules.check_model(model)
         except rules.RuleViolation as e:
