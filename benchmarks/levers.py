@@ -60,18 +60,13 @@ def configuration(hypermodel, changes: dict):
 
 def train_seed(hypermodel, hps, data, seed: int, settings, folder: Path) -> dict:
     """One training of the configuration, on its whole schedule, from training seed `seed`."""
-    import keras
-
+    from sweep import ranking
     from sweep.engine import trial as trial_module
 
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(trial_module.trial_seed(seed, hps.values))
-    model = hypermodel.build(hps)
-    best = trial_module.fit(model, trial_id=f"seed {seed}", trial_dir=folder,
-                            batch_size=hps.get("batch_size"), data=data,
-                            epochs=settings.max_epochs, patience=settings.patience,
-                            tuner_callbacks=[], quiet=True)
-    trial_module.discard_backup(folder)
+    model, best = trial_module.train_again(
+        hypermodel, hps, seed=seed, name=f"seed {seed}", folder=folder, data=data,
+        epochs=ranking.trial_epochs(hps.values, settings.max_epochs),
+        patience=settings.patience, quiet=True)
     return {"seed": seed, "val_accuracy": best["val_accuracy"],
             "train_accuracy": best["accuracy"], "params": int(model.count_params())}
 

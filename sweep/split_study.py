@@ -15,7 +15,6 @@ import logging
 import os
 from pathlib import Path
 
-import keras
 import keras_tuner as kt
 
 from sweep import backend, ranking, spaces, state
@@ -89,22 +88,17 @@ def retrain(project_dir: Path, trial_id: str, hps: kt.HyperParameters,
     """One retraining of the trial's configuration on `split`, from scratch on its schedule
     (resumed from its last epoch if an earlier run was stopped)."""
     kind, seed = split.record["kind"], split.record["seed"]
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(trial_module.trial_seed(seed, hps.values))
-    model = hypermodel.build(hps)
     training_data = trial_module.TrainingData.from_split(split, len(CLASS_NAMES))
     name = f"{trial_id}-{kind}-{seed}"
     folder = project_dir / state.SPLITS_DIR / name
     folder.mkdir(parents=True, exist_ok=True)
-    best = trial_module.fit(
-        model, trial_id=name, trial_dir=folder, batch_size=hps.get("batch_size"),
-        data=training_data,
+    model, best = trial_module.train_again(
+        hypermodel, hps, seed=seed, name=name, folder=folder, data=training_data,
         epochs=ranking.trial_epochs(hps.values, settings.max_epochs),
-        patience=settings.patience, tuner_callbacks=[], quiet=quiet)
+        patience=settings.patience, quiet=quiet)
     trial_module.record_confusion(model, folder, training_data)
     per_class = figures.per_class_accuracy(
         figures.confusion_data(state.read_trial_record(folder)["confusion"]))
-    trial_module.discard_backup(folder)
     return {
         "trial": trial_id, "kind": kind, "seed": seed, "val_accuracy": best["val_accuracy"],
         "train_accuracy": best["accuracy"],

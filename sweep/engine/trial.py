@@ -269,6 +269,20 @@ def fit(
     return {k: v for k, v in best.items() if k not in EPOCH_BOOKKEEPING}  # metrics only
 
 
+def train_again(hypermodel, hps, *, seed: int, name: str, folder: Path, data: TrainingData,
+                epochs: int, patience: int, quiet: bool) -> tuple[keras.Model, dict]:
+    """Train a configuration outside a search (the split study, the lever benchmark): from
+    scratch, seeded as a trial of search seed `seed` would be, on its whole schedule, resuming
+    from `folder`'s backup if an earlier run stopped. Returns the model and its best metrics."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(trial_seed(seed, hps.values))
+    model = hypermodel.build(hps)
+    best = fit(model, trial_id=name, trial_dir=folder, batch_size=hps.get("batch_size"),
+               data=data, epochs=epochs, patience=patience, tuner_callbacks=[], quiet=quiet)
+    discard_backup(folder)
+    return model, best
+
+
 def layer_table(model: keras.Model) -> list[dict]:
     """The architecture as the report shows it: layer, kind, output shape, parameters, and the
     dtype it computes in (bfloat16 or float16 under mixed precision, float32 at the output)."""
