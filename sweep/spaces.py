@@ -13,9 +13,11 @@ import contextlib
 import hashlib
 import importlib
 import importlib.util
+import io
 import os
 import pkgutil
 import sys
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -62,8 +64,28 @@ def _code_hash(path: Path) -> str:
     digest, path = hashlib.sha256(), path.resolve()
     for file in sorted(_local_code(path)):
         digest.update(f"{os.path.relpath(file, path.parent)}\0".encode())
-        digest.update(file.read_bytes() + b"\0")
+        digest.update(_code_only(file).encode() + b"\0")
     return digest.hexdigest()
+
+
+def _code_only(file: Path) -> str:
+    """The file's lines without docstrings, comments and blank lines: a space's docstring
+    carries the measurements behind its ranges, and recording one must not orphan the search
+    running on it; only code can mix two spaces. (Read as text, not as a syntax tree, whose
+    printed form changes between Python versions.)"""
+    source = file.read_text()
+    docstring_lines = set()
+    for node in ast.walk(ast.parse(source, filename=str(file))):
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                and ast.get_docstring(node, clean=False) is not None):
+            docstring_lines.update(range(node.body[0].lineno, node.body[0].end_lineno + 1))
+    comment_starts = {token.start[0]: token.start[1]
+                      for token in tokenize.generate_tokens(io.StringIO(source).readline)
+                      if token.type == tokenize.COMMENT}
+    code = (line[:comment_starts.get(number, len(line))].rstrip()
+            for number, line in enumerate(source.splitlines(), start=1)
+            if number not in docstring_lines)
+    return "\n".join(line for line in code if line)
 
 
 TOOL_PACKAGE = __name__.split(".")[0]

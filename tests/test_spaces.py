@@ -125,3 +125,19 @@ def test_a_built_in_space_hash_changes_with_the_blocks_that_build_its_models(tmp
     blocks = copy / "blocks.py"
     blocks.write_text(blocks.read_text().replace("MAX_DROPOUT = 0.7", "MAX_DROPOUT = 0.6"))
     assert spaces.source_hash(str(copy / "small_cnn.py")) != before
+
+
+def test_the_space_hash_ignores_documentation_but_not_code(tmp_path):
+    space = tmp_path / "space.py"
+    code = 'WIDTH = 8\n\n\ndef build(hp, task):\n    return WIDTH\n'
+    space.write_text('"""A space."""\n' + code)
+    first = spaces.source_hash(str(space))
+    # A measurement recorded in the docstrings and a comment: the same space, resumable.
+    space.write_text('"""A space.\n\nMeasured: 71 %."""\n' + code.replace(
+        "WIDTH = 8\n", "WIDTH = 8  # twice as wide overfits\n\n").replace(
+        "task):\n", 'task):\n    """Builds it."""\n'))
+    assert spaces.source_hash(str(space)) == first
+    space.write_text('"""A space."""\n' + code.replace("WIDTH = 8", "WIDTH = 16"))
+    assert spaces.source_hash(str(space)) != first
+    space.write_text('"""A space."""\n' + code + 'NOTE = "a string, not a docstring"\n')
+    assert spaces.source_hash(str(space)) != first
