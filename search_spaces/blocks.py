@@ -162,7 +162,8 @@ class PlainCNN:
     batch_norm: Choice = Choice((True, False), True)
     # 0.9 rather than Keras's 0.99: with 40 steps an epoch on 5,000 images, 0.99 keeps
     # inference statistics epochs behind the weights and makes validation accuracy noisy.
-    bn_momentum: float = 0.9
+    # A number is fixed, not a hyperparameter; a `Float` makes it one.
+    bn_momentum: Float | float = 0.9
     pooling: Choice = Choice(("max", "average"), "max")
     block_dropout: Float = Float(0.0, 0.5, 0.25, step=0.05)
     # Added to the dropout at each deeper block: deeper, wider blocks overfit more.
@@ -182,6 +183,8 @@ class PlainCNN:
         activation = self.activation.choose(hp, "activation")
         batch_norm = self.batch_norm.choose(hp, "batch_norm")
         pooling = self.pooling.choose(hp, "pooling")
+        bn_momentum = (self.bn_momentum.choose(hp, "bn_momentum")
+                       if isinstance(self.bn_momentum, Float) else self.bn_momentum)
         block_dropout = self.block_dropout.choose(hp, "block_dropout")
         dropout_growth = self.dropout_growth.choose(hp, "dropout_growth")
         head = self.head.choose(hp, "head")
@@ -198,7 +201,7 @@ class PlainCNN:
             filters = min(base_filters * 2**i, self.max_filters)
             dropout = min(block_dropout + i * dropout_growth, MAX_DROPOUT)
             for layer in conv_block(filters, convs, kernel_size, activation, batch_norm,
-                                    self.bn_momentum, pooling, dropout):
+                                    bn_momentum, pooling, dropout):
                 model.add(layer)
         for layer in classifier_head(head, head_dropout, dense_units, dense_dropout, activation,
                                      task.num_classes):

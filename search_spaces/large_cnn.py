@@ -28,6 +28,7 @@ SPACE = PlainCNN(
     dropout_growth=Float(0.0, 0.2, 0.1, step=0.05),
     head_dropout=Float(0.0, 0.6, 0.5, step=0.1),
     dense_layers=Int(0, 1, default=0),
+    bn_momentum=Float(0.6, 0.99, 0.9, step=0.01),
     training=Training(learning_rate=Float(1e-4, 1e-2, 3e-3, log=True),
                       weight_decay=Float(1e-4, 0.3, 0.1, log=True)),
 )

@@ -37,6 +37,21 @@ def test_default_point_is_the_measured_plain_bn_cnn():
     assert hp.values["batch_size"] == 128 and hp.values["label_smoothing"] == 0.1
 
 
+def test_batch_norm_momentum_is_searched_only_where_a_space_declares_a_range():
+    def momenta(name, values):
+        hp = kt.HyperParameters()
+        hp.values.update(values)
+        model = spaces.load(name).build(hp, TASK)
+        return hp.values, {layer.momentum for layer in model.layers
+                           if isinstance(layer, keras.layers.BatchNormalization)}
+
+    values, used = momenta("small_cnn", {})
+    assert "bn_momentum" not in values and used == {0.9}  # fixed: the default search unchanged
+    assert momenta("large_cnn", {})[1] == {0.9}
+    values, used = momenta("large_cnn", {"bn_momentum": 0.6})
+    assert values["bn_momentum"] == 0.6 and used == {0.6}
+
+
 @pytest.mark.parametrize("name", ["small_cnn", "tiny_cnn", "large_cnn"])
 def test_every_sampled_point_of_every_built_in_space_passes_the_rules(name):
     points = spaces.sample_points(spaces.load(name), TASK, count=12, seed=1)
