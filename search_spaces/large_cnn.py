@@ -12,6 +12,11 @@ architecture at 64 base filters in `small_cnn`, 70.81 % +- 0.04 (3 seeds): no ga
 regularisation, as `SMALL_DATA_RECIPES.md` found for twice the width (69.8 %, 97 % training).
 Wider nets here need stronger regularisation to pay, which the search may combine; the default
 stays 64.
+
+BatchNorm momentum (`--set bn_momentum=0.6`, airbench's value in Keras's convention, same
+measurement): 68.38 % validation, 91.9 % training (seed 0), 2.43 points under 0.9: statistics
+that follow the last few batches hurt here without airbench's weight averaging. The search
+keeps to 0.8-0.99.
 """
 
 from search_spaces.blocks import Choice, Float, Int, PlainCNN, Training
@@ -28,7 +33,7 @@ SPACE = PlainCNN(
     dropout_growth=Float(0.0, 0.2, 0.1, step=0.05),
     head_dropout=Float(0.0, 0.6, 0.5, step=0.1),
     dense_layers=Int(0, 1, default=0),
-    bn_momentum=Float(0.6, 0.99, 0.9, step=0.01),
+    bn_momentum=Float(0.8, 0.99, 0.9, step=0.01),
     training=Training(learning_rate=Float(1e-4, 1e-2, 3e-3, log=True),
                       weight_decay=Float(1e-4, 0.3, 0.1, log=True)),
 )

@@ -48,8 +48,8 @@ def test_batch_norm_momentum_is_searched_only_where_a_space_declares_a_range():
     values, used = momenta("small_cnn", {})
     assert "bn_momentum" not in values and used == {0.9}  # fixed: the default search unchanged
     assert momenta("large_cnn", {})[1] == {0.9}
-    values, used = momenta("large_cnn", {"bn_momentum": 0.6})
-    assert values["bn_momentum"] == 0.6 and used == {0.6}
+    values, used = momenta("large_cnn", {"bn_momentum": 0.95})
+    assert values["bn_momentum"] == 0.95 and used == {0.95}
 
 
 @pytest.mark.parametrize("name", ["small_cnn", "tiny_cnn", "large_cnn"])
