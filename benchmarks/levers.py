@@ -44,17 +44,20 @@ def key_slug(key: dict) -> str:
 
 
 def configuration(hypermodel, changes: dict):
-    """The space's default point with `changes` applied: the hyperparameters a build registers
-    at their defaults, then the changed values (a name the space does not have is an error)."""
+    """The space's default point with `changes` applied: the changed values, then every other
+    hyperparameter a build registers at its default (the changes may activate conditional
+    ones, such as SGD's own rate); a name the build does not register is an error."""
     import keras_tuner as kt
 
     hps = kt.HyperParameters()
+    hps.values.update(changes)  # a build keeps a value already set, and registers the rest
     hypermodel.space.build(hps, hypermodel.task)
-    unknown = sorted(set(changes) - set(hps.values))
+    registered = {hp.name for hp in hps.space}
+    unknown = sorted(set(changes) - registered)
     if unknown:
         raise SweepError(f"--set {', '.join(unknown)}: not a hyperparameter of "
-                         f"{hypermodel.space.name} ({', '.join(sorted(hps.values))}).")
-    hps.values.update(changes)
+                         f"{hypermodel.space.name} with these values "
+                         f"({', '.join(sorted(registered))}).")
     return hps
 
 

@@ -52,6 +52,26 @@ def test_batch_norm_momentum_is_searched_only_where_a_space_declares_a_range():
     assert values["bn_momentum"] == 0.95 and used == {0.95}
 
 
+def test_sgd_gets_its_own_rate_and_decay_where_a_space_declares_them():
+    def optimizer(name, values):
+        hp = kt.HyperParameters()
+        hp.values.update(values)
+        model = spaces.load(name).build(hp, TASK)
+        config = model.optimizer.get_config()
+        peak = config["learning_rate"]["config"]["warmup_target"]  # the rate after warm-up
+        return hp.values, type(model.optimizer).__name__, config["weight_decay"], peak
+
+    values, kind, decay, peak = optimizer("large_cnn", {"optimizer": "sgd"})
+    assert kind == "SGD" and (decay, peak) == pytest.approx((0.005, 0.4))
+    assert "sgd_learning_rate" in values and "learning_rate" not in values
+    values, kind, decay, peak = optimizer("large_cnn", {})
+    assert kind == "AdamW" and (decay, peak) == pytest.approx((0.1, 0.003))
+    assert "sgd_learning_rate" not in values
+    values, kind, decay, peak = optimizer("small_cnn", {"optimizer": "sgd"})  # one pair for all
+    assert kind == "SGD" and (decay, peak) == pytest.approx((0.1, 0.003))
+    assert "sgd_learning_rate" not in values
+
+
 @pytest.mark.parametrize("name", ["small_cnn", "tiny_cnn", "large_cnn"])
 def test_every_sampled_point_of_every_built_in_space_passes_the_rules(name):
     points = spaces.sample_points(spaces.load(name), TASK, count=12, seed=1)
