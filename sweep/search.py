@@ -68,6 +68,8 @@ def check_resume(recorded: dict, settings: SearchSettings) -> None:
         _describe_change(key, recorded["settings"].get(key), current[key])
         for key in FIXED_SETTINGS
         if recorded["settings"].get(key) != current[key]
+        and not (key == "space_sha256"
+                 and spaces.code_matches(settings.space, recorded["settings"][key]))
     ]
     if changed:
         raise SweepError(
@@ -96,7 +98,7 @@ def check_rebuildable(project_dir: Path, trial_ids: list[str]) -> None:
     were trained: the space's code changed since the search was made, or their weights are gone."""
     record = state.read_json(project_dir / state.SETTINGS_FILE)
     space = record["settings"]["space"]
-    if spaces.source_hash(space) != record["settings"]["space_sha256"]:
+    if not spaces.code_matches(space, record["settings"]["space_sha256"]):
         raise SweepError(
             f"The code of search space {space!r} changed since "
             f"{project_dir} was made: its trials can no longer be rebuilt.")

@@ -52,20 +52,23 @@ class Space:
     def build(self, hp, task):
         return self.module.build(hp, task)
 
-    def source_hash(self) -> str:
-        """A hash of the space's code: a search resumed with other code would mix two spaces."""
-        return _code_hash(Path(self.module.__file__))
 
-
-def _code_hash(path: Path) -> str:
+def _code_hash(path: Path, text=lambda file: _code_only(file).encode()) -> str:
     """A hash of the space's file and of every module beside it that it imports, however
     indirectly: the built-in spaces are declarations whose models `blocks.py` builds, so an
     edit there changes every space as surely as an edit of the space's own file."""
     digest, path = hashlib.sha256(), path.resolve()
     for file in sorted(_local_code(path)):
         digest.update(f"{os.path.relpath(file, path.parent)}\0".encode())
-        digest.update(_code_only(file).encode() + b"\0")
+        digest.update(text(file) + b"\0")
     return digest.hexdigest()
+
+
+def code_matches(name: str, recorded: str) -> bool:
+    """Whether space `name` has the code a search recorded (`source_hash`). Searches made
+    before the hash left documentation out recorded a hash of the files' whole text: one of
+    those still matches while the files are unchanged, so an upgrade orphans no search."""
+    return recorded in (source_hash(name), _code_hash(_source_file(name), Path.read_bytes))
 
 
 def _code_only(file: Path) -> str:
@@ -200,8 +203,9 @@ def _as_sweep_errors(name: str):
 
 
 def source_hash(name: str) -> str:
-    """`Space.source_hash` of the space `name`, without importing it: every space imports Keras,
-    and a search checks its settings (this hash among them) before Keras loads."""
+    """A hash of space `name`'s code (`_code_hash`): a search resumed on other code would mix
+    two spaces. Found without importing the space: every space imports Keras, and a search
+    checks its settings (this hash among them) before Keras loads."""
     with _as_sweep_errors(name):
         return _code_hash(_source_file(name))
 

@@ -16,7 +16,7 @@ def test_lists_the_built_in_spaces():
     assert {"small_cnn", "tiny_cnn", "large_cnn"} <= set(spaces.available())
     assert "blocks" not in spaces.available()
     space = spaces.load("small_cnn")
-    assert space.description and len(space.source_hash()) == 64
+    assert space.description and len(spaces.source_hash("small_cnn")) == 64
 
 
 def test_unknown_space_names_the_available_ones():
@@ -176,3 +176,17 @@ def test_the_space_hash_ignores_documentation_but_not_code(tmp_path):
     assert spaces.source_hash(str(space)) != first
     space.write_text('"""A space."""\n' + code + 'NOTE = "a string, not a docstring"\n')
     assert spaces.source_hash(str(space)) != first
+
+
+def test_a_search_recorded_with_the_whole_text_hash_of_unchanged_code_still_matches(tmp_path):
+    import hashlib
+
+    space = tmp_path / "space.py"
+    space.write_text('"""A space."""\nWIDTH = 8\n')
+    # What searches recorded before documentation was left out: the file's whole text.
+    whole_text = hashlib.sha256(b"space.py\0" + space.read_bytes() + b"\0").hexdigest()
+    assert whole_text != spaces.source_hash(str(space))
+    assert spaces.code_matches(str(space), whole_text)
+    assert spaces.code_matches(str(space), spaces.source_hash(str(space)))
+    space.write_text('"""A space, measured."""\nWIDTH = 8\n')
+    assert not spaces.code_matches(str(space), whole_text)  # the old hash saw every byte

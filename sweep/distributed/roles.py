@@ -348,11 +348,11 @@ def chief_failure(error: grpc.RpcError, address: str, project_dir: Path) -> Swee
                       "saved; start this worker again once the chief runs.")
 
 
-def check_worker_matches(project_dir: Path, settings: SearchSettings, space: spaces.Space,
+def check_worker_matches(project_dir: Path, settings: SearchSettings,
                          split: data_module.Split) -> None:
     """Refuse to train on another split, dataset or space code than the chief's search."""
     recorded = state.read_json(project_dir / state.SETTINGS_FILE)
-    if space.source_hash() != recorded["settings"]["space_sha256"]:
+    if not spaces.code_matches(settings.space, recorded["settings"]["space_sha256"]):
         raise SweepError(
             f"The code of search space {settings.space!r} on this worker differs from the one "
             f"{project_dir} was made with: install the same version of it on every machine."
@@ -387,7 +387,7 @@ def run_worker(host: str, port: int, worker_id: str, *, directory: str = "runs",
         settings.precision = backend.choose_precision(settings.precision)  # this machine's fastest
         hypermodel.check_space(space, settings)
         split, _ = search_module.load_split(settings)
-        check_worker_matches(project_dir, settings, space, split)
+        check_worker_matches(project_dir, settings, split)
 
         heartbeat = cluster.Heartbeat(cluster.worker_path(project_dir, worker_id), id=worker_id)
         heartbeat.start()
