@@ -52,12 +52,11 @@ def configuration(hypermodel, changes: dict):
     hps = kt.HyperParameters()
     hps.values.update(changes)  # a build keeps a value already set, and registers the rest
     hypermodel.space.build(hps, hypermodel.task)
-    registered = {hp.name for hp in hps.space}
-    unknown = sorted(set(changes) - registered)
+    active = sorted({hp.name for hp in hps.space if hps.is_active(hp)})
+    unknown = sorted(set(changes) - set(active))
     if unknown:
         raise SweepError(f"--set {', '.join(unknown)}: not a hyperparameter of "
-                         f"{hypermodel.space.name} with these values "
-                         f"({', '.join(sorted(registered))}).")
+                         f"{hypermodel.space.name} with these values ({', '.join(active)}).")
     return hps
 
 
@@ -70,6 +69,7 @@ def train_seed(hypermodel, hps, data, seed: int, settings, folder: Path) -> dict
         hypermodel, hps, seed=seed, name=f"seed {seed}", folder=folder, data=data,
         epochs=ranking.trial_epochs(hps.values, settings.max_epochs),
         patience=settings.patience, quiet=True)
+    trial_module.discard_backup(folder)
     return {"seed": seed, "val_accuracy": best["val_accuracy"],
             "train_accuracy": best["accuracy"], "params": int(model.count_params())}
 

@@ -127,17 +127,20 @@ class Training:
         underfits at Adam's rates and matches AdamW only near 0.4, with a twentieth of its
         decay (Keras scales the decay by the rate)."""
         if self.sgd is None:
-            return self.adaptive_rate_and_decay(hp)
-        if optimizer_name == "sgd":
-            with hp.conditional_scope("optimizer", ["sgd"]):
-                return (self.sgd.learning_rate.choose(hp, "sgd_learning_rate"),
-                        self.sgd.weight_decay.choose(hp, "sgd_weight_decay"))
-        with hp.conditional_scope("optimizer", [o for o in self.optimizer.values if o != "sgd"]):
-            return self.adaptive_rate_and_decay(hp)
-
-    def adaptive_rate_and_decay(self, hp) -> tuple[float, float]:
-        return (self.learning_rate.choose(hp, "learning_rate"),
-                self.weight_decay.choose(hp, "weight_decay"))
+            return (self.learning_rate.choose(hp, "learning_rate"),
+                    self.weight_decay.choose(hp, "weight_decay"))
+        # Both scopes on every build: KerasTuner learns a conditional hyperparameter from the
+        # scopes a build enters, active or not (the inactive one's values are None).
+        pairs = {}
+        adaptive = [name for name in self.optimizer.values if name != "sgd"]
+        if adaptive:
+            with hp.conditional_scope("optimizer", adaptive):
+                pairs["adaptive"] = (self.learning_rate.choose(hp, "learning_rate"),
+                                     self.weight_decay.choose(hp, "weight_decay"))
+        with hp.conditional_scope("optimizer", ["sgd"]):
+            pairs["sgd"] = (self.sgd.learning_rate.choose(hp, "sgd_learning_rate"),
+                            self.sgd.weight_decay.choose(hp, "sgd_weight_decay"))
+        return pairs["sgd" if optimizer_name == "sgd" else "adaptive"]
 
 
 def conv_block(filters: int, convs: int, kernel_size: int, activation: str, batch_norm: bool,
@@ -212,8 +215,10 @@ class PlainCNN:
         activation = self.activation.choose(hp, "activation")
         batch_norm = self.batch_norm.choose(hp, "batch_norm")
         pooling = self.pooling.choose(hp, "pooling")
-        bn_momentum = (self.bn_momentum.choose(hp, "bn_momentum")
-                       if isinstance(self.bn_momentum, Float) else self.bn_momentum)
+        bn_momentum = self.bn_momentum
+        if hasattr(bn_momentum, "choose"):  # searched, where BatchNormalization is used
+            with hp.conditional_scope("batch_norm", [True]):
+                bn_momentum = bn_momentum.choose(hp, "bn_momentum")
         block_dropout = self.block_dropout.choose(hp, "block_dropout")
         dropout_growth = self.dropout_growth.choose(hp, "dropout_growth")
         head = self.head.choose(hp, "head")

@@ -75,20 +75,32 @@ def _code_only(file: Path) -> str:
     """The file's lines without docstrings, comments and blank lines: a space's docstring
     carries the measurements behind its ranges, and recording one must not orphan the search
     running on it; only code can mix two spaces. (Read as text, not as a syntax tree, whose
-    printed form changes between Python versions.)"""
-    source = file.read_text()
+    printed form changes between Python versions.) A docstring that shares a line with code
+    is kept, so no code is ever left out."""
+    with tokenize.open(file) as f:  # the file's own encoding, as Python reads it
+        source = f.read()
+    lines = source.split("\n")  # numbered as `ast` and `tokenize` number them
     docstring_lines = set()
     for node in ast.walk(ast.parse(source, filename=str(file))):
         if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                and ast.get_docstring(node, clean=False) is not None):
+                and ast.get_docstring(node, clean=False) is not None
+                and _alone_on_its_lines(node.body[0], lines)):
             docstring_lines.update(range(node.body[0].lineno, node.body[0].end_lineno + 1))
     comment_starts = {token.start[0]: token.start[1]
                       for token in tokenize.generate_tokens(io.StringIO(source).readline)
                       if token.type == tokenize.COMMENT}
     code = (line[:comment_starts.get(number, len(line))].rstrip()
-            for number, line in enumerate(source.splitlines(), start=1)
+            for number, line in enumerate(lines, start=1)
             if number not in docstring_lines)
     return "\n".join(line for line in code if line)
+
+
+def _alone_on_its_lines(statement: ast.stmt, lines: list[str]) -> bool:
+    """Whether nothing but blanks (and a comment) surround the statement on its lines; `ast`
+    counts columns in UTF-8 bytes."""
+    before = lines[statement.lineno - 1].encode()[:statement.col_offset]
+    after = lines[statement.end_lineno - 1].encode()[statement.end_col_offset:].strip()
+    return not before.strip() and (not after or after.startswith(b"#"))
 
 
 TOOL_PACKAGE = __name__.split(".")[0]

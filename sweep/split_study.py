@@ -99,6 +99,7 @@ def retrain(project_dir: Path, trial_id: str, hps: kt.HyperParameters,
     trial_module.record_confusion(model, folder, training_data)
     per_class = figures.per_class_accuracy(
         figures.confusion_data(state.read_trial_record(folder)["confusion"]))
+    trial_module.discard_backup(folder)
     return {
         "trial": trial_id, "kind": kind, "seed": seed, "val_accuracy": best["val_accuracy"],
         "train_accuracy": best["accuracy"],

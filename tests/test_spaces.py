@@ -50,6 +50,8 @@ def test_batch_norm_momentum_is_searched_only_where_a_space_declares_a_range():
     assert momenta("large_cnn", {})[1] == {0.9}
     values, used = momenta("large_cnn", {"bn_momentum": 0.95})
     assert values["bn_momentum"] == 0.95 and used == {0.95}
+    values, used = momenta("large_cnn", {"batch_norm": False})
+    assert "bn_momentum" not in values and not used  # no BatchNormalization: not searched
 
 
 def test_sgd_gets_its_own_rate_and_decay_where_a_space_declares_them():
@@ -67,6 +69,9 @@ def test_sgd_gets_its_own_rate_and_decay_where_a_space_declares_them():
     values, kind, decay, peak = optimizer("large_cnn", {})
     assert kind == "AdamW" and (decay, peak) == pytest.approx((0.1, 0.003))
     assert "sgd_learning_rate" not in values
+    hp = kt.HyperParameters()
+    spaces.load("large_cnn").build(hp, TASK)  # the tuner learns SGD's pair from any build
+    assert {"sgd_learning_rate", "sgd_weight_decay"} <= {entry.name for entry in hp.space}
     values, kind, decay, peak = optimizer("small_cnn", {"optimizer": "sgd"})  # one pair for all
     assert kind == "SGD" and (decay, peak) == pytest.approx((0.1, 0.003))
     assert "sgd_learning_rate" not in values
@@ -176,6 +181,13 @@ def test_the_space_hash_ignores_documentation_but_not_code(tmp_path):
     assert spaces.source_hash(str(space)) != first
     space.write_text('"""A space."""\n' + code + 'NOTE = "a string, not a docstring"\n')
     assert spaces.source_hash(str(space)) != first
+    # Code on a docstring's line counts, with or without its docstring.
+    space.write_text('"""A space."""; WIDTH = 8\n')
+    shared = spaces.source_hash(str(space))
+    space.write_text('"""A space."""; WIDTH = 16\n')
+    assert spaces.source_hash(str(space)) != shared
+    space.write_bytes(b"\xef\xbb\xbf" + ('"""A space."""\n' + code).encode())  # a BOM
+    assert spaces.source_hash(str(space)) == first
 
 
 def test_a_search_recorded_with_the_whole_text_hash_of_unchanged_code_still_matches(tmp_path):

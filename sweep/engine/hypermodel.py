@@ -90,7 +90,7 @@ def check_known_point(space: Space, settings: SearchSettings, point: dict) -> No
     except Exception as e:  # noqa: BLE001 - a user's space may raise anything
         raise SweepError(f"--try {format_point(point)}: search space {space.name!r} failed to "
                          f"build it: {type(e).__name__}: {e}") from None
-    entries = {entry.name: entry for entry in hps.space}
+    entries = {entry.name: entry for entry in hps.space if hps.is_active(entry)}
     for name, value in point.items():
         if name not in entries:
             raise SweepError(f"--try {name}={value}: search space {space.name!r} has no "

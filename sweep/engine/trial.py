@@ -273,13 +273,13 @@ def train_again(hypermodel, hps, *, seed: int, name: str, folder: Path, data: Tr
                 epochs: int, patience: int, quiet: bool) -> tuple[keras.Model, dict]:
     """Train a configuration outside a search (the split study, the lever benchmark): from
     scratch, seeded as a trial of search seed `seed` would be, on its whole schedule, resuming
-    from `folder`'s backup if an earlier run stopped. Returns the model and its best metrics."""
+    from `folder`'s backup if an earlier run stopped. Returns the model and its best metrics;
+    the caller discards the backup (`discard_backup`) once what it records of them is safe."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(trial_seed(seed, hps.values))
     model = hypermodel.build(hps)
     best = fit(model, trial_id=name, trial_dir=folder, batch_size=hps.get("batch_size"),
                data=data, epochs=epochs, patience=patience, tuner_callbacks=[], quiet=quiet)
-    discard_backup(folder)
     return model, best
 
 
