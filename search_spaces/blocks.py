@@ -120,7 +120,6 @@ class Training:
         )
         return model
 
-
     def choose_rate_and_decay(self, hp, optimizer_name: str) -> tuple[float, float]:
         """The learning rate and weight decay, SGD's apart where the space declares its own:
         measured on the 5k/5k split (`small_cnn`'s docstring), SGD with Nesterov momentum
