@@ -44,15 +44,12 @@ def key_slug(key: dict) -> str:
 
 
 def configuration(hypermodel, changes: dict):
-    """The space's default point with `changes` applied: the changed values, then every other
-    hyperparameter a build registers at its default (the changes may activate conditional
-    ones, such as SGD's own rate); a name the build does not register is an error."""
-    import keras_tuner as kt
+    """The space's default point with `changes` applied, to any value (`build_point`); a name
+    the build does not make active is an error."""
+    from sweep.engine.hypermodel import active_entries, build_point
 
-    hps = kt.HyperParameters()
-    hps.values.update(changes)  # a build keeps a value already set, and registers the rest
-    hypermodel.space.build(hps, hypermodel.task)
-    active = sorted({hp.name for hp in hps.space if hps.is_active(hp)})
+    hps, _ = build_point(hypermodel.space, hypermodel.task, changes)
+    active = sorted(active_entries(hps))
     unknown = sorted(set(changes) - set(active))
     if unknown:
         raise SweepError(f"--set {', '.join(unknown)}: not a hyperparameter of "

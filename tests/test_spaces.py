@@ -7,6 +7,7 @@ import pytest
 from search_spaces.blocks import TrainingTask
 from sweep import spaces
 from sweep.engine import rules
+from sweep.engine.hypermodel import active_entries, build_point
 from sweep.errors import SweepError
 
 TASK = TrainingTask(input_shape=(32, 32, 3), num_classes=10, train_size=500, epochs=3)
@@ -39,9 +40,7 @@ def test_default_point_is_the_measured_plain_bn_cnn():
 
 def test_batch_norm_momentum_is_searched_only_where_a_space_declares_a_range():
     def momenta(name, values):
-        hp = kt.HyperParameters()
-        hp.values.update(values)
-        model = spaces.load(name).build(hp, TASK)
+        hp, model = build_point(spaces.load(name), TASK, values)
         return hp.values, {layer.momentum for layer in model.layers
                            if isinstance(layer, keras.layers.BatchNormalization)}
 
@@ -56,9 +55,8 @@ def test_batch_norm_momentum_is_searched_only_where_a_space_declares_a_range():
 
 def test_sgd_gets_its_own_rate_and_decay_where_a_space_declares_them():
     def optimizer(name, values):
-        hp = kt.HyperParameters()
-        hp.values.update(values)
-        model = spaces.load(name).build(hp, TASK)
+        hp, model = build_point(spaces.load(name), TASK, values)
+        assert set(active_entries(hp)) == set(hp.values)
         config = model.optimizer.get_config()
         peak = config["learning_rate"]["config"]["warmup_target"]  # the rate after warm-up
         return hp.values, type(model.optimizer).__name__, config["weight_decay"], peak

@@ -81,16 +81,13 @@ def check_space(space: Space, settings: SearchSettings) -> None:
 
 def check_known_point(space: Space, settings: SearchSettings, point: dict) -> None:
     """A `--try` point names hyperparameters the space has at that point, each with a value it
-    allows, and its model keeps the rules. Built with the point's values set first, so that the
-    hyperparameters it makes active are registered too."""
-    hps = kt.HyperParameters()
-    hps.values.update(point)
+    allows, and its model keeps the rules."""
     try:
-        model = space.build(hps, training_task(settings))
+        hps, model = build_point(space, training_task(settings), point)
     except Exception as e:  # noqa: BLE001 - a user's space may raise anything
         raise SweepError(f"--try {format_point(point)}: search space {space.name!r} failed to "
                          f"build it: {type(e).__name__}: {e}") from None
-    entries = {entry.name: entry for entry in hps.space if hps.is_active(entry)}
+    entries = active_entries(hps)
     for name, value in point.items():
         if name not in entries:
             raise SweepError(f"--try {name}={value}: search space {space.name!r} has no "
@@ -103,6 +100,20 @@ def check_known_point(space: Space, settings: SearchSettings, point: dict) -> No
         rules.check_model(model)
     except rules.RuleViolation as e:
         raise SweepError(f"--try {format_point(point)}: {e}") from None
+
+
+def build_point(space: Space, task: TrainingTask, point: dict):
+    """The hyperparameters and model of `point`: its values, and every other hyperparameter a
+    build registers at its default. The values are set before the build, which keeps them, so
+    the conditional hyperparameters they make active (SGD's own rate) are registered too."""
+    hps = kt.HyperParameters()
+    hps.values.update(point)
+    return hps, space.build(hps, task)
+
+
+def active_entries(hps: kt.HyperParameters) -> dict:
+    """The hyperparameters active at `hps`'s values, by name."""
+    return {entry.name: entry for entry in hps.space if hps.is_active(entry)}
 
 
 def format_point(point: dict) -> str:
