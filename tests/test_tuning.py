@@ -4,6 +4,7 @@ import re
 import threading
 
 import keras_tuner as kt
+import numpy as np
 import pytest
 from keras_tuner.src.engine import oracle as kt_oracle
 
@@ -426,6 +427,35 @@ def test_a_bayesian_proposal_over_max_params_gives_way_to_one_within_it(tmp_path
                         lambda self, trial_id: over)
     response = oracle.populate_space("7")
     assert response["status"] == "RUNNING" and response["values"]["units"] <= 90
+
+
+def test_bayesian_search_models_after_a_quarter_of_its_trials(tmp_path, monkeypatch):
+    """KerasTuner's random start (3 per hyperparameter: 9 here) is cut to a quarter of
+    --max-trials (10 // 4 -> 3, the default point included): the 4th trial on is the
+    Gaussian process's."""
+    oracle = _oracle_of("bayesian", tmp_path)
+    fits = []
+    monkeypatch.setattr(oracle.gpr, "fit", lambda x, y: fits.append(len(y)))
+    monkeypatch.setattr(oracle.gpr, "predict",
+                        lambda x, return_std: (np.zeros(len(x)), np.ones(len(x))))
+    for worker in ("w1", "w2", "w3", "w4", "w5"):
+        trial = oracle.create_trial(worker)
+        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    assert fits == [3, 4]
+
+
+def test_a_bayesian_proposal_tried_before_gives_way_to_a_new_one(tmp_path, monkeypatch):
+    oracle = _oracle_of("bayesian", tmp_path)
+    trial = oracle.create_trial("w1")  # the default point
+    oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5})
+    trial.status = "COMPLETED"
+    oracle.end_trial(trial)
+    monkeypatch.setattr(kt.oracles.BayesianOptimizationOracle, "populate_space",
+                        lambda self, trial_id: {"status": "RUNNING", "values": DEFAULT_POINT})
+    response = oracle.populate_space("1")
+    assert response["status"] == "RUNNING" and response["values"] != DEFAULT_POINT
 
 
 def test_a_space_with_nothing_within_max_params_stops_with_the_reason(tmp_path):

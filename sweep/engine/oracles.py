@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import keras_tuner as kt
@@ -18,6 +19,8 @@ MAX_CONSECUTIVE_FAILURES = 3
 MAX_DRAWS = 100  # configurations drawn for one trial before --max-params stops the search
 HYPERBAND_ITERATIONS = 1000  # in effect unlimited: --max-trials ends a Hyperband search
 HALVING_FACTOR = 3  # successive halving keeps the best third of a rung, at 3x its epochs
+# Bayesian search's random start, as a share of --max-trials (and at least 3 trials).
+BAYESIAN_RANDOM_SHARE = 4
 
 
 def default_values(space: kt.HyperParameters, overrides: dict | None = None) -> dict:
@@ -383,11 +386,19 @@ class RandomOracle(DefaultFirst, SafeOracle, Finalists, kt.oracles.RandomSearchO
 
 class BayesianOracle(DefaultFirst, SafeOracle, Finalists, kt.oracles.BayesianOptimizationOracle):
     def populate_space(self, trial_id):
-        """The Gaussian process proposes without `_random_values`: a proposal over
-        --max-params gives way to a random configuration within it."""
-        response = super().populate_space(trial_id)
+        """The Gaussian process proposes without `_random_values`: a proposal tried before, or
+        over --max-params, gives way to a random configuration (its choices and integers
+        round to points it has seen, where a repeat would spend a trial to learn nothing).
+        scikit-learn's warnings about the fit of a Gaussian process on a few trials are not
+        the user's to act on, and stay out of the search's output."""
+        from sklearn.exceptions import ConvergenceWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            response = super().populate_space(trial_id)
         values = response.get("values")
-        if response["status"] != kt_trial.TrialStatus.RUNNING or self.within_max_params(values):
+        if response["status"] != kt_trial.TrialStatus.RUNNING or (
+                not self._duplicate(values) and self.within_max_params(values)):
             return response
         values = self._random_values()
         return _running(values) if values is not None else STOPPED
@@ -399,6 +410,14 @@ class HyperbandOracle(DefaultFirst, SafeOracle, Finalists, kt.oracles.HyperbandO
 
 class SuccessiveHalvingOracle(DefaultFirst, SafeOracle, Finalists, HalvingOracle):
     pass
+
+
+def bayesian_random_start(max_trials: int) -> int:
+    """Trials drawn at random (the default and known points included) before the Gaussian
+    process proposes: a quarter of the search. KerasTuner's own start, 3 per hyperparameter
+    (57 for `large_cnn`), outlasts the tens of trials a CPU affords, so its Bayesian search
+    would be random search throughout; Optuna and scikit-optimize start with 10."""
+    return max(3, max_trials // BAYESIAN_RANDOM_SHARE)
 
 
 def make_oracle(settings: SearchSettings, count_params=None) -> Finalists:
@@ -419,6 +438,8 @@ def make_oracle(settings: SearchSettings, count_params=None) -> Finalists:
     else:
         oracle_class = {"bayesian": BayesianOracle, "random": RandomOracle,
                         "halving": SuccessiveHalvingOracle}[settings.tuner]
+        if settings.tuner == "bayesian":
+            common["num_initial_points"] = bayesian_random_start(settings.max_trials)
         oracle = oracle_class(max_trials=settings.max_trials, **common)
     oracle.max_epochs = settings.max_epochs
     oracle.known_points = settings.known_points
