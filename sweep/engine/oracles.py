@@ -415,7 +415,7 @@ class SuccessiveHalvingOracle(DefaultFirst, SafeOracle, Finalists, HalvingOracle
 def bayesian_random_start(max_trials: int) -> int:
     """Trials drawn at random (the default and known points included) before the Gaussian
     process proposes: a quarter of the search. KerasTuner's own start, 3 per hyperparameter
-    (57 for `large_cnn`), outlasts the tens of trials a CPU affords, so its Bayesian search
+    (60 for `large_cnn`), outlasts the tens of trials a CPU affords, so its Bayesian search
     would be random search throughout; Optuna and scikit-optimize start with 10."""
     return max(3, max_trials // BAYESIAN_RANDOM_SHARE)
 
