@@ -26,7 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sweep.errors import SweepError  # noqa: E402  (TensorFlow-free; after the path)
+from sweep.cli import count  # noqa: E402  (TensorFlow-free; after the path)
+from sweep.errors import SweepError  # noqa: E402
 from sweep.settings import SearchSettings, parse_point  # noqa: E402
 
 RESULTS_FILE = "levers.jsonl"
@@ -48,7 +49,12 @@ def configuration(hypermodel, changes: dict):
     the build does not make active is an error."""
     from sweep.engine.hypermodel import active_entries, build_point
 
-    hps, _ = build_point(hypermodel.space, hypermodel.task, changes)
+    try:
+        hps, _ = build_point(hypermodel.space, hypermodel.task, changes)
+    except Exception as e:  # noqa: BLE001 - a value out of a space's ranges may break a build
+        raise SweepError(f"--set: {hypermodel.space.name} cannot build this point "
+                         f"({type(e).__name__}); a value far outside the space's ranges may "
+                         f"make no model.") from None
     active = sorted(active_entries(hps))
     unknown = sorted(set(changes) - set(active))
     if unknown:
@@ -77,7 +83,7 @@ def main() -> None:
     parser.add_argument("--space", default="small_cnn")
     parser.add_argument("--set", type=point, default={}, metavar="NAME=VALUE,...",
                         help="hyperparameters changed from the default point")
-    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--seeds", type=count, default=2)
     parser.add_argument("--max-epochs", type=int, default=SearchSettings.max_epochs)
     parser.add_argument("--dir", help="keep each seed's result here (resumable)")
     args = parser.parse_args()

@@ -2,5 +2,5 @@
 
 A space module defines `DESCRIPTION` (one line) and `build(hp, task) -> keras.Model`, a compiled
 model built from KerasTuner hyperparameters. It must register `batch_size` (via
-`blocks.PlainCNN.compile`), which the trial reads to feed the data.
+`blocks.Training.compile`), which the trial reads to feed the data.
 """

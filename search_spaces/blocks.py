@@ -224,10 +224,14 @@ class PlainCNN:
         head_dropout = self.head_dropout.choose(hp, "head_dropout")
         dense_layers = self.dense_layers.choose(hp, "dense_layers")
         dense_units, dense_dropout = [], 0.0
-        if dense_layers:
+        if self.dense_layers.high:
+            # Entered on every build, as SGD's pair: KerasTuner learns the dense layers' width
+            # and dropout from any build, not only after a trial with dense layers.
             with hp.conditional_scope("dense_layers", list(range(1, self.dense_layers.high + 1))):
-                dense_units = [self.dense_units.choose(hp, "dense_units")] * dense_layers
-                dense_dropout = self.dense_dropout.choose(hp, "dense_dropout")
+                units = self.dense_units.choose(hp, "dense_units")
+                dropout = self.dense_dropout.choose(hp, "dense_dropout")
+            if dense_layers:
+                dense_units, dense_dropout = [units] * dense_layers, dropout
 
         model = keras.Sequential([keras.Input(task.input_shape)], name=self.name)
         for i in range(blocks):

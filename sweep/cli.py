@@ -28,6 +28,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def count(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a number of trials, seeds, ...)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def _collector(parser: argparse.ArgumentParser):
     """A list, and an `add_argument` that also appends each option it adds to it."""
     actions: list[argparse.Action] = []
@@ -184,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Rank trials by validation accuracy; write "
                                              "trials.csv, summary.md and curves.png.")
     _search_options(report)
-    report.add_argument("--top", type=int, help="show only the N best trials")
+    report.add_argument("--top", type=count, help="show only the N best trials")
     report.add_argument("--format", choices=("table", "markdown", "csv", "json", "html"),
                         default="table",
                         help="what to print: csv and json print data only; the others also "
@@ -207,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     chosen = evaluate.add_mutually_exclusive_group()
     chosen.add_argument("--trial", action="append", dest="trials", metavar="ID",
                         help="a trial to evaluate (repeatable)")
-    chosen.add_argument("--top", type=int, help="evaluate the N best trials")
+    chosen.add_argument("--top", type=count, help="evaluate the N best trials")
     evaluate.add_argument("--data", help="local CIFAR-10, as for run")
 
     study = commands.add_parser(

@@ -33,6 +33,10 @@ from sweep.cli import main
      "--try filters=12 is outside search space 'tiny_cnn': filters: 8 | 16, default 16"),
     (["run", "--space", "tiny_cnn", "--try", "dense_units=32"],  # inactive: no dense layer
      "has no hyperparameter 'dense_units' at this point"),
+    (["run", "--space", "tiny_cnn", "--try", "conv_blocks=40"],  # refused before it is built
+     "--try conv_blocks=40 is outside search space 'tiny_cnn': conv_blocks: 1 .. 2"),
+    (["report", "--top", "0"], "--top: '0' is not a whole number of at least 1"),
+    (["evaluate", "--top", "-1"], "--top: '-1' is not a whole number of at least 1"),
     (["run", "--max-params", "0"], "--max-params must be at least 1"),
     (["run", "--keep-checkpoints", "0"], "--keep-checkpoints must be at least 1"),
     (["run", "--split", "even"], "invalid choice: 'even'"),

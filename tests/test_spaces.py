@@ -75,6 +75,20 @@ def test_sgd_gets_its_own_rate_and_decay_where_a_space_declares_them():
     assert "sgd_learning_rate" not in values
 
 
+def test_the_dense_layers_width_is_learned_from_any_build_and_served_as_asked():
+    """A tuner learns its space from the builds it saw: the dense layers' width must be in it
+    before any trial had dense layers, or a `--try dense_units=32` would train with 64."""
+    from sweep.engine.oracles import default_values
+
+    hp = kt.HyperParameters()
+    spaces.load("tiny_cnn").build(hp, TASK)  # the default point: no dense layer
+    assert {"dense_units", "dense_dropout"} <= {entry.name for entry in hp.space}
+    values = default_values(hp, {"dense_layers": 1, "dense_units": 32})
+    _, model = build_point(spaces.load("tiny_cnn"), TASK, values)
+    assert [layer.units for layer in model.layers
+            if isinstance(layer, keras.layers.Dense)] == [32, 10]
+
+
 @pytest.mark.parametrize("name", ["small_cnn", "tiny_cnn", "large_cnn"])
 def test_every_sampled_point_of_every_built_in_space_passes_the_rules(name):
     points = spaces.sample_points(spaces.load(name), TASK, count=12, seed=1)

@@ -458,6 +458,36 @@ def test_a_bayesian_proposal_tried_before_gives_way_to_a_new_one(tmp_path, monke
     assert response["status"] == "RUNNING" and response["values"] != DEFAULT_POINT
 
 
+@pytest.mark.parametrize("tuner", ["bayesian", "random"])
+def test_a_search_on_the_whole_schedule_ends_by_retraining_its_best(tmp_path, tuner):
+    oracle = _oracle_of(tuner, tmp_path, finalists=1)  # 10 trials: 8 searched, 1 finalist x 2
+    trials = [_run_one(oracle, _lr_score) for _ in range(10)]
+    assert all(trials) and _run_one(oracle, _lr_score) is None
+    best = max(trials[:8], key=_lr_score)
+    assert [t.get("tuner/replica") for t in trials[8:]] == [1, 2]
+    assert all(t["learning_rate"] == best["learning_rate"] for t in trials[8:])
+
+
+def test_known_points_come_before_the_gaussian_process_s_proposals(tmp_path):
+    """A random start of 3 completed trials (10 // 4), and 4 known points: all are tried, the
+    last ones after the start, as a point added on a resume would be."""
+    known = [{"units": units} for units in (16, 32, 64, 256)]
+    oracle = _oracle_of("bayesian", tmp_path, known_points=known)
+    trials = [_run_one(oracle, _lr_score) for _ in range(5)]
+    assert [t["units"] for t in trials] == [100, 16, 32, 64, 256]  # the default point first
+
+
+def test_a_trial_no_process_will_end_does_not_shape_the_gaussian_process(tmp_path):
+    oracle = _oracle_of("bayesian", tmp_path)
+    for _ in range(3):
+        _run_one(oracle, _lr_score)
+    orphan = oracle.create_trial("w1")
+    del oracle.ongoing_trials["w1"]  # left RUNNING by a killed process, never queued again
+    x, y = oracle._vectorize_trials()
+    assert orphan.status == "RUNNING" and len(x) == len(y) == 3
+    assert oracle.create_trial("w1").status == "RUNNING"  # KerasTuner alone: UnboundLocalError
+
+
 def test_a_space_with_nothing_within_max_params_stops_with_the_reason(tmp_path):
     oracle = _limited_oracle("random", tmp_path)
     oracle.max_params = 1  # no model is this small

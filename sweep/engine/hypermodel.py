@@ -81,9 +81,14 @@ def check_space(space: Space, settings: SearchSettings) -> None:
 
 def check_known_point(space: Space, settings: SearchSettings, point: dict) -> None:
     """A `--try` point names hyperparameters the space has at that point, each with a value it
-    allows, and its model keeps the rules."""
+    allows, and its model keeps the rules. Values are checked against the default point's
+    hyperparameters before the point is built, so an absurd one (40 blocks) gets the space's
+    range, not the error of a model that cannot be built."""
+    task = training_task(settings)
+    registered, _ = build_point(space, task, {})
+    check_values(space, point, {entry.name: entry for entry in registered.space})
     try:
-        hps, model = build_point(space, training_task(settings), point)
+        hps, model = build_point(space, task, point)
     except Exception as e:  # noqa: BLE001 - a user's space may raise anything
         raise SweepError(f"--try {format_point(point)}: search space {space.name!r} failed to "
                          f"build it: {type(e).__name__}: {e}") from None
@@ -93,13 +98,19 @@ def check_known_point(space: Space, settings: SearchSettings, point: dict) -> No
             raise SweepError(f"--try {name}={value}: search space {space.name!r} has no "
                              f"hyperparameter {name!r} at this point; it has "
                              f"{', '.join(entries)}.")
-        if not spaces.allows(entries[name], value):
-            raise SweepError(f"--try {name}={value} is outside search space {space.name!r}: "
-                             f"{spaces.describe_entry(entries[name])}.")
+    check_values(space, point, entries)
     try:
         rules.check_model(model)
     except rules.RuleViolation as e:
         raise SweepError(f"--try {format_point(point)}: {e}") from None
+
+
+def check_values(space: Space, point: dict, entries: dict) -> None:
+    """Each of `point`'s values that `entries` (hyperparameters by name) knows is allowed."""
+    for name, value in point.items():
+        if name in entries and not spaces.allows(entries[name], value):
+            raise SweepError(f"--try {name}={value} is outside search space {space.name!r}: "
+                             f"{spaces.describe_entry(entries[name])}.")
 
 
 def build_point(space: Space, task: TrainingTask, point: dict):

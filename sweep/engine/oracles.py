@@ -41,7 +41,8 @@ class DefaultFirst:
     KerasTuner starts with a random point; a space's default is the model its author measured,
     so trying it first gives every search a known-good baseline from its first trial on; a user
     who read a paper starts from its configuration. They come where the tuner draws a new
-    configuration (a first rung, Bayesian search's random start), so every tuner tries them.
+    configuration (a first rung, a random draw) and before any Gaussian-process proposal
+    (`ModelProposals`), so every tuner tries them, points added on a resume too.
 
     A configuration whose model is over `--max-params` is skipped there, before it becomes a
     trial, and another is drawn: it is neither a failure nor counted in `--max-trials`
@@ -55,11 +56,19 @@ class DefaultFirst:
     params_seen: dict[str, int]  # configuration -> parameters, as counted by this process
     events_dir: Path | None = None  # where skipped configurations are recorded
 
-    def _random_values(self):
+    def _untried_known_point(self) -> dict | None:
+        """The default point, then each known point: the first not tried yet and within
+        --max-params."""
         for overrides in [{}, *self.known_points]:
             values = default_values(self.hyperparameters, overrides)
             if not self._duplicate(values) and self.within_max_params(values):
                 return values
+        return None
+
+    def _random_values(self):
+        values = self._untried_known_point()
+        if values is not None:
+            return values
         for _ in range(MAX_DRAWS):
             values = super()._random_values()
             if values is None or self.within_max_params(values):
@@ -239,7 +248,6 @@ class Finalists:
     def search_slots(self) -> int:
         return self.max_trials - ranking.REPLICAS * self.finalists
 
-
     def _next_replica(self) -> dict | None:
         chosen: list[str] = []
         for ranked in ranking.rank(runs_of(self.trials.values()), self.max_epochs):
@@ -384,15 +392,28 @@ class RandomOracle(DefaultFirst, SafeOracle, Finalists, kt.oracles.RandomSearchO
     pass
 
 
-class BayesianOracle(DefaultFirst, SafeOracle, Finalists, kt.oracles.BayesianOptimizationOracle):
+class ModelProposals:
+    """Oracle mixin, under `Finalists`: guards around the Gaussian process of KerasTuner's
+    Bayesian search, which proposes without `_random_values`.
+
+    - The default and known points not tried yet come first, before any proposal.
+    - A proposal tried before, or over --max-params, gives way to a random configuration (the
+      process's choices and integers round to points it has seen, and a repeat would spend a
+      trial to learn nothing).
+    - Only trials with a score of their own shape the process: KerasTuner scores the completed
+      ones and imagines the ongoing ones, but would give a trial found in neither state (one a
+      killed process left RUNNING, never queued again: `Finalists._awaited`) no score, or the
+      previous trial's.
+    - scikit-learn's warnings about fitting a few trials are not the user's to act on, and stay
+      out of the search's output.
+    """
+
     def populate_space(self, trial_id):
-        """The Gaussian process proposes without `_random_values`: a proposal tried before, or
-        over --max-params, gives way to a random configuration (its choices and integers
-        round to points it has seen, where a repeat would spend a trial to learn nothing).
-        scikit-learn's warnings about the fit of a Gaussian process on a few trials are not
-        the user's to act on, and stay out of the search's output."""
         from sklearn.exceptions import ConvergenceWarning
 
+        known = self._untried_known_point()
+        if known is not None:
+            return _running(known)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             response = super().populate_space(trial_id)
@@ -402,6 +423,21 @@ class BayesianOracle(DefaultFirst, SafeOracle, Finalists, kt.oracles.BayesianOpt
             return response
         values = self._random_values()
         return _running(values) if values is not None else STOPPED
+
+    def _vectorize_trials(self):
+        everything = self.trials
+        ongoing = set(self.ongoing_trials.values())
+        self.trials = {trial_id: trial for trial_id, trial in everything.items()
+                       if trial.status in state.ENDED or trial in ongoing}
+        try:
+            return super()._vectorize_trials()
+        finally:
+            self.trials = everything
+
+
+class BayesianOracle(DefaultFirst, SafeOracle, Finalists, ModelProposals,
+                     kt.oracles.BayesianOptimizationOracle):
+    pass
 
 
 class HyperbandOracle(DefaultFirst, SafeOracle, Finalists, kt.oracles.HyperbandOracle):
@@ -413,10 +449,11 @@ class SuccessiveHalvingOracle(DefaultFirst, SafeOracle, Finalists, HalvingOracle
 
 
 def bayesian_random_start(max_trials: int) -> int:
-    """Trials drawn at random (the default and known points included) before the Gaussian
-    process proposes: a quarter of the search. KerasTuner's own start, 3 per hyperparameter
-    (60 for `large_cnn`), outlasts the tens of trials a CPU affords, so its Bayesian search
-    would be random search throughout; Optuna and scikit-optimize start with 10."""
+    """Completed trials (the default and known points included) before the Gaussian process
+    proposes: a quarter of the `--max-trials` a search is made with (KerasTuner keeps it in the
+    search's state). KerasTuner's own start, 3 per hyperparameter (60 for `large_cnn`),
+    outlasts the tens of trials a CPU affords, so its Bayesian search would be random search
+    throughout; Optuna and scikit-optimize start with 10."""
     return max(3, max_trials // BAYESIAN_RANDOM_SHARE)
 
 
