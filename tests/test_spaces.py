@@ -130,6 +130,33 @@ def test_user_space_from_a_file_and_from_a_module(tmp_path, monkeypatch):
         rules.check_model(space.build(kt.HyperParameters(), TASK))
 
 
+def test_a_try_value_is_checked_against_the_range_its_own_conditions_give(tmp_path):
+    """`units` means 8..64 for a small net and 128..1024 for a big one: a value is refused
+    early only against a name with one unconditional meaning, else once the point is built."""
+    from sweep.engine.hypermodel import check_known_point
+    from sweep.settings import SearchSettings
+
+    (tmp_path / "two_sizes.py").write_text(
+        "import keras\nDESCRIPTION = 'two sizes'\n"
+        "def build(hp, task):\n"
+        "    kind = hp.Choice('kind', ['small', 'big'])\n"
+        "    with hp.conditional_scope('kind', ['small']):\n"
+        "        small = hp.Int('units', 8, 64)\n"
+        "    with hp.conditional_scope('kind', ['big']):\n"
+        "        big = hp.Int('units', 128, 1024)\n"
+        "    hp.Fixed('batch_size', 32)\n"
+        "    m = keras.Sequential([keras.Input(task.input_shape), keras.layers.Flatten(),\n"
+        "        keras.layers.Dense(small if kind == 'small' else big, activation='relu'),\n"
+        "        keras.layers.Dense(task.num_classes, activation='softmax')])\n"
+        "    m.compile(loss='categorical_crossentropy', metrics=['accuracy'])\n"
+        "    return m\n")
+    space, settings = spaces.load(str(tmp_path / "two_sizes.py")), SearchSettings()
+    for point in ({"units": 32}, {"kind": "big", "units": 512}):
+        check_known_point(space, settings, point)
+    with pytest.raises(SweepError, match="--try units=512 is outside"):
+        check_known_point(space, settings, {"kind": "small", "units": 512})
+
+
 @pytest.mark.parametrize("source, message", [
     (None, "does not exist"),
     ("import nonexistent_package_xyz\n", "could not be imported: No module named"),

@@ -488,6 +488,22 @@ def test_a_trial_no_process_will_end_does_not_shape_the_gaussian_process(tmp_pat
     assert oracle.create_trial("w1").status == "RUNNING"  # KerasTuner alone: UnboundLocalError
 
 
+def test_a_space_grown_while_a_trial_runs_does_not_stop_the_gaussian_process(tmp_path):
+    """Distributed: trial 3 trains on a worker while a hyperparameter joins the space;
+    KerasTuner would imagine its score with a fit one dimension short and raise."""
+    oracle = _oracle_of("bayesian", tmp_path)
+    for _ in range(3):
+        _run_one(oracle, _lr_score)
+    assert oracle.create_trial("w1").status == "RUNNING"  # proposed by a fit on 3 dimensions
+    grown = oracle.hyperparameters.copy()
+    grown.Int("depth", 1, 4, default=2)
+    oracle.update_space(grown)
+    for worker in ("w2", "w3"):  # the 2nd asks the process (the 1st might be a random draw)
+        trial = oracle.create_trial(worker)
+        # Not the default point again: the trials before counted the new one at its default.
+        assert trial.status == "RUNNING" and trial.hyperparameters.values["units"] != 100
+
+
 def test_a_space_with_nothing_within_max_params_stops_with_the_reason(tmp_path):
     oracle = _limited_oracle("random", tmp_path)
     oracle.max_params = 1  # no model is this small

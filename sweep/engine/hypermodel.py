@@ -81,12 +81,16 @@ def check_space(space: Space, settings: SearchSettings) -> None:
 
 def check_known_point(space: Space, settings: SearchSettings, point: dict) -> None:
     """A `--try` point names hyperparameters the space has at that point, each with a value it
-    allows, and its model keeps the rules. Values are checked against the default point's
-    hyperparameters before the point is built, so an absurd one (40 blocks) gets the space's
-    range, not the error of a model that cannot be built."""
+    allows, and its model keeps the rules. Values of unconditional hyperparameters are checked
+    before the point is built, so an absurd one (40 blocks) gets the space's range, not the
+    error of a model that cannot be built."""
     task = training_task(settings)
     registered, _ = build_point(space, task, {})
-    check_values(space, point, {entry.name: entry for entry in registered.space})
+    # Early only where a name has one meaning: a conditional one may have another range
+    # under the conditions the point itself sets.
+    names = [entry.name for entry in registered.space]
+    check_values(space, point, {entry.name: entry for entry in registered.space
+                                if not entry.conditions and names.count(entry.name) == 1})
     try:
         hps, model = build_point(space, task, point)
     except Exception as e:  # noqa: BLE001 - a user's space may raise anything

@@ -94,9 +94,13 @@ class DefaultFirst:
 
     def _duplicate(self, values):
         """Tried before, as a configuration: KerasTuner's own check hashes the tuner's
-        bookkeeping values too, so a configuration tried on a rung would look new."""
-        tried = {ranking.config_key(t.hyperparameters.values) for t in self.trials.values()}
-        return ranking.config_key(values) in tried
+        bookkeeping values too, so a configuration tried on a rung would look new. A
+        hyperparameter the space gained after a trial counts at its default there, as
+        KerasTuner's Gaussian process counts it, or the default point would look new again."""
+        def key(trial_values):
+            return ranking.config_key(default_values(self.hyperparameters, trial_values))
+
+        return key(values) in {key(t.hyperparameters.values) for t in self.trials.values()}
 
 
 class SafeOracle:
@@ -401,9 +405,9 @@ class ModelProposals:
       process's choices and integers round to points it has seen, and a repeat would spend a
       trial to learn nothing).
     - Only trials with a score of their own shape the process: KerasTuner scores the completed
-      ones and imagines the ongoing ones, but would give a trial found in neither state (one a
-      killed process left RUNNING, never queued again: `Finalists._awaited`) no score, or the
-      previous trial's.
+      ones and imagines the ongoing ones (not after the space grew: see `_vectorize_trials`),
+      but would give a trial found in neither state (one a killed process left RUNNING, never
+      queued again: `Finalists._awaited`) no score, or the previous trial's.
     - scikit-learn's warnings about fitting a few trials are not the user's to act on, and stay
       out of the search's output.
     """
@@ -427,6 +431,12 @@ class ModelProposals:
     def _vectorize_trials(self):
         everything = self.trials
         ongoing = set(self.ongoing_trials.values())
+        fitted = getattr(self.gpr, "n_features_in_", None)
+        if fitted not in (None, len(self._nonfixed_space())):
+            # KerasTuner imagines the ongoing trials' scores with the last fit, which a space
+            # grown since (a hyperparameter a trial registered) no longer fits: it would raise
+            # with the oracle's lock held, and a distributed chief would hang.
+            ongoing = set()
         self.trials = {trial_id: trial for trial_id, trial in everything.items()
                        if trial.status in state.ENDED or trial in ongoing}
         try:
@@ -451,7 +461,7 @@ class SuccessiveHalvingOracle(DefaultFirst, SafeOracle, Finalists, HalvingOracle
 def bayesian_random_start(max_trials: int) -> int:
     """Completed trials (the default and known points included) before the Gaussian process
     proposes: a quarter of the `--max-trials` a search is made with (KerasTuner keeps it in the
-    search's state). KerasTuner's own start, 3 per hyperparameter (60 for `large_cnn`),
+    search's state). KerasTuner's own start, 3 per hyperparameter (66 for `large_cnn`),
     outlasts the tens of trials a CPU affords, so its Bayesian search would be random search
     throughout; Optuna and scikit-optimize start with 10."""
     return max(3, max_trials // BAYESIAN_RANDOM_SHARE)
