@@ -72,7 +72,8 @@ def _definition_options(parser: argparse.ArgumentParser, defaults) -> list[argpa
         help=f"epochs per trial at most (default: {defaults.max_epochs})")
     add("--patience", type=int, default=defaults.patience,
         help="stop a trial after this many epochs without a better validation "
-             f"accuracy (default: {defaults.patience})")
+             "accuracy, counted from the second half of its schedule "
+             f"(default: {defaults.patience})")
     add("--finalists", type=int, default=defaults.finalists,
         help="best fully trained configurations retrained with 2 more seeds "
              "at the end, ranked by their mean (default: "

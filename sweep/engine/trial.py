@@ -208,6 +208,15 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 old.unlink()
 
 
+def patience_starts(epochs: int) -> int:
+    """The epoch from which `--patience` counts: half the trial's schedule. Before it the
+    learning rate is near its peak, where a strongly regularised net's validation accuracy
+    stalls for many epochs while it still learns, and climbs once the rate decays: counted from
+    the start, patience 8 stopped such a trial (large_cnn, 96 base filters, weight decay 0.2)
+    at epoch 18 of 40 with 54 % validation and 69 % training accuracy, still rising."""
+    return epochs // 2
+
+
 def fit(
     model: keras.Model,
     *,
@@ -238,7 +247,8 @@ def fit(
     callbacks = [
         recorder,
         AtomicBackupAndRestore(str(trial_dir / BACKUP_DIR)),
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
+                                      start_from_epoch=patience_starts(epochs)),
         # KerasTuner's own per-epoch callbacks are left out: EpochRecorder saves the best epoch
         # instead (atomically), and TunerCallback only forwards to Tuner hooks that do nothing,
         # but defines a per-batch hook, which makes Keras wait for every step's logs.
