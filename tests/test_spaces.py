@@ -133,7 +133,7 @@ def test_user_space_from_a_file_and_from_a_module(tmp_path, monkeypatch):
 def test_a_try_value_is_checked_against_the_range_its_own_conditions_give(tmp_path):
     """`units` means 8..64 for a small net and 128..1024 for a big one: a value is refused
     early only against a name with one unconditional meaning, else once the point is built."""
-    from sweep.engine.hypermodel import check_known_point
+    from sweep.engine.hypermodel import check_space
     from sweep.settings import SearchSettings
 
     (tmp_path / "two_sizes.py").write_text(
@@ -150,11 +150,11 @@ def test_a_try_value_is_checked_against_the_range_its_own_conditions_give(tmp_pa
         "        keras.layers.Dense(task.num_classes, activation='softmax')])\n"
         "    m.compile(loss='categorical_crossentropy', metrics=['accuracy'])\n"
         "    return m\n")
-    space, settings = spaces.load(str(tmp_path / "two_sizes.py")), SearchSettings()
+    space = spaces.load(str(tmp_path / "two_sizes.py"))
     for point in ({"units": 32}, {"kind": "big", "units": 512}):
-        check_known_point(space, settings, point)
+        check_space(space, SearchSettings(known_points=[point]))
     with pytest.raises(SweepError, match="--try units=512 is outside"):
-        check_known_point(space, settings, {"kind": "small", "units": 512})
+        check_space(space, SearchSettings(known_points=[{"kind": "small", "units": 512}]))
 
 
 @pytest.mark.parametrize("source, message", [

@@ -75,24 +75,24 @@ def check_space(space: Space, settings: SearchSettings) -> None:
             rules.check_model(model)
         except rules.RuleViolation as e:
             raise SweepError(f"Search space {space.name!r}: {e}") from None
+    registry = points[0][0]  # every hyperparameter these builds registered
     for point in settings.known_points:
-        check_known_point(space, settings, point)
+        check_known_point(space, settings, point, registry)
 
 
-def check_known_point(space: Space, settings: SearchSettings, point: dict) -> None:
+def check_known_point(space: Space, settings: SearchSettings, point: dict,
+                      registered: kt.HyperParameters) -> None:
     """A `--try` point names hyperparameters the space has at that point, each with a value it
-    allows, and its model keeps the rules. Values of unconditional hyperparameters are checked
-    before the point is built, so an absurd one (40 blocks) gets the space's range, not the
-    error of a model that cannot be built."""
-    task = training_task(settings)
-    registered, _ = build_point(space, task, {})
+    allows, and its model keeps the rules. Values of unconditional hyperparameters (among those
+    the space's builds `registered`) are checked before the point is built, so an absurd one
+    (40 blocks) gets the space's range, not the error of a model that cannot be built."""
     # Early only where a name has one meaning: a conditional one may have another range
     # under the conditions the point itself sets.
     names = [entry.name for entry in registered.space]
     check_values(space, point, {entry.name: entry for entry in registered.space
                                 if not entry.conditions and names.count(entry.name) == 1})
     try:
-        hps, model = build_point(space, task, point)
+        hps, model = build_point(space, training_task(settings), point)
     except Exception as e:  # noqa: BLE001 - a user's space may raise anything
         raise SweepError(f"--try {format_point(point)}: search space {space.name!r} failed to "
                          f"build it: {type(e).__name__}: {e}") from None
