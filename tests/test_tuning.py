@@ -183,6 +183,34 @@ def test_a_reloaded_halving_search_follows_the_same_plan(tmp_path):
     assert steps == straight
 
 
+def _schedules(trials):
+    """(learning rate, epochs, seed) of each trial: what it trained."""
+    return [(t["learning_rate"], t["tuner/epochs"], t.get("tuner/replica")) for t in trials]
+
+
+def test_an_extended_halving_search_trains_nothing_twice_and_reseeds_its_new_best(tmp_path):
+    oracle = _halving(tmp_path, max_trials=12)  # 8 on 1 epoch, 2 on 9, the best x 2 seeds
+    first = [_run_one(oracle, _lr_score) for _ in range(12)]
+    assert [t["tuner/epochs"] for t in first] == [1] * 8 + [9] * 4
+    old_best = first[-1]["learning_rate"]
+    extended = _halving(tmp_path, max_trials=20)  # the same search, with --max-trials 20
+    extended.reload()
+    tried = {t["learning_rate"] for t in first}
+    new_first = lambda values: (  # noqa: E731 - new configurations beat every one tried before
+        _lr_score(values) + (values["learning_rate"] not in tried))
+    more = [_run_one(extended, new_first) for _ in range(8)]
+    assert all(more) and _run_one(extended, new_first) is None  # exactly --max-trials
+    trained = _schedules(first + more)
+    assert len(set(trained)) == len(trained)  # no configuration on the same schedule twice
+    # The plan for 16 searched trials (20, less the old best's seeds and the new best's): 10
+    # screened on 1 epoch, 4 on 3 or more, 2 or more on 9; then the new best's two seeds.
+    searched = [epochs for _, epochs, seed in trained if seed is None]
+    assert (searched.count(1), searched.count(3), searched.count(9)) == (10, 2, 4)
+    new_best = more[-1]["learning_rate"]
+    assert new_best != old_best and [t.get("tuner/replica") for t in more[-2:]] == [1, 2]
+    assert {t["learning_rate"] for t in more[-2:]} == {new_best}
+
+
 def test_slots_left_by_too_few_fully_trained_configurations_go_back_to_the_search(tmp_path):
     # 10 trials, 2 finalists wanted: 4 screened, 2 on the whole schedule, 2 x 2 seeds. One
     # fully trained trial fails, so one configuration is there to reseed: its 2 seeds leave

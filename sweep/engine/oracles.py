@@ -249,19 +249,36 @@ class Finalists:
         pending = {t.trial_id for t in self.ongoing_trials.values()} | set(self._retry_queue)
         return any(t.trial_id in pending for t in trials)
 
-    def search_slots(self) -> int:
-        return self.max_trials - ranking.REPLICAS * self.finalists
+    def _searched(self) -> list:
+        return [t for t in self.trials.values()
+                if ranking.REPLICA_KEY not in t.hyperparameters.values]
 
-    def _next_replica(self) -> dict | None:
+    def search_slots(self) -> int:
+        """The trials the search's oracle proposes in all: every slot but the finalists' seeds
+        and the seeds already run, and at least those it has proposed. A search extended with a
+        larger --max-trials after its finalists were reseeded keeps their seeds and keeps room
+        for the seeds of a better configuration it may find."""
+        seeds_run = len(self.trials) - len(self._searched())
+        return max(len(self._searched()),
+                   self.max_trials - ranking.REPLICAS * self.finalists - seeds_run)
+
+    def _finalist_keys(self) -> list[str]:
+        """The `config_key`s of the best `finalists` fully trained configurations, best first,
+        by the score of their searched trial: their seeds do not move them (the report ranks
+        configurations with more seeds first, which would keep an extended search's former
+        finalists ahead of any configuration it finds)."""
         chosen: list[str] = []
-        for ranked in ranking.rank(runs_of(self.trials.values()), self.max_epochs):
+        for ranked in ranking.rank(runs_of(self._searched()), self.max_epochs):
             key = ranking.config_key(ranked.run.values)
             if key not in chosen:
                 chosen.append(key)
+        return chosen[: self.finalists]
+
+    def _next_replica(self) -> dict | None:
         done = {(ranking.config_key(t.hyperparameters.values),
                  t.hyperparameters.values.get(ranking.REPLICA_KEY))
                 for t in self.trials.values()}
-        for key in chosen[: self.finalists]:
+        for key in self._finalist_keys():
             for replica in range(1, ranking.REPLICAS + 1):
                 if (key, replica) not in done:
                     values = {**json.loads(key), ranking.REPLICA_KEY: replica}
@@ -271,8 +288,7 @@ class Finalists:
         return None
 
     def populate_space(self, trial_id):
-        searched = [t for t in self.trials.values()
-                    if ranking.REPLICA_KEY not in t.hyperparameters.values]
+        searched = self._searched()
         if len(searched) < self.search_slots():
             response = super().populate_space(trial_id)
             if response["status"] != kt_trial.TrialStatus.STOPPED:
@@ -294,9 +310,13 @@ def halving_plan(slots: int, finalists: int, max_epochs: int) -> list[tuple[int,
     least `finalists` and MIN_FULLY_TRAINED) on all of it, with the largest n that fits `slots`
     trials; slots left over add configurations to the first rung. A middle rung no narrower
     than the last would promote everything it trained, so then the plan has two rungs: the
-    first, and the last. Under MIN_HALVING_SLOTS there is nothing to halve: every trial trains
-    on all the epochs."""
-    if slots < MIN_HALVING_SLOTS:
+    first, and the last; so it has when the middle rung's epochs round to the first's or the
+    last's (rungs are told apart by their epochs). Under MIN_HALVING_SLOTS, or when a ninth of
+    `max_epochs` rounds to all of it, there is nothing to halve: every trial trains on all the
+    epochs."""
+    epochs = [max(1, round(max_epochs / HALVING_FACTOR**2)),
+              max(1, round(max_epochs / HALVING_FACTOR)), max_epochs]
+    if slots < MIN_HALVING_SLOTS or epochs[0] == max_epochs:
         return [(max(slots, 1), max_epochs)]
 
     def sizes(n: int) -> list[int]:
@@ -307,9 +327,7 @@ def halving_plan(slots: int, finalists: int, max_epochs: int) -> list[tuple[int,
     while sum(sizes(n + 1)) <= slots:
         n += 1
     planned = sizes(n)
-    epochs = [max(1, round(max_epochs / HALVING_FACTOR**2)),
-              max(1, round(max_epochs / HALVING_FACTOR)), max_epochs]
-    if planned[1] <= planned[2]:
+    if planned[1] <= planned[2] or epochs[1] in (epochs[0], epochs[2]):
         planned, epochs = [planned[0], planned[2]], [epochs[0], epochs[2]]
     planned[0] += slots - sum(planned)
     return list(zip(planned, epochs, strict=True))
@@ -331,31 +349,31 @@ class HalvingOracle(kt.oracles.RandomSearchOracle):
     ended. Rung sizes come from the trial slots before the finalists (`halving_plan`).
     """
 
-    RUNG_KEY = "tuner/rung"
-
-    def _rung(self, trial) -> int:
-        return trial.hyperparameters.values.get(self.RUNG_KEY, 0)
+    def _schedule(self, trial) -> int:
+        return ranking.trial_epochs(trial.hyperparameters.values, self.max_epochs)
 
     def populate_space(self, trial_id):
         plan = halving_plan(self.search_slots(), self.finalists, self.max_epochs)
         sizes, epochs = [n for n, _ in plan], [e for _, e in plan]
-        by_rung = [[t for t in self.trials.values() if self._rung(t) == r]
-                   for r in range(len(plan))]
-        if len(by_rung[0]) < sizes[0]:
+        searched = self._searched()
+        on_rung = [[t for t in searched if self._schedule(t) == e] for e in epochs]
+        reached = [{ranking.config_key(t.hyperparameters.values) for t in searched
+                    if self._schedule(t) >= e} for e in epochs]
+        if len(reached[0]) < sizes[0]:
             values = self._random_values()
             if values is not None:
-                return _running({**values, self.RUNG_KEY: 0, ranking.EPOCHS_KEY: epochs[0]})
+                return _running({**values, ranking.EPOCHS_KEY: epochs[0]})
         for rung in range(1, len(sizes)):
-            if len(by_rung[rung]) >= sizes[rung]:
+            if len(reached[rung]) >= sizes[rung]:
                 continue
-            if self._awaited(by_rung[rung - 1]):
+            if self._awaited(on_rung[rung - 1]):
                 return IDLE  # a rung is promoted once all of it has a score
-            candidates = self._candidates(by_rung[rung - 1], by_rung[rung])
-            if len(by_rung[rung]) == sizes[rung] - 1:
+            candidates = self._candidates(on_rung[rung - 1], reached[rung])
+            if len(reached[rung]) == sizes[rung] - 1:
                 candidates = [t for t in candidates if self._is_default(t)] or candidates
             if candidates:
-                return self._promote(candidates[0], rung, epochs[rung])
-        return self._beyond_plan(by_rung, epochs)
+                return self._promote(candidates[0], epochs[rung])
+        return self._beyond_plan(on_rung, reached, epochs)
 
     def _is_default(self, trial) -> bool:
         """The space's default point: it goes on to every rung (in its last slot if its score
@@ -367,29 +385,29 @@ class HalvingOracle(kt.oracles.RandomSearchOracle):
         default = ranking.config_key(default_values(self.hyperparameters))
         return ranking.config_key(trial.hyperparameters.values) == default
 
-    def _candidates(self, below: list, promoted: list) -> list:
-        """Completed trials of a rung whose configuration is not yet in the next, best first."""
-        taken = {ranking.config_key(t.hyperparameters.values) for t in promoted}
+    def _candidates(self, below: list, taken: set[str]) -> list:
+        """Completed trials of a rung whose configuration (`config_key`) is not among those
+        `taken` to the next, best first."""
         return sorted(
             (t for t in below if t.status == state.COMPLETED and t.score is not None
              and ranking.config_key(t.hyperparameters.values) not in taken),
             key=lambda t: t.score, reverse=True)
 
-    def _promote(self, trial, rung: int, epochs: int) -> dict:
+    def _promote(self, trial, epochs: int) -> dict:
         values = ranking.config_of(trial.hyperparameters.values)
-        return _running({**values, self.RUNG_KEY: rung, ranking.EPOCHS_KEY: epochs})
+        return _running({**values, ranking.EPOCHS_KEY: epochs})
 
-    def _beyond_plan(self, by_rung: list[list], epochs: list[int]) -> dict:
+    def _beyond_plan(self, on_rung: list[list], reached: list[set], epochs: list[int]) -> dict:
         """Slots the plan leaves (fewer finalists than planned, or a small --max-trials): the
         next-best configuration goes up a rung, the highest first; else a new configuration."""
-        for rung in range(len(by_rung) - 1, 0, -1):
-            candidates = self._candidates(by_rung[rung - 1], by_rung[rung])
+        for rung in range(len(on_rung) - 1, 0, -1):
+            candidates = self._candidates(on_rung[rung - 1], reached[rung])
             if candidates:
-                return self._promote(candidates[0], rung, epochs[rung])
+                return self._promote(candidates[0], epochs[rung])
         values = self._random_values()
         if values is None:
             return STOPPED
-        return _running({**values, self.RUNG_KEY: 0, ranking.EPOCHS_KEY: epochs[0]})
+        return _running({**values, ranking.EPOCHS_KEY: epochs[0]})
 
 
 class RandomOracle(DefaultFirst, SafeOracle, Finalists, kt.oracles.RandomSearchOracle):
