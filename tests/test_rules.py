@@ -28,6 +28,8 @@ def _functional(merge):
 def test_accepts_a_plain_model():
     rules.check_model(_sequential(keras.layers.Conv2D(8, 3), keras.layers.BatchNormalization(),
                                   keras.layers.Activation("relu"), keras.layers.MaxPooling2D(),
+                                  keras.layers.Conv2D(8, 3, activation="swish"),
+                                  keras.layers.Activation(keras.activations.gelu),
                                   keras.layers.Dropout(0.2)))
 
 
@@ -44,6 +46,11 @@ def test_accepts_a_plain_model():
      "(Functional) breaks the rule: no nested models"),
     (lambda: _sequential(keras.layers.Lambda(lambda t: t * 2)),
      "(Lambda) breaks the rule: plain layers only"),
+    (lambda: _sequential(keras.layers.Activation(lambda t: keras.ops.flip(t, axis=2))),
+     "(Activation) breaks the rule: Keras's own activations only (linear, relu"),
+    (lambda: _sequential(keras.layers.Conv2D(
+        8, 3, activation=lambda t: t + keras.random.normal(keras.ops.shape(t))), ),
+     "(Conv2D) breaks the rule: Keras's own activations only"),
 ])
 def test_rejects_each_broken_rule_with_its_message(model, message):
     with pytest.raises(rules.RuleViolation) as error:

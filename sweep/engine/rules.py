@@ -4,8 +4,9 @@ The checker walks the built Keras model; it never trusts a space's promises. All
 layers (convolution, pooling, dense, dropout, flatten / global pooling, batch / layer / group
 normalization, activations, input rescaling or normalization), in a purely sequential graph.
 Refused, each with its own rule: merge layers (skip or dense connections), nested models
-(`keras.applications` and other pretrained or named architectures), and layers that change
-their input at training time other than Dropout (augmentation and noise).
+(`keras.applications` and other pretrained or named architectures), layers that change
+their input at training time other than Dropout (augmentation and noise), and activations
+other than Keras's own (a custom function in `activation=` could flip or noise its input).
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ NO_NESTED = "no nested models (keras.applications, pretrained or named architect
 NO_AUGMENTATION = "no data augmentation (no layer may change its input while training)"
 PLAIN_ONLY = "plain layers only (convolution, pooling, dense, dropout, normalization, activation)"
 SEQUENTIAL = "a purely sequential graph (one input and one output per layer)"
+KERAS_ACTIVATIONS = (
+    "linear", "relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "swish",
+    "mish", "hard_silu", "hard_swish", "sigmoid", "hard_sigmoid", "log_sigmoid", "tanh",
+    "hard_tanh", "softplus", "softsign", "squareplus", "softmax", "log_softmax",
+)
+NAMED_ACTIVATION = f"Keras's own activations only ({', '.join(KERAS_ACTIVATIONS)})"
 
 
 class RuleViolation(SweepError):
@@ -57,7 +64,15 @@ def _layer_rule(layer) -> str | None:
         return NO_AUGMENTATION
     if type(layer) not in PLAIN_LAYERS:
         return PLAIN_ONLY
+    if hasattr(layer, "activation") and layer.activation not in _keras_activations():
+        return NAMED_ACTIVATION
     return None
+
+
+def _keras_activations() -> list:
+    """The functions `KERAS_ACTIVATIONS` name, as a layer holds them (a list: a function's
+    identity is what counts, not its name, which a custom one could copy)."""
+    return [keras.activations.get(name) for name in KERAS_ACTIVATIONS]
 
 
 def _check_graph(model) -> None:
