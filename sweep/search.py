@@ -50,7 +50,7 @@ def package_versions() -> dict[str, str]:
 def set_aside(project_dir: Path) -> Path:
     """Move an old search out of the way (never delete it) and return where it went."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    target = project_dir.with_name(f"{project_dir.name}.previous-{stamp}")
+    target = project_dir.with_name(f"{project_dir.name}{state.SET_ASIDE_MARK}{stamp}")
     shutil.move(str(project_dir), str(target))
     return target
 

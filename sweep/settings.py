@@ -173,9 +173,7 @@ class SearchOutcome:
 
 def report_command(settings: SearchSettings) -> str:
     """The command that shows this search's report."""
-    args = ["python -m sweep report"]
-    if settings.project:
-        args += ["--project", settings.project]
+    args = ["python -m sweep report", "--project", settings.project_name]
     if settings.directory != "runs":
         args += ["--dir", settings.directory]
     return " ".join(args)

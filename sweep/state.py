@@ -26,6 +26,7 @@ from typing import Any
 from sweep.errors import SweepError
 
 SETTINGS_FILE = "sweep.json"
+SET_ASIDE_MARK = ".previous-"  # a search --fresh moved aside: NAME.previous-STAMP
 TRIAL_RECORD_FILE = "record.json"
 EVENTS_FILE = "events.jsonl"
 SKIPPED_EVENT = "config_skipped"  # a configuration over --max-params, never trained

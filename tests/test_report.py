@@ -167,6 +167,10 @@ def test_unreadable_trial_file_is_shown_not_fatal(project):
 def test_finds_the_only_search_or_asks_for_one(project):
     runs = project.parent
     assert report.find_project(runs, None) == project
+    set_aside = runs / f"{project.name}{state.SET_ASIDE_MARK}20261127-170000"  # by --fresh
+    state.write_json(set_aside / state.SETTINGS_FILE, {})
+    assert report.find_project(runs, None) == project
+    assert report.find_project(runs, set_aside.name) == set_aside
     state.write_json(runs / "other" / state.SETTINGS_FILE, {})
     with pytest.raises(SweepError, match="choose one with --project"):
         report.find_project(runs, None)

@@ -214,7 +214,8 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
     first = run_sweep(*base, "--max-trials", "2", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "trial 0 started: default point" in first.stdout
-    assert "trial 1 done [2/2]" in first.stdout and "See: python -m sweep report" in first.stdout
+    assert "trial 1 done [2/2]" in first.stdout
+    assert "See: python -m sweep report --project tiny_cnn" in first.stdout
     project = tmp_path / "runs" / "tiny_cnn"
     record = json.loads((project / state.SETTINGS_FILE).read_text())
     assert record["split"]["train_size"] == 300 and record["settings"]["tuner"] == "halving"

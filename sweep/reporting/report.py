@@ -34,7 +34,8 @@ FILE_ONLY = (state.LATENCY_KEYS[256],)  # in trials.csv, not in the ranking peop
 
 
 def find_project(directory: str | os.PathLike, project: str | None) -> Path:
-    """The search folder to report on: `--project`, or the only search under `--dir`."""
+    """The search folder to report on: `--project`, or the only search under `--dir` (searches
+    `--fresh` moved aside are not counted: they are named with `--project`)."""
     directory = Path(directory)
     if project:
         path = directory / project
@@ -43,7 +44,8 @@ def find_project(directory: str | os.PathLike, project: str | None) -> Path:
                 f"No search at {path}. Start one with: python -m sweep run --project {project}"
             )
         return path
-    found = sorted(p.parent for p in directory.glob(f"*/{state.SETTINGS_FILE}"))
+    found = sorted(p.parent for p in directory.glob(f"*/{state.SETTINGS_FILE}")
+                   if state.SET_ASIDE_MARK not in p.parent.name)
     if not found:
         raise SweepError(f"No search under {directory}/. Start one with: python -m sweep run")
     if len(found) > 1:
