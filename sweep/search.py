@@ -26,6 +26,7 @@ from sweep.settings import (
     DEFAULT_SPLIT,
     DEFAULT_TUNER,
     FIXED_SETTINGS,
+    RECORDED_BEFORE,
     SearchOutcome,
     SearchSettings,
 )
@@ -63,13 +64,12 @@ def _describe_change(key: str, old, new) -> str:
 
 def check_resume(recorded: dict, settings: SearchSettings) -> None:
     """Refuse to resume a search whose fixed settings differ from this command's (#8)."""
-    current = asdict(settings)
+    current, fixed = asdict(settings), _fixed_settings(recorded)
     changed = [
-        _describe_change(key, recorded["settings"].get(key), current[key])
+        _describe_change(key, fixed[key], current[key])
         for key in FIXED_SETTINGS
-        if recorded["settings"].get(key) != current[key]
-        and not (key == "space_sha256"
-                 and spaces.code_matches(settings.space, recorded["settings"][key]))
+        if fixed[key] != current[key]
+        and not (key == "space_sha256" and spaces.code_matches(settings.space, fixed[key]))
     ]
     if changed:
         raise SweepError(
@@ -79,14 +79,20 @@ def check_resume(recorded: dict, settings: SearchSettings) -> None:
         )
 
 
+def _fixed_settings(record: dict) -> dict:
+    """The fixed settings a search recorded, those it predates at what they were then."""
+    return {key: record["settings"].get(key, RECORDED_BEFORE.get(key)) for key in FIXED_SETTINGS}
+
+
 def recorded_settings(project_dir: Path) -> SearchSettings:
-    """The settings a search was made with, as recorded in its `sweep.json`."""
+    """The settings a search was made with, as recorded in its `sweep.json` (its latest
+    --max-trials: a resume may extend it)."""
     record = state.read_json(project_dir / state.SETTINGS_FILE)
-    s = record["settings"]
+    s, fixed = record["settings"], _fixed_settings(record)
     return SearchSettings(
         space=s["space"], tuner=s["tuner"], seed=s["seed"], max_epochs=s["max_epochs"],
         max_trials=s.get("max_trials", SearchSettings.max_trials), patience=s["patience"],
-        finalists=s.get("finalists", 0), max_params=s.get("max_params"),
+        finalists=fixed["finalists"], max_params=fixed["max_params"],
         train_size=record["split"]["train_size"], val_size=record["split"]["val_size"],
         split=data_module.split_kind(record["split"]),
         project=project_dir.name, directory=str(project_dir.parent),
@@ -192,6 +198,9 @@ def opened_search(settings: SearchSettings, event: str = "run_start"):
         if not recorded:
             state.write_json(project_dir / state.SETTINGS_FILE,
                              search_record(settings, split, source))
+        elif recorded["settings"].get("max_trials") != settings.max_trials:
+            recorded["settings"]["max_trials"] = settings.max_trials  # extended (or cut short)
+            state.write_json(project_dir / state.SETTINGS_FILE, recorded)
         state.append_event(project_dir, event=event, max_trials=settings.max_trials,
                            backend=backend.name(), precision=settings.precision)
         yield space, split

@@ -24,6 +24,8 @@ DEFAULT_SPLIT = "random"  # the challenge's rule
 # Settings a resumed search must share with its first run: anything else would mix two searches.
 FIXED_SETTINGS = ("space", "space_sha256", "tuner", "seed", "max_epochs", "finalists",
                   "max_params")
+# What a search recorded before a fixed setting existed had, in effect: none of it.
+RECORDED_BEFORE = {"finalists": 0, "max_params": None}
 NUMBER = r"\d+(?:\.\d+)?"
 DURATION = re.compile(rf"(?:({NUMBER})h)?(?:({NUMBER})m)?(?:({NUMBER})s)?")
 

@@ -203,6 +203,25 @@ def test_a_changed_space_split_or_dataset_is_refused(tmp_path, tiny_cifar, edits
     assert _tree(runs) == before
 
 
+def test_a_search_recorded_before_a_setting_existed_resumes_as_it_ran(tmp_path, tiny_cifar):
+    from sweep.search import check_resume, recorded_settings
+    from sweep.settings import SearchSettings
+
+    project = _recorded_search(tmp_path / "runs", tiny_cifar)
+    record = state.read_json(project / state.SETTINGS_FILE)
+    del record["settings"]["finalists"], record["settings"]["max_params"]  # before they existed
+    state.write_json(project / state.SETTINGS_FILE, record)
+    recorded = recorded_settings(project)
+    assert (recorded.finalists, recorded.max_params) == (0, None)
+    settings = SearchSettings(space="tiny_cnn", directory=str(project.parent), tuner="random",
+                              max_epochs=2, finalists=0, train_size=100, val_size=100,
+                              space_sha256=spaces.source_hash("tiny_cnn"))
+    check_resume(record, settings)  # no finalists then, none now: the same search
+    settings.finalists = 1
+    with pytest.raises(SweepError, match=r"other settings \(finalists 0 -> 1\)"):
+        check_resume(record, settings)
+
+
 @pytest.mark.cifar
 def test_run_report_evaluate_resume_extend_refuse_other_settings(
     real_cifar_train_only, real_cifar_batches, tmp_path
@@ -279,6 +298,7 @@ def test_run_report_evaluate_resume_extend_refuse_other_settings(
     assert more.returncode == 0, more.stderr
     assert [t for t, _ in train_starts(project)] == ["0", "1", "2"]
     assert set(statuses(project).values()) == {"COMPLETED"} and len(statuses(project)) == 3
+    assert json.loads((project / state.SETTINGS_FILE).read_text())["settings"]["max_trials"] == 3
 
     fresh = run_sweep(*base, "--max-trials", "2", "--fresh", cwd=tmp_path)
     assert fresh.returncode == 0, fresh.stderr
