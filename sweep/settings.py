@@ -8,6 +8,7 @@ module that runs searches (`sweep.search`).
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,7 +102,7 @@ class SearchSettings:
                              f"{', '.join(data_module.SPLIT_KINDS)}.")
         if self.keep_checkpoints < 1:
             raise SweepError("--keep-checkpoints must be at least 1 (the best trial's weights).")
-        if self.max_params is not None and self.max_params < 1:
+        if self.max_params is not None and not 1 <= self.max_params < math.inf:
             raise SweepError("--max-params must be at least 1, e.g. --max-params 1e6.")
         if not all(isinstance(p, dict) and p for p in self.known_points):
             raise SweepError("Each known point must be a non-empty {name: value} mapping.")

@@ -14,6 +14,7 @@ import hashlib
 import importlib
 import importlib.util
 import io
+import math
 import os
 import pkgutil
 import sys
@@ -267,18 +268,33 @@ def describe(space: Space, task) -> list[str]:
 
 
 def allows(entry, value) -> bool:
-    """Whether the hyperparameter `entry` (KerasTuner's) can take `value`."""
+    """Whether the hyperparameter `entry` (KerasTuner's) can take `value`: one of its choices, or
+    a number of its kind in its range and on its steps (`2.0` is no integer: the model's layers
+    would refuse it)."""
     config = entry.get_config()
     kind = type(entry).__name__
     if kind == "Choice":
-        return value in config["values"] and type(value) is not bool
+        integers = all(type(v) is int for v in config["values"])
+        return (value in config["values"] and type(value) is not bool
+                and (type(value) is int or not integers))
     if kind == "Boolean":
         return isinstance(value, bool)
     if kind in ("Int", "Float"):
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        integral = kind == "Float" or (number and float(value).is_integer())
-        return number and integral and config["min_value"] <= value <= config["max_value"]
+        number = type(value) is int or (kind == "Float" and type(value) is float)
+        return (number and config["min_value"] <= value <= config["max_value"]
+                and _on_a_step(value, config))
     return value == config.get("value")
+
+
+def _on_a_step(value: float, config: dict) -> bool:
+    """Whether `value` is a whole number of steps from the minimum (steps multiply on a log
+    scale, as KerasTuner samples them)."""
+    step, low = config.get("step"), config["min_value"]
+    if not step:
+        return True
+    steps = (math.log(value / low) / math.log(step) if config.get("sampling") == "log"
+             else (value - low) / step)
+    return math.isclose(steps, round(steps), abs_tol=1e-6)
 
 
 def describe_entry(entry) -> str:

@@ -35,9 +35,17 @@ from sweep.cli import main
      "has no hyperparameter 'dense_units' at this point"),
     (["run", "--space", "tiny_cnn", "--try", "conv_blocks=40"],  # refused before it is built
      "--try conv_blocks=40 is outside search space 'tiny_cnn': conv_blocks: 1 .. 2"),
+    (["run", "--space", "tiny_cnn", "--try", "conv_blocks=2.0"],  # no integer: Conv2D refuses it
+     "--try conv_blocks=2.0 is outside search space 'tiny_cnn': conv_blocks: 1 .. 2"),
+    (["run", "--space", "tiny_cnn", "--try", "filters=16.0"],
+     "--try filters=16.0 is outside search space 'tiny_cnn': filters: 8 | 16"),
+    (["run", "--space", "tiny_cnn", "--try", "block_dropout=0.15"],
+     "--try block_dropout=0.15 is outside search space 'tiny_cnn': block_dropout: 0.0 .. 0.3 "
+     "step 0.1"),
     (["report", "--top", "0"], "--top: '0' is not a whole number of at least 1"),
     (["evaluate", "--top", "-1"], "--top: '-1' is not a whole number of at least 1"),
     (["run", "--max-params", "0"], "--max-params must be at least 1"),
+    (["run", "--max-params", "nan"], "--max-params must be at least 1"),
     (["run", "--keep-checkpoints", "0"], "--keep-checkpoints must be at least 1"),
     (["run", "--split", "even"], "invalid choice: 'even'"),
     (["splits", "--dir", "no_runs_here"], "No search under no_runs_here/"),
