@@ -19,7 +19,13 @@ from sweep.errors import SweepError
 from sweep.log import Say
 from sweep.reporting import figures
 from sweep.reporting import report as report_module
-from sweep.search import check_rebuildable, check_settings, recorded_settings, run_search
+from sweep.search import (
+    check_rebuildable,
+    check_settings,
+    check_space_unchanged,
+    recorded_settings,
+    run_search,
+)
 from sweep.settings import SearchOutcome, SearchSettings, at_least_one, parse_duration
 
 
@@ -184,6 +190,10 @@ class Search:
         stratified ones; validation accuracy mean +- std by kind (`python -m sweep splits`)."""
         at_least_one(repeats, "--repeats")  # before TensorFlow loads
         project_dir = self._existing()
+        trial = str(trial or self.best()["trial"])
+        check_space_unchanged(project_dir)
+        state.completed_trial_hyperparameters(project_dir, trial)
+        backend.import_quietly()  # TensorFlow loads here, once the quick checks passed
         from sweep import split_study
         from sweep.reporting import splits
 

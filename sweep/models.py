@@ -30,7 +30,7 @@ def load_trial_model(project_dir: Path, trial_id: str) -> keras.Model:
     space = spaces.load(record["settings"]["space"])
     trial_dir = state.trial_dir(project_dir, trial_id)
     hps = kt.HyperParameters.from_config(
-        state.read_json(trial_dir / state.TRIAL_FILE)["hyperparameters"])
+        state.completed_trial_hyperparameters(project_dir, trial_id))
     task = hypermodel.trial_task(
         hypermodel.training_task(recorded_settings(project_dir)), hps.values)
     model = space.build(hps, task)

@@ -99,15 +99,21 @@ def recorded_settings(project_dir: Path) -> SearchSettings:
     )
 
 
-def check_rebuildable(project_dir: Path, trial_ids: list[str]) -> None:
-    """Refuse, before TensorFlow loads and before any work, trials that cannot be rebuilt as they
-    were trained: the space's code changed since the search was made, or their weights are gone."""
+def check_space_unchanged(project_dir: Path) -> None:
+    """Refuse, before TensorFlow loads, to build a search's trials again once its space's code
+    changed since the search was made: the same values would build another model."""
     record = state.read_json(project_dir / state.SETTINGS_FILE)
     space = record["settings"]["space"]
     if not spaces.code_matches(space, record["settings"]["space_sha256"]):
         raise SweepError(
             f"The code of search space {space!r} changed since "
             f"{project_dir} was made: its trials can no longer be rebuilt.")
+
+
+def check_rebuildable(project_dir: Path, trial_ids: list[str]) -> None:
+    """Refuse, before TensorFlow loads and before any work, trials that cannot be rebuilt as they
+    were trained: the space's code changed since the search was made, or their weights are gone."""
+    check_space_unchanged(project_dir)
     missing = [t for t in trial_ids
                if not (state.trial_dir(project_dir, t) / state.CHECKPOINT_FILE).is_file()]
     if missing:

@@ -34,28 +34,18 @@ def study_seeds(search_seed: int, repeats: int) -> list[int]:
     return [search_seed + SEED_OFFSET + r for r in range(repeats)]
 
 
-def trial_hyperparameters(project_dir: Path, trial_id: str) -> kt.HyperParameters:
-    try:
-        config = state.read_json(state.trial_dir(project_dir, trial_id) / state.TRIAL_FILE)
-    except SweepError:
-        raise SweepError(f"No trial {trial_id} in {project_dir}.") from None
-    if config["status"] != state.COMPLETED:
-        raise SweepError(f"Trial {trial_id} of {project_dir} did not complete: choose another.")
-    return kt.HyperParameters.from_config(config["hyperparameters"])
-
-
-def run_study(project_dir: Path, data: str | os.PathLike | None, trial_id: str | None = None,
+def run_study(project_dir: Path, data: str | os.PathLike | None, trial_id: str,
               repeats: int = 3, quiet: bool = False) -> list[dict]:
     """Retrain the trial on `repeats` random and `repeats` stratified splits (those not done
-    yet); return every recorded retraining of this trial."""
-    from sweep.reporting import report
+    yet), one study of a search at a time; return every recorded retraining of this trial."""
+    hps = kt.HyperParameters.from_config(
+        state.completed_trial_hyperparameters(project_dir, trial_id))
+    with state.SearchLock(project_dir / state.SPLITS_DIR):
+        return _study(project_dir, data, trial_id, hps, repeats, quiet)
 
-    if trial_id is None:
-        ranked = ranking.ranked_rows(report.load_trials(project_dir))
-        if ranked.empty:
-            raise SweepError(f"{project_dir} has no fully trained trial to study yet.")
-        trial_id = ranked.iloc[0]["trial"]
-    hps = trial_hyperparameters(project_dir, trial_id)
+
+def _study(project_dir: Path, data: str | os.PathLike | None, trial_id: str,
+           hps: kt.HyperParameters, repeats: int, quiet: bool) -> list[dict]:
     settings = recorded_settings(project_dir)
     settings.data = data
     space = spaces.load(settings.space)

@@ -250,6 +250,18 @@ class SearchLock:
         self._file.close()
 
 
+def completed_trial_hyperparameters(project_dir: Path, trial_id: str) -> dict:
+    """The hyperparameters (KerasTuner's config of them) of a completed trial; a `SweepError`
+    for a trial that does not exist or did not complete."""
+    try:
+        config = read_json(trial_dir(project_dir, trial_id) / TRIAL_FILE)
+    except SweepError:
+        raise SweepError(f"No trial {trial_id} in {project_dir}.") from None
+    if config["status"] != COMPLETED:
+        raise SweepError(f"Trial {trial_id} of {project_dir} did not complete: choose another.")
+    return config["hyperparameters"]
+
+
 def lock_holder(project_dir: Path) -> tuple[str, int] | None:
     """(host, process id) of the last holder of the search's lock, as its file names it; None
     without a readable one. Files from before hosts were named are taken as this machine's."""
