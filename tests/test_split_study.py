@@ -44,9 +44,9 @@ def test_the_best_trial_retrained_on_random_and_stratified_splits(tmp_path, tiny
                                   cwd=tmp_path)
     assert unknown.returncode == 2 and "No trial 99" in unknown.stderr
     assert unknown.stdout.strip() == "[]"  # refused before TensorFlow loads
-    with state.SearchLock(search.project_dir / state.SPLITS_DIR):  # another study running
-        with pytest.raises(SweepError, match="splits is in use by process"):
-            search.study_splits(repeats=3, say=None)
+    with (state.SearchLock(search.project_dir / state.SPLITS_DIR),  # another study running
+          pytest.raises(SweepError, match="splits is in use by process")):
+        search.study_splits(repeats=3, say=None)
     other = conftest.write_batches(tmp_path / "other" / "cifar-10-batches-py", 200, seed=1)
     elsewhere = sweep.Search.open(tmp_path / "runs", data=str(other))
     with pytest.raises(SweepError, match="differs from the one .* was searched on"):

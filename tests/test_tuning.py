@@ -2,6 +2,7 @@
 
 import re
 import threading
+from types import SimpleNamespace
 
 import keras_tuner as kt
 import numpy as np
@@ -10,6 +11,7 @@ from keras_tuner.src.engine import oracle as kt_oracle
 
 from sweep.engine import oracles
 from sweep.engine import tuner as tuner_module
+from sweep.settings import format_duration
 
 
 def _oracle(oracle_class, directory):
@@ -283,8 +285,6 @@ def _tuner_with_trials(directory, epoch_seconds: dict[str, list[float]], deadlin
     """A SweepTuner (no KerasTuner state) over trials whose epochs took these seconds, on this
     machine unless the trial id starts with "gpu" (another machine): ended, on a schedule of
     their epochs (or `schedules`), but those `running`."""
-    from types import SimpleNamespace
-
     from sweep import backend, state
 
     here = backend.machine("float32")
@@ -306,25 +306,32 @@ def _tuner_with_trials(directory, epoch_seconds: dict[str, list[float]], deadlin
     return tuner
 
 
-@pytest.mark.parametrize("epoch_seconds, trained_here, starts",
-                         [(0.5, True, True), (15.0, True, False), (15.0, False, True)])
+@pytest.mark.parametrize("epoch_seconds, trained_here, schedule, starts", [
+    (0.5, True, 2, True), (15.0, True, 2, False), (15.0, False, 2, True),
+    (4.0, True, 1, True), (4.0, True, 9, False),
+])
 def test_a_time_budget_starts_no_trial_that_would_not_end_in_time(
-    tmp_path, epoch_seconds, trained_here, starts
+    tmp_path, epoch_seconds, trained_here, schedule, starts
 ):
-    """10 s of budget left: a search whose trials take 1 s starts the next one, a search whose
-    trials take 30 s stops before it, unless they took 30 s on another machine (a search
-    resumed on a GPU after a CPU, say): then this machine's speed is unknown, and it starts."""
+    """10 s of budget left, after trials that trained their whole 2-epoch schedules: a search
+    whose epochs take 0.5 s starts a 2-epoch trial, one whose epochs take 15 s stops before it,
+    unless they took 15 s on another machine (a search resumed on a GPU after a CPU, say): then
+    this machine's speed is unknown, and it starts. Each trial is judged by its own schedule:
+    at 4 s an epoch, a 1-epoch rung fits, a 9-epoch one does not."""
     import time
 
     ids = ["0", "1"] if trained_here else ["gpu0", "gpu1"]
     tuner = _tuner_with_trials(tmp_path, {t: [epoch_seconds] * 2 for t in ids},
                                deadline=time.monotonic() + 10)
+    values = {"tuner/epochs": schedule}
+    following = SimpleNamespace(trial_id="2", hyperparameters=SimpleNamespace(values=values))
     if starts:
-        tuner.pre_create_trial()
+        tuner.check_time_for(following)
     else:
+        expected = format_duration(epoch_seconds * schedule)
         with pytest.raises(tuner_module.TimeBudgetReached,
-                           match=r"next trial would take about 0m30s here; 0m(09|10)s were left"):
-            tuner.pre_create_trial()
+                           match=rf"trial 2 would take about {expected} here; 0m(09|10)s were"):
+            tuner.check_time_for(following)
 
 
 def test_the_time_left_counts_the_plans_epochs_at_this_machines_typical_epoch(tmp_path):

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import math
+import statistics
 import time
 from pathlib import Path
 
@@ -88,27 +89,41 @@ class SweepTuner:
         )
 
     def pre_create_trial(self):
-        """Start no trial that would not end within the time budget, nor after Ctrl-C.
-
-        A trial is expected to take the ended trials' mean number of epochs at this machine's
-        typical epoch. With none measured here, the trial starts, and stops at an epoch
-        boundary if time runs out."""
-        interrupts.check()
-        if self.deadline is None:
-            return
-        histories = [history for _, history in self.records(ended_only=True)]
-        typical = self.typical_epoch_here(histories)
-        expected = typical * sum(map(len, histories)) / len(histories) if typical else 0.0
-        left = self.deadline - time.monotonic()
-        if expected > left:
-            raise TimeBudgetReached(
-                f"the next trial would take about {format_duration(expected)} here; "
-                f"{format_duration(max(left, 0))} were left")
+        interrupts.check()  # no new trial after Ctrl-C
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
+        self.check_time_for(trial)
         self._event("trial_start", trial=trial.trial_id)
         log.info(f"trial {trial.trial_id} started: {self.describe(trial)}")
+
+    def check_time_for(self, trial) -> None:
+        """Start no trial that would not end within the time budget; it stays the search's next
+        trial, for the next run.
+
+        It is expected to train its own schedule's epochs not yet trained (a rung's few or a
+        full schedule's many), times the share of their schedules the ended trials trained
+        (early stopping ends some sooner), at this machine's typical epoch. With no epoch
+        timed here, the trial starts, and stops at an epoch boundary if time runs out."""
+        if self.deadline is None:
+            return
+        ended = self.records(ended_only=True)
+        typical = self.typical_epoch_here([history for _, history in ended])
+        if not typical:
+            return
+        share = statistics.fmean(
+            min(1.0, len(history) / self.schedule(t)) for t, history in ended) if ended else 1.0
+        done = len(state.read_trial_record(self.trial_dir(trial.trial_id))["history"])
+        expected = typical * max(self.schedule(trial) * share - done, 1)
+        left = self.deadline - time.monotonic()
+        if expected > left:
+            raise TimeBudgetReached(
+                f"trial {trial.trial_id} would take about {format_duration(expected)} here; "
+                f"{format_duration(max(left, 0))} were left")
+
+    def schedule(self, trial) -> int:
+        """The epochs of `trial`'s schedule."""
+        return ranking.trial_epochs(trial.hyperparameters.values, self.settings.max_epochs)
 
     def describe(self, trial) -> str:
         """A new configuration by what differs from the default point; a rung or a finalist by
@@ -305,8 +320,8 @@ class SweepTuner:
     def epochs_behind(self, records: list[tuple[kt_trial.Trial, list[dict]]]) -> int:
         """The plan's epochs the search is past: an ended trial's whole schedule (early stopping
         may have cut it short), an unended one's epochs so far."""
-        return sum(ranking.trial_epochs(t.hyperparameters.values, self.settings.max_epochs)
-                   if t.status in state.ENDED else len(history) for t, history in records)
+        return sum(self.schedule(t) if t.status in state.ENDED else len(history)
+                   for t, history in records)
 
     def plan_time_left(self, anywhere: bool = False) -> tuple[float, float, bool] | None:
         """Seconds of the plan's epochs still ahead at this machine's typical epoch (the time
