@@ -205,6 +205,7 @@ class Search:
         """A standalone .keras model of `trial` (default: the best) with its normalization
         inside, and a sidecar JSON of its trial, hyperparameters, split and scores."""
         trial = str(trial or self.best()["trial"])
+        state.completed_trial_hyperparameters(self._existing(), trial)
         check_rebuildable(self._existing(), [trial])
         backend.import_quietly()  # TensorFlow loads here, once the quick checks passed
         from sweep import models

@@ -80,6 +80,9 @@ def predict_files(model_path: Path, image_paths: list[Path]) -> list[tuple[str, 
 
     if not model_path.is_file():
         raise SweepError(f"No model at {model_path}. Make one with: python -m sweep export")
+    if model_path.suffix != ".keras":
+        raise SweepError(f"{model_path} is not a .keras model (the first argument is the model "
+                         "`python -m sweep export` wrote, then the images).")
     images = []
     for image_path in image_paths:
         try:
@@ -87,7 +90,11 @@ def predict_files(model_path: Path, image_paths: list[Path]) -> list[tuple[str, 
                 images.append(np.asarray(image.convert("RGB").resize((32, 32)), np.uint8))
         except (OSError, UnidentifiedImageError) as e:
             raise SweepError(f"Cannot read image {image_path}: {e}") from None
-    model = keras.saving.load_model(model_path)
+    try:
+        model = keras.saving.load_model(model_path)
+    except (OSError, ValueError) as e:
+        raise SweepError(f"{model_path} is not a model Keras can read ({type(e).__name__}): "
+                         "make one with: python -m sweep export") from None
     probabilities = model.predict(np.stack(images), verbose=0)
     return [
         (str(p), CLASS_NAMES[int(np.argmax(row))], float(np.max(row)))

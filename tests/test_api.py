@@ -108,6 +108,16 @@ def test_api_mistakes_raise_the_project_error(tmp_path):
 def test_predict_errors_are_short(tmp_path):
     missing = run_sweep("predict", "nope.keras", "a.png", cwd=tmp_path)
     assert missing.returncode == 2 and "No model at nope.keras" in missing.stderr
+    from sweep.models import predict_files
+
+    (tmp_path / "junk.keras").write_text("junk")
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    with pytest.raises(SweepError, match=r"junk.keras is not a model Keras can read \("):
+        predict_files(tmp_path / "junk.keras", [tmp_path / "a.png"])
+    with pytest.raises(SweepError, match="a.png is not a .keras model"):  # arguments swapped
+        predict_files(tmp_path / "a.png", [tmp_path / "junk.keras"])
 
 
 @pytest.mark.cifar

@@ -178,6 +178,13 @@ def test_finds_the_only_search_or_asks_for_one(project):
         report.find_project(runs, "missing")
 
 
+def test_an_output_that_is_a_file_is_refused_in_one_line(project, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SweepError, match=r"--output .*notes.txt cannot be the report's folder"):
+        report.write_report(project, tmp_path / "notes.txt", fmt="markdown")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_formats_json_csv_markdown_and_the_progress_plot(project, tmp_path, monkeypatch):
     import io
     import json

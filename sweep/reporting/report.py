@@ -459,7 +459,11 @@ def _write_people_report(project_dir: Path, output: Path, df: pd.DataFrame, reco
                          top: int | None, fmt: str, width: int | None,
                          limits: dict[str, float]) -> tuple[str, list[Path]]:
     """The report folder, each figure rendered once for its PNG file and the page."""
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SweepError(
+            f"--output {output} cannot be the report's folder: {e.strerror}.") from None
     table = ranking_table(df, space_default_point(project_dir)) if not df.empty else df
     shown = table.head(top) if not table.empty else table
     importance = hyperparameter_importance(df)
