@@ -84,10 +84,12 @@ def _definition_options(parser: argparse.ArgumentParser, defaults) -> list[argpa
         help="how the split is drawn: random (the challenge's rule, the default for a new "
              "search) or stratified (every class equally represented in each part); a "
              "resumed search keeps its own")
-    add("--train-size", type=int, default=defaults.train_size)
-    add("--val-size", type=int, default=defaults.val_size)
-    add("--data", help="local CIFAR-10: a cifar-10-batches-py folder or "
-                       "cifar-10-python.tar.gz (default: $SWEEP_DATA, else "
+    add("--train-size", type=int, default=defaults.train_size,
+        help=f"training images of the split (default: {defaults.train_size}, the challenge's)")
+    add("--val-size", type=int, default=defaults.val_size,
+        help=f"validation images of the split (default: {defaults.val_size}, the challenge's)")
+    add("--data", help="local CIFAR-10: a cifar-10-batches-py folder, the folder holding it, "
+                       "or cifar-10-python.tar.gz (default: $SWEEP_DATA, else "
                        "Keras's download cache)")
     add("--precision", choices=PRECISIONS, default=defaults.precision,
         help="training precision (default: auto, the machine's fastest: "

@@ -2,10 +2,12 @@
 
 KerasTuner's public hooks (`run_trial`, `populate_space`, `Oracle`, `Tuner`) do not reach
 everything a crash-safe search needs: atomic state files, a trial that trains on its own
-schedule, an oracle that survives a killed chief. What they do not reach is touched here, and
-only here (a test keeps it so). `check()` runs before every search: if an installed KerasTuner or
-Keras no longer has one of these internals, the search stops with one error that names it and
-the installed version, instead of running on with a guarantee silently gone.
+schedule, an oracle that survives a killed chief. What they do not reach is listed here, and
+private modules are imported only here (a test keeps it so); the tool's oracle and tuner
+subclasses override or read the internals `TOUCHES` names. `check()` runs before every
+search: if an installed KerasTuner or Keras no longer has one of these internals, the search
+stops with one error that names it and the installed version, instead of running on with a
+guarantee silently gone.
 
 Nothing here changes KerasTuner for other code: `quiet_kerastuner` lasts as long as a search,
 and the other touches are overrides in the tool's own subclasses.
@@ -58,6 +60,10 @@ def _oracle():
     return kt.oracles.RandomSearchOracle(objective="val_accuracy", max_trials=1)
 
 
+def _bayesian():
+    return kt.oracles.BayesianOptimizationOracle(objective="val_accuracy", max_trials=1)
+
+
 def _sequential():
     return keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
 
@@ -75,6 +81,12 @@ TOUCHES = (
     Touch("keras-tuner", _oracle, "ongoing_trials", "a killed chief never re-runs an ended trial"),
     Touch("keras-tuner", _oracle, "_retry_queue", "a silent worker's trial goes to another"),
     Touch("keras-tuner", _oracle, "tuner_ids", "the workers a chief has seen"),
+    Touch("keras-tuner", lambda: kt.oracles.BayesianOptimizationOracle, "_vectorize_trials",
+          "the Gaussian process fits only trials with a score of their own"),
+    Touch("keras-tuner", lambda: kt.oracles.BayesianOptimizationOracle, "_nonfixed_space",
+          "the Gaussian process fits only trials with a score of their own"),
+    Touch("keras-tuner", _bayesian, "gpr", "the Gaussian process fits only trials with a score "
+          "of their own"),
     Touch("keras-tuner", lambda: kt.Tuner, "_build_and_fit_model", "the tool's own trial"),
     Touch("keras-tuner", lambda: kt.Tuner, "_build_hypermodel", "each trial seeded by its values"),
     Touch("keras-tuner", lambda: kt.Tuner, "_try_build", "each trial seeded by its values"),

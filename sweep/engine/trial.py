@@ -35,7 +35,6 @@ BACKUP_DIR = "backup"
 # the trial's inference throughput at batch 256 (`inference_latency`).
 VALIDATION_BATCH = 256
 TENSORBOARD_DIR = "tensorboard"
-# KerasTuner's name for a trial's best weights.
 
 
 @dataclass(frozen=True)
