@@ -79,8 +79,9 @@ class Training:
     """Training choices: optimizer, learning rate, weight decay, batch size, label smoothing.
 
     The learning rate warms up linearly for two epochs, then follows a cosine decay to zero at
-    the end of the trial's own schedule (`--max-epochs`, or a rung's share of it): measured on the 5k/5k split, AdamW + warmup/cosine + label
-    smoothing 0.1 took the plain BN CNN from the challenge's 66.7 % to 68.2 %.
+    the end of the trial's own schedule (`--max-epochs`, or a rung's share of it): measured on
+    the 5k/5k split, AdamW + warmup/cosine + label smoothing 0.1 took the plain BN CNN from the
+    challenge's 66.7 % to 68.2 %.
     """
 
     optimizer: Choice = Choice(("adamw", "adam", "sgd"), "adamw")
