@@ -133,8 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     shared = _definition_options(run, defaults)
     run.add_argument("--time-budget", metavar="DURATION",
                      help="stop this run after e.g. 45m, 3h or 1h30m: no trial is started that "
-                          "would not end in time (by the mean trial so far), a running trial "
-                          "stops at an epoch boundary; run again to continue")
+                          "would not end in time (its own schedule at this machine's typical "
+                          "epoch), a running trial stops at an epoch boundary; run again to "
+                          "continue")
     run.add_argument("--tensorboard", action="store_true",
                      help="also write TensorBoard logs per trial (runs/<project>/trial_*/"
                           "tensorboard; browse with: tensorboard --logdir runs/<project>)")

@@ -178,6 +178,26 @@ def test_finds_the_only_search_or_asks_for_one(project):
         report.find_project(runs, "missing")
 
 
+def test_unreadable_records_are_shown_even_when_no_trial_can_be_read(project, tmp_path):
+    (project / "trial_1" / state.TRIAL_RECORD_FILE).write_text("{}")  # no history
+    df = report.load_trials(project).set_index("trial")
+    assert df.loc["1", "status"] == "UNREADABLE" and df.loc["0", "rank"] == 1
+    for trial_file in project.glob(f"trial_*/{state.TRIAL_FILE}"):
+        trial_file.write_text("{broken")
+    assert set(report.load_trials(project)["status"]) == {"UNREADABLE"}
+    text, _ = report.write_report(project, tmp_path / "out", fmt="markdown")
+    assert "UNREADABLE" in text
+
+
+def test_a_report_folder_keeps_no_figure_of_an_earlier_report(project, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "split_study.png").write_bytes(b"an earlier search's study")  # none in this one
+    _, written = report.write_report(project, out, fmt="markdown")
+    assert not (out / "split_study.png").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written)
+
+
 def test_an_output_that_is_a_file_is_refused_in_one_line(project, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(SweepError, match=r"--output .*notes.txt cannot be the report's folder"):
@@ -340,6 +360,7 @@ def test_pareto_fronts_and_the_best_trial_within_limits(project, tmp_path):
     assert tradeoffs.best_within(df, {"params": 4000})["trial"] == "4"
     assert tradeoffs.best_within(df, {"params": 4000, "latency_ms_1": 2.5})["trial"] == "0"
     assert tradeoffs.best_within(df, {"params": 500}) is None
+    assert tradeoffs.limits_line(df.iloc[:0], {"params": 500}) == "no fully trained trial yet"
     fronts = tradeoffs.front_table(df).set_index("trial")["front"].to_dict()
     assert fronts == {"1": "parameters, ms an image (batch 1)", "4": "parameters",
                       "5": "ms an image (batch 1)"}

@@ -78,8 +78,12 @@ def _trial_row(trial_dir: Path, running: bool) -> dict:
         return {"trial": trial_dir.name.removeprefix("trial_"), "status": state.UNREADABLE,
                 "reason": str(e)}
     record_path = trial_dir / state.TRIAL_RECORD_FILE
-    record = state.read_json(record_path) if record_path.exists() else {"history": []}
-    history = record["history"]
+    try:
+        record = state.read_json(record_path) if record_path.exists() else {"history": []}
+        history = record["history"]
+    except (SweepError, KeyError, TypeError):
+        return {"trial": trial["trial_id"], "status": state.UNREADABLE,
+                "reason": f"{record_path} is unreadable"}
     best = state.best_epoch(history) or {}
     status = trial["status"]
     if status in (state.RUNNING, state.IDLE):
@@ -122,6 +126,8 @@ def load_trials(project_dir: Path) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=None if rows else SUMMARY_COLUMNS)
     if df.empty:
         return df
+    # Every column a ranking reads, even where no trial could be read.
+    df = df.reindex(columns=[*df.columns, *(c for c in SUMMARY_COLUMNS if c not in df.columns)])
     evaluated = latest_evaluations(project_dir)
     df["test_accuracy"] = [evaluated.get(t, {}).get("test_accuracy", math.nan) for t in df["trial"]]
     max_epochs = state.read_json(project_dir / state.SETTINGS_FILE)["settings"]["max_epochs"]
@@ -480,6 +486,8 @@ def _write_people_report(project_dir: Path, output: Path, df: pd.DataFrame, reco
              "report.html": webpage.render(page), **drawn}
     for name, content in files.items():
         state.atomic_write(output / name, content)
+    for stale in set(CAPTIONS) - set(drawn):  # an earlier report's figure, not this one's
+        (output / stale).unlink(missing_ok=True)
     written = [output / name for name in files]
     if fmt == "markdown":
         return markdown, written

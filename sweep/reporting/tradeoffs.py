@@ -64,8 +64,10 @@ def limits_line(df: pd.DataFrame, limits: dict[str, float]) -> str:
     """The best trial within `limits`, in one line for the report's summary."""
     within = " and ".join(f"{COSTS[cost]} <= {limit:g}" for cost, limit in limits.items())
     best = best_within(df, limits)
-    unmeasured = [COSTS[cost] for cost in limits
-                  if cost not in df or ranking.ranked_rows(df)[cost].isna().all()]
+    trained = ranking.ranked_rows(df)
+    if trained.empty:
+        return "no fully trained trial yet"
+    unmeasured = [COSTS[cost] for cost in limits if cost not in df or trained[cost].isna().all()]
     if best is None and unmeasured:
         return (f"no fully trained trial measured {', '.join(unmeasured)} (this version of sweep "
                 "records it for trials it trains)")
