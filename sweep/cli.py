@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from sweep import interrupts
-from sweep.backend import import_quietly
+from sweep.backend import PRECISIONS, import_quietly
 from sweep.errors import SweepError
 from sweep.state import EVALUATIONS_FILE, SPLITS_FILE
 
@@ -55,7 +55,6 @@ def _search_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 
 def _definition_options(parser: argparse.ArgumentParser, defaults) -> list[argparse.Action]:
     """What defines a search: `run` and `chief` take the same."""
-    from sweep.backend import PRECISIONS
     from sweep.data import SPLIT_KINDS
     from sweep.settings import DEFAULT_TUNER, TUNERS
 
@@ -182,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--tls-cert", metavar="FILE",
                         help="talk TLS to a chief started with --tls-cert, checking its "
                              "certificate against this PEM file (its certificate or its CA's)")
+    worker.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
+                        help="this worker's training precision (default: auto, its machine's "
+                             "fastest; the chief trains nothing, so its own is not used)")
     worker.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
     _search_options(worker)
 
@@ -381,7 +383,8 @@ def _run_locally(args: argparse.Namespace) -> int:
                          "not with --workers (see the README, \"Several processes\").")
     check_settings(_search(args).settings)  # a usage error before any process starts
     worker_args = ["--dir", args.directory, *(["--project", args.project] if args.project else []),
-                   *(["--data", args.data] if args.data else []), *(["-q"] if args.quiet else [])]
+                   *(["--data", args.data] if args.data else []), "--precision", args.precision,
+                   *(["-q"] if args.quiet else [])]
 
     def work() -> int:
         with log.lines_to(_say):
@@ -421,7 +424,8 @@ def _worker(args: argparse.Namespace) -> int:
     def work():
         with log.lines_to(_say):
             run_worker(host, port, worker_id, directory=args.directory, project=args.project,
-                       data=args.data, wait=wait, chief_certificate=certificate, quiet=args.quiet)
+                       data=args.data, wait=wait, chief_certificate=certificate, quiet=args.quiet,
+                       precision=args.precision)
 
     return _until_interrupted(
         work,

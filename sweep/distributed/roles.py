@@ -225,20 +225,23 @@ def run_chief(settings: SearchSettings, *, port: int, host: str = "0.0.0.0",
         timer = CallTimer()
         token_check = TokenCheck(cluster.write_token(project_dir))
         ended_before = tuner.ended_trials()
-        server = start_server(tuner, host, port, [token_check, timer], tls)
+        # The chief file first: a worker that reaches the port finds the search it names.
         heartbeat = cluster.Heartbeat(cluster.chief_path(project_dir), port=port,
                                       worker_timeout=worker_timeout)
         heartbeat.start()
-        with_tls = f" --tls-cert {tls.cert_path}" if tls else ""
-        log.info(f"chief serving on {host}:{port}{' (TLS)' if tls else ''}. Start workers "
-                 f"with: python -m sweep worker --chief {socket.gethostname()}:{port} "
-                 f"--dir {settings.directory}{with_tls}")
         try:
-            with compat.quiet_kerastuner():
-                serve_until_done(tuner, cluster.SilenceWatch(project_dir), worker_timeout)
+            server = start_server(tuner, host, port, [token_check, timer], tls)
+            with_tls = f" --tls-cert {tls.cert_path}" if tls else ""
+            log.info(f"chief serving on {host}:{port}{' (TLS)' if tls else ''}. Start workers "
+                     f"with: python -m sweep worker --chief {socket.gethostname()}:{port} "
+                     f"--dir {settings.directory}{with_tls}")
+            try:
+                with compat.quiet_kerastuner():
+                    serve_until_done(tuner, cluster.SilenceWatch(project_dir), worker_timeout)
+            finally:
+                server.stop(grace=2)
         finally:
             heartbeat.stop()
-            server.stop(grace=2)
         log.info(timer.summary(tuner.ended_trials() - ended_before))
         if token_check.refused:
             log.info(token_check.summary())
@@ -365,9 +368,24 @@ def check_worker_matches(project_dir: Path, settings: SearchSettings,
         )
 
 
+def _prepared_worker(project_dir: Path, worker_id: str, data: str | None, quiet: bool,
+                     precision: str) -> tuner_module.SweepTuner:
+    """The worker's tuner, once its space, data and split are checked against the search's."""
+    settings = search_module.recorded_settings(project_dir)
+    settings.data, settings.quiet = data, quiet
+    space = spaces.load(settings.space)
+    backend.import_quietly()
+    settings.precision = backend.choose_precision(precision)  # auto: this machine's fastest
+    hypermodel.check_space(space, settings)
+    split, _ = search_module.load_split(settings)
+    check_worker_matches(project_dir, settings, split)
+    return tuner_module.make_tuner(settings, space, split, worker=worker_id)
+
+
 def run_worker(host: str, port: int, worker_id: str, *, directory: str = "runs",
                project: str | None = None, data: str | None = None, wait: float = 1800.0,
-               chief_certificate: bytes | None = None, quiet: bool = False) -> int:
+               chief_certificate: bytes | None = None, quiet: bool = False,
+               precision: str = "auto") -> int:
     """Train the trials the chief at `host:port` hands out until it says the search is done;
     over TLS if `chief_certificate` is given (`cluster.read_chief_certificate`).
 
@@ -380,23 +398,16 @@ def run_worker(host: str, port: int, worker_id: str, *, directory: str = "runs",
         token()  # unreadable: say so now, not after loading TensorFlow and the data
         chief = cluster.read_heartbeat(cluster.chief_path(project_dir))
         cluster.check_worker_id_free(project_dir, worker_id, chief["worker_timeout"])
-        settings = search_module.recorded_settings(project_dir)
-        settings.data, settings.quiet = data, quiet
-        space = spaces.load(settings.space)
-        backend.import_quietly()
-        settings.precision = backend.choose_precision(settings.precision)  # this machine's fastest
-        hypermodel.check_space(space, settings)
-        split, _ = search_module.load_split(settings)
-        check_worker_matches(project_dir, settings, split)
-
+        # The id is claimed at once, not after the slow set-up below: a second worker started
+        # meanwhile under the same id (the host name, by default) is refused.
         heartbeat = cluster.Heartbeat(cluster.worker_path(project_dir, worker_id), id=worker_id)
         heartbeat.start()
-        use_keras_tuner_cluster(host, port, worker_id)
-        compat.set_client_timeout(wait)  # each call waits this long for a chief that went away
-        tuner = tuner_module.make_tuner(settings, space, split, worker=worker_id)
-        tuner.oracle = WorkerClient(compat.local_oracle(tuner.oracle), channel, token, wait)
-        log.info(f"worker {worker_id} joined {project_dir} (chief {address})")
         try:
+            use_keras_tuner_cluster(host, port, worker_id)  # before the tuner: it reads them
+            tuner = _prepared_worker(project_dir, worker_id, data, quiet, precision)
+            compat.set_client_timeout(wait)  # each call waits this long for a chief gone away
+            tuner.oracle = WorkerClient(compat.local_oracle(tuner.oracle), channel, token, wait)
+            log.info(f"worker {worker_id} joined {project_dir} (chief {address})")
             with compat.quiet_kerastuner():
                 tuner.search(verbose=0)
         except grpc.RpcError as e:
