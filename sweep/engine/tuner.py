@@ -280,7 +280,7 @@ class SweepTuner:
     def plan_line(self) -> str:
         """What the search will train, in epochs: the measure of its cost on any machine."""
         s, finalists = self.settings, self.settings.finalists_used
-        searched = self.oracle.search_slots()
+        searched = s.max_trials - ranking.REPLICAS * finalists
         if s.tuner == "halving":
             steps = ", ".join(f"{counted(n, 'configuration')} on {counted(e, 'epoch')}"
                               for n, e in halving_plan(searched, finalists, s.max_epochs))
@@ -298,14 +298,14 @@ class SweepTuner:
         """Epochs the whole search trains (at most, where early stopping may cut trials);
         None for Hyperband, whose trial lengths depend on where --max-trials cuts it."""
         s, finalists = self.settings, self.settings.finalists_used
-        searched = self.oracle.search_slots()
+        searched = s.max_trials - ranking.REPLICAS * finalists
         if s.tuner == "hyperband":
             return None
         if s.tuner == "halving":
             search = sum(n * e for n, e in halving_plan(searched, finalists, s.max_epochs))
         else:
             search = searched * s.max_epochs
-        return search + (s.max_trials - searched) * s.max_epochs  # every seed of a finalist
+        return search + ranking.REPLICAS * finalists * s.max_epochs
 
     def records(self, ended_only: bool = False) -> list[tuple[kt_trial.Trial, list[dict]]]:
         """Each trial of the search (or each ended one) with the epochs it recorded."""
