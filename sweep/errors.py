@@ -15,3 +15,12 @@ class TimeBudgetReached(BaseException):  # noqa: N818 - a signal, not an error
     A BaseException, like KeyboardInterrupt, so that KerasTuner does not catch it and mark the
     trial failed: the trial stays RUNNING on disk and the next run continues it.
     """
+
+
+class TrialTakenAway(BaseException):  # noqa: N818 - a signal, not an error
+    """A distributed worker's trial was handed to another worker while this one was silent (a
+    frozen process, a sleeping laptop, a network cut): it stops before writing anything more to
+    the trial's folder, which the other now trains in, and asks the chief for another trial.
+
+    A BaseException, so that KerasTuner does not mark the trial failed.
+    """

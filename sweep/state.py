@@ -250,6 +250,17 @@ class SearchLock:
         self._file.close()
 
 
+def holds_trial(project_dir: Path, worker: str, trial_id: str) -> bool:
+    """Whether the chief still counts `trial_id` as `worker`'s, by KerasTuner's `oracle.json`
+    (the chief saves it whenever it hands a trial out or takes one back). Where that file
+    cannot be read, yes: a worker is not stopped on a doubt."""
+    try:
+        ongoing = read_json(project_dir / ORACLE_FILE).get("ongoing_trials", {})
+    except SweepError:
+        return True
+    return ongoing.get(worker) == trial_id
+
+
 def completed_trial_hyperparameters(project_dir: Path, trial_id: str) -> dict:
     """The hyperparameters (KerasTuner's config of them) of a completed trial; a `SweepError`
     for a trial that does not exist or did not complete."""

@@ -152,8 +152,10 @@ def test_chief_and_two_workers_run_each_trial_once_and_exit(
 
 def test_killed_workers_lose_no_trial_and_the_search_ends(real_cifar_train_only, tmp_path):
     """w1 is SIGKILLed mid-trial and restarted under its id: it takes its trial back. w2 is
-    SIGKILLed mid-trial for good: after the timeout its trial goes to w1. Both trials continue
-    from their last backed-up epoch; the chief ends (KerasTuner's would poll forever, #12)."""
+    frozen mid-trial (SIGSTOP): after the timeout its trial goes to w1. Both trials continue
+    from their last backed-up epoch; the chief ends (KerasTuner's would poll forever, #12).
+    Woken up (SIGCONT), w2 leaves the trial it lost before writing to its folder again, and
+    trains on."""
     port = free_port()
     # 30 s: a restarted worker loads TensorFlow and checks the space's models before its first
     # heartbeat: over 15 s, it seems, on a 2-core machine in its slow mode (this test failed
@@ -170,14 +172,17 @@ def test_killed_workers_lose_no_trial_and_the_search_ends(real_cifar_train_only,
     taken_back = mid_trial(w1, project, "w1", signal.SIGKILL)
     w1.wait(timeout=60)
     w1 = start_worker(real_cifar_train_only, port, "w1", tmp_path)
-    w2.send_signal(signal.SIGKILL)
-    w2.wait(timeout=60)
+    wait_for(chief, lambda: cluster.ongoing_trials(project).get("w1") == orphan
+             or trial_ends(project)[orphan])  # w1 has it: w2 cannot take it back from the queue
+    w2.send_signal(signal.SIGCONT)
+    woken = finish(w2)
     finish(w1)
     chief_output = finish(chief)
 
     assert_every_trial_ended_once(project, 4)
     assert f"worker w1 is back: it continues trial {taken_back}" in chief_output
     assert "worker w2 silent for" in chief_output and f"trial {orphan} goes back" in chief_output
+    assert f"trial {orphan} was handed to another worker while this one was silent" in woken
     starts = train_starts(project)
     for trial_id in (taken_back, orphan):
         assert [epoch for t, epoch in starts if t == trial_id][-1] >= 1, starts

@@ -90,3 +90,13 @@ def test_best_epoch_and_failure_reason():
     assert state.best_epoch([]) is None
     message = "Traceback (most recent call last):\n  ...\nFailedTrialError: loss became nan\n"
     assert state.failure_reason(message) == "loss became nan"
+
+
+def test_a_worker_holds_its_trial_until_the_chief_hands_it_on(tmp_path):
+    assert state.holds_trial(tmp_path, "w1", "3")  # no oracle.json yet: no doubt cast
+    state.write_json(tmp_path / state.ORACLE_FILE, {"ongoing_trials": {"w1": "3", "w2": "4"}})
+    assert state.holds_trial(tmp_path, "w1", "3")
+    state.write_json(tmp_path / state.ORACLE_FILE, {"ongoing_trials": {"w2": "3"}})
+    assert not state.holds_trial(tmp_path, "w1", "3")
+    (tmp_path / state.ORACLE_FILE).write_text('{"ongoing_tr')  # mid-write elsewhere: a doubt
+    assert state.holds_trial(tmp_path, "w1", "3")

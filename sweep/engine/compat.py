@@ -88,6 +88,8 @@ TOUCHES = (
     Touch("keras-tuner", _bayesian, "gpr", "the Gaussian process fits only trials with a score "
           "of their own"),
     Touch("keras-tuner", lambda: kt.Tuner, "_build_and_fit_model", "the tool's own trial"),
+    Touch("keras-tuner", lambda: kt.Tuner, "_try_run_and_update_trial",
+          "a worker's trial handed to another is neither failed nor ended"),
     Touch("keras-tuner", lambda: kt.Tuner, "_build_hypermodel", "each trial seeded by its values"),
     Touch("keras-tuner", lambda: kt.Tuner, "_try_build", "each trial seeded by its values"),
     Touch("keras-tuner", lambda: kt.Tuner, "_get_tuner_fname", "tuner file written atomically"),

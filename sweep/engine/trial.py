@@ -25,7 +25,7 @@ from keras_tuner import errors as kt_errors
 from sweep import backend, interrupts, state
 from sweep.data import Split
 from sweep.engine import compat
-from sweep.errors import TimeBudgetReached
+from sweep.errors import TimeBudgetReached, TrialTakenAway
 from sweep.settings import format_duration
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,9 @@ class EpochRecorder(keras.callbacks.Callback):
         self._epoch_start = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.worker and not state.holds_trial(self.trial_dir.parent, self.worker,
+                                                 self.trial_id):
+            raise TrialTakenAway()  # before this epoch writes anything: the folder is another's
         logs = {k: float(v) for k, v in (logs or {}).items()}
         seconds = time.monotonic() - self._epoch_start
         best_before = state.best_epoch(self.record["history"])

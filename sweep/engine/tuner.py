@@ -22,7 +22,7 @@ from sweep.engine import compat
 from sweep.engine import trial as trial_module
 from sweep.engine.hypermodel import SpaceHyperModel, training_task
 from sweep.engine.oracles import counted, default_values, halving_plan, make_oracle, runs_of
-from sweep.errors import SweepError, TimeBudgetReached
+from sweep.errors import SweepError, TimeBudgetReached, TrialTakenAway
 from sweep.settings import SearchOutcome, SearchSettings, format_duration, report_command
 from sweep.spaces import Space
 
@@ -48,6 +48,7 @@ class SweepTuner:
         self.progress = progress
         self.worker = worker  # this process's id in a distributed search, else None
         self.ended_here = 0  # trials this process ended
+        self.taken_away: str | None = None  # a worker's last trial handed to another
         self.started = time.monotonic()
         self.deadline = self.started + settings.time_budget if settings.time_budget else None
         self.plan_timed = False  # said how long the plan takes on this machine
@@ -142,7 +143,19 @@ class SweepTuner:
                     f"{values[ranking.REPLICA_KEY] + 1} of {ranking.REPLICAS + 1}")
         return f"trial {first}'s configuration on {epochs} epochs"
 
+    def _try_run_and_update_trial(self, trial, *args, **kwargs):
+        try:
+            super()._try_run_and_update_trial(trial, *args, **kwargs)
+        except TrialTakenAway:
+            self.taken_away = trial.trial_id
+
     def on_trial_end(self, trial):
+        if self.taken_away == trial.trial_id:
+            # Neither ended nor its backup discarded: the worker that has it now trains on.
+            self.taken_away = None
+            log.info(f"trial {trial.trial_id} was handed to another worker while this one was "
+                     "silent: this worker leaves it and asks for another")
+            return
         super().on_trial_end(trial)
         self.ended_here += 1
         self._event("trial_end", trial=trial.trial_id, status=trial.status)
