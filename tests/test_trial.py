@@ -160,6 +160,25 @@ class _StepCounter(keras.callbacks.Callback):
         self.counts.append(int(self.model.optimizer.iterations))
 
 
+def test_a_net_that_predicts_the_same_for_every_image_stops_after_five_such_epochs(tmp_path):
+    """Zero weights: a uniform guess, loss ln 10, whatever it is shown (a dead net)."""
+    dead = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                             keras.layers.Dense(10, "softmax", kernel_initializer="zeros")])
+    dead.compile(optimizer=keras.optimizers.SGD(0.0), loss="categorical_crossentropy",
+                 metrics=["accuracy"])
+    x = np.random.default_rng(0).normal(size=(60, 8, 8, 3)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[np.arange(60) % 10]  # every class alike: 10 % at chance
+    lines = []
+    _fit(dead, tmp_path, epochs=20, lines=lines, data=trial_module.TrainingData(x, y, x, y))
+    history = state.read_json(tmp_path / state.TRIAL_RECORD_FILE)["history"]
+    stops_after = trial_module.EPOCHS_BEFORE_COLLAPSE_COUNTS + trial_module.COLLAPSED_EPOCHS
+    assert len(history) == stops_after
+    assert "trial 0 stopped: for 5 epochs it has predicted the same for every image" in lines[-1]
+    assert not trial_module.collapsed(history[:-1], 10)  # one epoch fewer: not yet
+    learning = [{**e, "loss": 1.9, "accuracy": 0.3} for e in history]
+    assert not trial_module.collapsed(learning, 10)
+
+
 def test_a_resumed_fit_restores_the_optimizer_and_its_schedule(tmp_path):
     """The learning-rate schedule follows the optimizer's step count: a resume that restored
     only the weights would restart the warmup. (Counted during training: when `fit` returns,

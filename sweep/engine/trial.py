@@ -35,6 +35,10 @@ BACKUP_DIR = "backup"
 # the trial's inference throughput at batch 256 (`inference_latency`).
 VALIDATION_BATCH = 256
 TENSORBOARD_DIR = "tensorboard"
+# A net that predicts the same for every image for this many epochs stops (`collapsed`); its
+# first epochs do not count: a learning-rate warm-up may hold a net near a uniform guess.
+COLLAPSED_EPOCHS = 5
+EPOCHS_BEFORE_COLLAPSE_COUNTS = 2
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,11 @@ class EpochRecorder(keras.callbacks.Callback):
         if not math.isfinite(loss):
             self.non_finite = f"loss became {loss} at epoch {epoch + 1}"
             self.model.stop_training = True
+        elif collapsed(self.record["history"], self.model.output_shape[-1]):
+            self._line(f"  trial {self.trial_id} stopped: for {COLLAPSED_EPOCHS} epochs it has "
+                       "predicted the same for every image (loss ln(classes), accuracy at "
+                       "chance), which such a net does not recover from")
+            self.model.stop_training = True
 
     def _save_best_weights(self):
         """The best epoch's weights, whole or not at all (KerasTuner's own writes in place)."""
@@ -208,6 +217,20 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         for old in folder.glob("*.weights.h5"):
             if old.name != name:
                 old.unlink()
+
+
+def collapsed(history: list[dict], num_classes: int) -> bool:
+    """Whether the last COLLAPSED_EPOCHS epochs, after the first ones, all had the training loss
+    of a uniform guess (ln of the classes, label smoothing or not) and accuracy at chance: a
+    dead net. In the reference search, plain nets of 9 and 12 convolutions without batch
+    normalisation sat there from their second or third epoch on (trial 09: loss 2.302 and
+    10.5 % for 27 epochs), and patience, which waits for the schedule's second half, let them
+    run 29 epochs for nothing."""
+    last = [e for e in history if e["epoch"] >= EPOCHS_BEFORE_COLLAPSE_COUNTS]
+    uniform = math.log(num_classes)
+    return len(last) >= COLLAPSED_EPOCHS and all(
+        abs(e.get("loss", math.nan) - uniform) < 0.01
+        and e.get("accuracy", 1.0) < 1.5 / num_classes for e in last[-COLLAPSED_EPOCHS:])
 
 
 def patience_starts(epochs: int) -> int:
