@@ -322,6 +322,12 @@ def test_tls_chief_serves_a_tls_worker_and_no_plain_client(
         call, request = stranger_calls(plain)[0]
         assert refusal_code(call, request, token) == grpc.StatusCode.UNAVAILABLE
 
+    plain_worker = start_worker(real_cifar_train_only, port, "w0", tmp_path)
+    plain_output = plain_worker.communicate(timeout=EXIT_TIMEOUT)[0]
+    assert plain_worker.returncode == 2, plain_output  # at once, not after its --wait
+    assert (f"Something listens at 127.0.0.1:{port} but does not answer as a chief: chief and "
+            "worker use TLS both or neither") in plain_output
+
     worker = start_worker(real_cifar_train_only, port, "w1", tmp_path, "--tls-cert", str(cert))
     assert "the search is done" in finish(worker)
     chief_output = finish(chief)

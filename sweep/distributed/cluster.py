@@ -135,6 +135,15 @@ class SilenceWatch:
         return now - previous[1]
 
 
+def port_open(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections at host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def parse_address(text: str) -> tuple[str, int]:
     """'HOST:PORT' -> (host, port), with a clear error for anything else."""
     host, _, port = text.rpartition(":")

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
 GRPC_THREADS = 8  # KerasTuner's chief serves one call at a time; its oracle is locked anyway
 IDLE_RETRY_SECONDS = 1.0  # Hyperband answers IDLE while a bracket waits: ask again, not at once
+# A port that accepts connections but no gRPC handshake for this long is not the chief.
+MISMATCH_SECONDS = 15.0
 TOKEN_METADATA = "sweep-token"  # the call metadata that carries the chief's token
 # A restarted chief's new token may reach a worker's view of a network filesystem a little after
 # the chief itself (attribute caches): a refused worker reads the token again for this long.
@@ -323,21 +325,36 @@ def chief_channel(host: str, port: int, chief_certificate: bytes | None) -> grpc
     return grpc.secure_channel(address, credentials)
 
 
-def wait_for_chief(channel: grpc.Channel, address: str, wait: float) -> None:
-    """Block until the chief answers (it may still be loading data: keras-tuner#990)."""
+def wait_for_chief(channel: grpc.Channel, host: str, port: int, wait: float) -> None:
+    """Block until the chief answers (it may not be started yet, or be restarting).
+
+    Something that accepts connections on the port yet never completes gRPC's handshake for
+    MISMATCH_SECONDS is not this worker's chief: TLS on one side only, a certificate that does
+    not vouch for the chief, or another service; waiting the whole of `wait` would not help."""
+    address = f"{host}:{port}"
+    ready = grpc.channel_ready_future(channel)
     try:
-        grpc.channel_ready_future(channel).result(timeout=1)
+        ready.result(timeout=1)
         return
     except grpc.FutureTimeoutError:
         log.info(f"waiting up to {format_duration(wait)} for the chief at {address}")
-    try:
-        grpc.channel_ready_future(channel).result(timeout=wait)
-    except grpc.FutureTimeoutError:
-        raise SweepError(
-            f"No chief answered at {address} within {format_duration(wait)}. "
-            "Start it with: python -m sweep chief --port PORT ... (or check HOST:PORT, and "
-            "--tls-cert: chief and worker use TLS both or neither)."
-        ) from None
+    deadline, listening_since = time.monotonic() + wait, None
+    while True:
+        try:
+            ready.result(timeout=1)
+            return
+        except grpc.FutureTimeoutError:
+            now = time.monotonic()
+        listening_since = (listening_since or now) if cluster.port_open(host, port) else None
+        if listening_since is not None and now - listening_since > MISMATCH_SECONDS:
+            raise SweepError(
+                f"Something listens at {address} but does not answer as a chief: chief and "
+                "worker use TLS both or neither (--tls-cert), with a certificate that names "
+                f"{host}; or another program has that port.")
+        if now > deadline:
+            raise SweepError(
+                f"No chief answered at {address} within {format_duration(wait)}. Start it "
+                "with: python -m sweep chief --port PORT ... (or check HOST:PORT).")
 
 
 def chief_failure(error: grpc.RpcError, address: str, project_dir: Path) -> SweepError:
@@ -392,7 +409,7 @@ def run_worker(host: str, port: int, worker_id: str, *, directory: str = "runs",
     Returns the number of trials this worker ended."""
     address = f"{host}:{port}"
     with chief_channel(host, port, chief_certificate) as channel:
-        wait_for_chief(channel, address, wait)
+        wait_for_chief(channel, host, port, wait)
         project_dir = cluster.find_project(Path(directory), port, project)
         token = functools.partial(cluster.read_token, project_dir)
         token()  # unreadable: say so now, not after loading TensorFlow and the data
