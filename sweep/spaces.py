@@ -289,11 +289,16 @@ def allows(entry, value) -> bool:
 def _on_a_step(value: float, config: dict) -> bool:
     """Whether `value` is a whole number of steps from the minimum (steps multiply on a log
     scale, as KerasTuner samples them)."""
-    step, low = config.get("step"), config["min_value"]
+    step, low, high = config.get("step"), config["min_value"], config["max_value"]
     if not step:
         return True
-    steps = (math.log(value / low) / math.log(step) if config.get("sampling") == "log"
-             else (value - low) / step)
+    sampling = config.get("sampling")
+    if sampling == "log":
+        steps = math.log(value / low) / math.log(step)
+    elif sampling == "reverse_log":  # KerasTuner's values: high + low - low * step**i
+        steps = math.log((high + low - value) / low) / math.log(step) if value < high else 0
+    else:
+        steps = (value - low) / step
     return math.isclose(steps, round(steps), abs_tol=1e-6)
 
 

@@ -241,3 +241,16 @@ def test_a_search_recorded_with_the_whole_text_hash_of_unchanged_code_still_matc
     assert spaces.code_matches(str(space), spaces.source_hash(str(space)))
     space.write_text('"""A space, measured."""\nWIDTH = 8\n')
     assert not spaces.code_matches(str(space), whole_text)  # the old hash saw every byte
+
+
+def test_a_value_is_allowed_on_its_hyperparameters_steps_as_keras_tuner_samples_them():
+    hp = kt.HyperParameters()
+    hp.Float("rate", 0.1, 0.5, step=0.05)
+    hp.Int("width", 16, 256, step=2, sampling="log")
+    hp.Int("units", 1, 64, step=2, sampling="reverse_log")
+    linear, log, reverse_log = hp.space
+    assert spaces.allows(linear, 0.35) and not spaces.allows(linear, 0.17)
+    assert [v for v in range(1, 300) if spaces.allows(log, v)] == [16, 32, 64, 128, 256]
+    assert [v for v in range(1, 65) if spaces.allows(reverse_log, v)] == [1, 33, 49, 57, 61,
+                                                                         63, 64]
+    assert not spaces.allows(log, 32.0)  # an integer's hyperparameter takes integers

@@ -204,13 +204,32 @@ def test_an_extended_halving_search_trains_nothing_twice_and_reseeds_its_new_bes
     assert all(more) and _run_one(extended, new_first) is None  # exactly --max-trials
     trained = _schedules(first + more)
     assert len(set(trained)) == len(trained)  # no configuration on the same schedule twice
-    # The plan for 16 searched trials (20, less the old best's seeds and the new best's): 10
-    # screened on 1 epoch, 4 on 3 or more, 2 or more on 9; then the new best's two seeds.
-    searched = [epochs for _, epochs, seed in trained if seed is None]
-    assert (searched.count(1), searched.count(3), searched.count(9)) == (10, 2, 4)
+    # The new configurations are screened and promoted; the best of them, fully trained, is
+    # reseeded in the slots left (here one: the plan for 18 searched trials ran to its end).
     new_best = more[-1]["learning_rate"]
-    assert new_best != old_best and [t.get("tuner/replica") for t in more[-2:]] == [1, 2]
-    assert {t["learning_rate"] for t in more[-2:]} == {new_best}
+    assert new_best != old_best and more[-1].get("tuner/replica") == 1
+    assert (new_best, 9, None) in trained
+
+
+def test_slots_given_back_to_a_halving_search_go_up_its_rungs(tmp_path):
+    """20 trials, 2 finalists: both fully trained trials fail, so nothing is there to reseed:
+    the 4 seed slots go to the search's plan (as laid out for 16 searched trials), which
+    promotes the next best screened configurations to the whole schedule."""
+    oracle = _halving(tmp_path, max_trials=20, finalists=2)
+    ran = []
+    while (trial := oracle.create_trial("w1")).status == "RUNNING":
+        values = dict(trial.hyperparameters.values)
+        ran.append(values)
+        if values["tuner/epochs"] == 9 and len([v for v in ran if v["tuner/epochs"] == 9]) <= 2:
+            trial.status = "FAILED"
+        else:
+            oracle.update_trial(trial.trial_id, {"val_accuracy": _lr_score(values)})
+            trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    assert len(ran) == 20
+    # The last slot, after the one configuration left to reseed had its seeds, promotes the
+    # next best screened configuration to the whole schedule; none is screened anew.
+    assert ran[-1]["tuner/epochs"] == 9 and "tuner/replica" not in ran[-1]
 
 
 def test_slots_left_by_too_few_fully_trained_configurations_go_back_to_the_search(tmp_path):

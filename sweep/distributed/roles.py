@@ -53,6 +53,10 @@ GRPC_THREADS = 8  # KerasTuner's chief serves one call at a time; its oracle is 
 IDLE_RETRY_SECONDS = 1.0  # Hyperband answers IDLE while a bracket waits: ask again, not at once
 # A port that accepts connections but no gRPC handshake for this long is not the chief.
 MISMATCH_SECONDS = 15.0
+# gRPC waits ever longer between tries to connect (up to 2 minutes): a worker started well before
+# its chief would try again long after the port opened, and be taken for a mismatch.
+RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 1000),
+                     ("grpc.max_reconnect_backoff_ms", 5000)]
 TOKEN_METADATA = "sweep-token"  # the call metadata that carries the chief's token
 # A restarted chief's new token may reach a worker's view of a network filesystem a little after
 # the chief itself (attribute caches): a refused worker reads the token again for this long.
@@ -320,9 +324,9 @@ def chief_channel(host: str, port: int, chief_certificate: bytes | None) -> grpc
     (its certificate or its CA's) vouches for, if given; else plain."""
     address = f"{host}:{port}"
     if chief_certificate is None:
-        return grpc.insecure_channel(address)
+        return grpc.insecure_channel(address, options=RECONNECT_OPTIONS)
     credentials = grpc.ssl_channel_credentials(root_certificates=chief_certificate)
-    return grpc.secure_channel(address, credentials)
+    return grpc.secure_channel(address, credentials, options=RECONNECT_OPTIONS)
 
 
 def wait_for_chief(channel: grpc.Channel, host: str, port: int, wait: float) -> None:

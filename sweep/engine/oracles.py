@@ -220,6 +220,34 @@ def runs_of(trials) -> list[ranking.Run]:
             for t in trials]
 
 
+def searched_trials(trials) -> list:
+    """The trials a search proposed: all but finalists' seeds."""
+    return [t for t in trials if ranking.REPLICA_KEY not in t.hyperparameters.values]
+
+
+def finalist_keys(trials, finalists: int, max_epochs: int) -> list[str]:
+    """The `config_key`s of the best `finalists` fully trained configurations, best first, by
+    the score of their searched trial: their seeds do not move them (the report ranks
+    configurations with more seeds first, which would keep an extended search's former
+    finalists ahead of any configuration it finds)."""
+    chosen: list[str] = []
+    for ranked in ranking.rank(runs_of(searched_trials(trials)), max_epochs):
+        key = ranking.config_key(ranked.run.values)
+        if key not in chosen:
+            chosen.append(key)
+    return chosen[:finalists]
+
+
+def planned_searches(trials, max_trials: int, finalists: int, max_epochs: int) -> int:
+    """The trials a search plans to propose: all but its finalists' seeds, and but the seeds
+    already run on configurations no longer among the finalists (a search extended with a
+    larger --max-trials found better ones)."""
+    current = set(finalist_keys(trials, finalists, max_epochs))
+    stale = sum(1 for t in trials if ranking.REPLICA_KEY in t.hyperparameters.values
+                and ranking.config_key(t.hyperparameters.values) not in current)
+    return max_trials - ranking.REPLICAS * finalists - stale
+
+
 def _running(status) -> dict:
     return {"status": kt_trial.TrialStatus.RUNNING, "values": status}
 
@@ -250,29 +278,26 @@ class Finalists:
         return any(t.trial_id in pending for t in trials)
 
     def _searched(self) -> list:
-        return [t for t in self.trials.values()
-                if ranking.REPLICA_KEY not in t.hyperparameters.values]
+        return searched_trials(self.trials.values())
 
     def search_slots(self) -> int:
-        """The trials the search's oracle proposes in all: every slot but the finalists' seeds
-        and the seeds already run, and at least those it has proposed. A search extended with a
-        larger --max-trials after its finalists were reseeded keeps their seeds and keeps room
-        for the seeds of a better configuration it may find."""
+        """The trials the search's oracle proposes before the finalists' seeds: every slot but
+        those seeds and the seeds already run, and at least those it has proposed. A search
+        extended with a larger --max-trials after its finalists were reseeded keeps their seeds
+        and keeps room for the seeds of a better configuration it may find."""
         seeds_run = len(self.trials) - len(self._searched())
         return max(len(self._searched()),
                    self.max_trials - ranking.REPLICAS * self.finalists - seeds_run)
 
+    def plan_slots(self) -> int:
+        """The slots a search's plan (halving's rungs) is laid out over (`planned_searches`):
+        unlike `search_slots`, it does not grow when slots come back to the search (too few
+        fully trained configurations to reseed), which then go up the plan's rungs."""
+        return planned_searches(self.trials.values(), self.max_trials, self.finalists,
+                                self.max_epochs)
+
     def _finalist_keys(self) -> list[str]:
-        """The `config_key`s of the best `finalists` fully trained configurations, best first,
-        by the score of their searched trial: their seeds do not move them (the report ranks
-        configurations with more seeds first, which would keep an extended search's former
-        finalists ahead of any configuration it finds)."""
-        chosen: list[str] = []
-        for ranked in ranking.rank(runs_of(self._searched()), self.max_epochs):
-            key = ranking.config_key(ranked.run.values)
-            if key not in chosen:
-                chosen.append(key)
-        return chosen[: self.finalists]
+        return finalist_keys(self.trials.values(), self.finalists, self.max_epochs)
 
     def _next_replica(self) -> dict | None:
         done = {(ranking.config_key(t.hyperparameters.values),
@@ -353,7 +378,7 @@ class HalvingOracle(kt.oracles.RandomSearchOracle):
         return ranking.trial_epochs(trial.hyperparameters.values, self.max_epochs)
 
     def populate_space(self, trial_id):
-        plan = halving_plan(self.search_slots(), self.finalists, self.max_epochs)
+        plan = halving_plan(self.plan_slots(), self.finalists, self.max_epochs)
         sizes, epochs = [n for n, _ in plan], [e for _, e in plan]
         searched = self._searched()
         on_rung = [[t for t in searched if self._schedule(t) == e] for e in epochs]

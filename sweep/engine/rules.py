@@ -70,9 +70,11 @@ def _layer_rule(layer) -> str | None:
 
 
 def _keras_activations() -> list:
-    """The functions `KERAS_ACTIVATIONS` name, as a layer holds them (a list: a function's
-    identity is what counts, not its name, which a custom one could copy)."""
-    return [keras.activations.get(name) for name in KERAS_ACTIVATIONS]
+    """The functions `KERAS_ACTIVATIONS` name that this Keras has (some came in 3.7), as a
+    layer holds them (a list: a function's identity is what counts, not its name, which a
+    custom one could copy)."""
+    return [getattr(keras.activations, name) for name in KERAS_ACTIVATIONS
+            if hasattr(keras.activations, name)]
 
 
 def _check_graph(model) -> None:

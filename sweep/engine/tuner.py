@@ -21,7 +21,14 @@ from sweep.data import CLASS_NAMES, Split
 from sweep.engine import compat
 from sweep.engine import trial as trial_module
 from sweep.engine.hypermodel import SpaceHyperModel, training_task
-from sweep.engine.oracles import counted, default_values, halving_plan, make_oracle, runs_of
+from sweep.engine.oracles import (
+    counted,
+    default_values,
+    halving_plan,
+    make_oracle,
+    planned_searches,
+    runs_of,
+)
 from sweep.errors import SweepError, TimeBudgetReached, TrialTakenAway
 from sweep.settings import SearchOutcome, SearchSettings, format_duration, report_command
 from sweep.spaces import Space
@@ -112,8 +119,10 @@ class SweepTuner:
         typical = self.typical_epoch_here([history for _, history in ended])
         if not typical:
             return
+        trained = [(t, history) for t, history in ended
+                   if t.status == state.COMPLETED and history]  # not a failure's few epochs
         share = statistics.fmean(
-            min(1.0, len(history) / self.schedule(t)) for t, history in ended) if ended else 1.0
+            min(1.0, len(history) / self.schedule(t)) for t, history in trained) if trained else 1.0
         done = len(state.read_trial_record(self.trial_dir(trial.trial_id))["history"])
         expected = typical * max(self.schedule(trial) * share - done, 1)
         left = self.deadline - time.monotonic()
@@ -293,7 +302,7 @@ class SweepTuner:
     def plan_line(self) -> str:
         """What the search will train, in epochs: the measure of its cost on any machine."""
         s, finalists = self.settings, self.settings.finalists_used
-        searched = s.max_trials - ranking.REPLICAS * finalists
+        searched = self.planned_searches()
         if s.tuner == "halving":
             steps = ", ".join(f"{counted(n, 'configuration')} on {counted(e, 'epoch')}"
                               for n, e in halving_plan(searched, finalists, s.max_epochs))
@@ -311,14 +320,21 @@ class SweepTuner:
         """Epochs the whole search trains (at most, where early stopping may cut trials);
         None for Hyperband, whose trial lengths depend on where --max-trials cuts it."""
         s, finalists = self.settings, self.settings.finalists_used
-        searched = s.max_trials - ranking.REPLICAS * finalists
+        searched = self.planned_searches()
         if s.tuner == "hyperband":
             return None
         if s.tuner == "halving":
             search = sum(n * e for n, e in halving_plan(searched, finalists, s.max_epochs))
         else:
             search = searched * s.max_epochs
-        return search + ranking.REPLICAS * finalists * s.max_epochs
+        return search + (s.max_trials - searched) * s.max_epochs  # every seed, run or to run
+
+    def planned_searches(self) -> int:
+        """As the oracle counts them (`oracles.planned_searches`), from the trials on disk: a
+        worker's oracle is a gRPC client."""
+        s = self.settings
+        return planned_searches(self.known_trials(), s.max_trials, s.finalists_used,
+                                s.max_epochs)
 
     def records(self, ended_only: bool = False) -> list[tuple[kt_trial.Trial, list[dict]]]:
         """Each trial of the search (or each ended one) with the epochs it recorded."""
