@@ -250,15 +250,20 @@ class SearchLock:
         self._file.close()
 
 
-def holds_trial(project_dir: Path, worker: str, trial_id: str) -> bool:
-    """Whether the chief still counts `trial_id` as `worker`'s, by KerasTuner's `oracle.json`
-    (the chief saves it whenever it hands a trial out or takes one back). Where that file
-    cannot be read, yes: a worker is not stopped on a doubt."""
+def ongoing_trials(project_dir: Path) -> dict[str, str] | None:
+    """Which worker holds which trial, as KerasTuner's `oracle.json` last recorded it (the chief
+    saves it whenever it hands a trial out or takes one back); None without a readable one."""
     try:
-        ongoing = read_json(project_dir / ORACLE_FILE).get("ongoing_trials", {})
+        return read_json(project_dir / ORACLE_FILE).get("ongoing_trials", {})
     except SweepError:
-        return True
-    return ongoing.get(worker) == trial_id
+        return None
+
+
+def holds_trial(project_dir: Path, worker: str, trial_id: str) -> bool:
+    """Whether the chief still counts `trial_id` as `worker`'s (`ongoing_trials`). Where
+    `oracle.json` cannot be read, yes: a worker is not stopped on a doubt."""
+    ongoing = ongoing_trials(project_dir)
+    return ongoing is None or ongoing.get(worker) == trial_id
 
 
 def completed_trial_hyperparameters(project_dir: Path, trial_id: str) -> dict:

@@ -72,9 +72,9 @@ def read_heartbeat(path: Path) -> dict | None:
 
 
 def ongoing_trials(project_dir: Path) -> dict[str, str]:
-    """Which worker holds which trial, as KerasTuner's `oracle.json` last recorded it (the chief
-    saves it whenever it hands out a trial); empty if there is none or it is unreadable."""
-    return (read_heartbeat(project_dir / state.ORACLE_FILE) or {}).get("ongoing_trials", {})
+    """Which worker holds which trial (`state.ongoing_trials`); empty if `oracle.json` is
+    missing or unreadable."""
+    return state.ongoing_trials(project_dir) or {}
 
 
 def read_workers(project_dir: Path) -> dict[str, dict]:
