@@ -285,9 +285,9 @@ class Finalists:
         those seeds and the seeds already run, and at least those it has proposed. A search
         extended with a larger --max-trials after its finalists were reseeded keeps their seeds
         and keeps room for the seeds of a better configuration it may find."""
-        seeds_run = len(self.trials) - len(self._searched())
-        return max(len(self._searched()),
-                   self.max_trials - ranking.REPLICAS * self.finalists - seeds_run)
+        searched = len(self._searched())
+        seeds_run = len(self.trials) - searched
+        return max(searched, self.max_trials - ranking.REPLICAS * self.finalists - seeds_run)
 
     def plan_slots(self) -> int:
         """The slots a search's plan (halving's rungs) is laid out over (`planned_searches`):
