@@ -43,6 +43,10 @@ KERAS_ACTIVATIONS = (
     "hard_tanh", "softplus", "softsign", "squareplus", "softmax", "log_softmax",
 )
 NAMED_ACTIVATION = f"Keras's own activations only ({', '.join(KERAS_ACTIVATIONS)})"
+# The functions those names are in this Keras (some came in 3.7), as a layer holds them: a
+# list, since a function's identity is what counts, not its name, which a custom one could copy.
+ACTIVATION_FUNCTIONS = [getattr(keras.activations, name) for name in KERAS_ACTIVATIONS
+                        if hasattr(keras.activations, name)]
 
 
 class RuleViolation(SweepError):
@@ -64,17 +68,9 @@ def _layer_rule(layer) -> str | None:
         return NO_AUGMENTATION
     if type(layer) not in PLAIN_LAYERS:
         return PLAIN_ONLY
-    if hasattr(layer, "activation") and layer.activation not in _keras_activations():
+    if hasattr(layer, "activation") and layer.activation not in ACTIVATION_FUNCTIONS:
         return NAMED_ACTIVATION
     return None
-
-
-def _keras_activations() -> list:
-    """The functions `KERAS_ACTIVATIONS` name that this Keras has (some came in 3.7), as a
-    layer holds them (a list: a function's identity is what counts, not its name, which a
-    custom one could copy)."""
-    return [getattr(keras.activations, name) for name in KERAS_ACTIVATIONS
-            if hasattr(keras.activations, name)]
 
 
 def _check_graph(model) -> None:
