@@ -17,7 +17,7 @@ from sweep import backend, ranking, state
 from sweep import data as data_module
 from sweep.errors import SweepError
 from sweep.reporting import report
-from sweep.search import check_rebuildable
+from sweep.search import check_rebuildable, check_searched_images
 
 
 def choose_trials(project_dir: Path, trial_ids: list[str] | None, top: int | None) -> list[str]:
@@ -47,6 +47,8 @@ def evaluate(
     chosen = choose_trials(project_dir, trial_ids, top)
     check_rebuildable(project_dir, chosen)  # before any result is recorded
     test = data_module.load_test_images(data)
+    check_searched_images(project_dir, data_module.load_training_images(data)[0],
+                          "its test accuracy would be another copy's")
     backend.import_quietly()  # TensorFlow loads here, once every check has passed
     from sweep import models
     normalization = record["split"]["normalization"]

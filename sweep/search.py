@@ -122,6 +122,15 @@ def check_rebuildable(project_dir: Path, trial_ids: list[str]) -> None:
             "those of its best fully trained trials only (--keep-checkpoints).")
 
 
+def check_searched_images(project_dir: Path, images: data_module.Images, otherwise: str) -> None:
+    """Refuse a CIFAR-10 copy whose training images are not those the search was made on
+    (another download, a re-encoded copy): what is measured on it would not be the search's."""
+    recorded = state.read_json(project_dir / state.SETTINGS_FILE)["split"]["data_sha256"]
+    if data_module.checksum(images) != recorded:
+        raise SweepError(f"This CIFAR-10 copy differs from the one {project_dir} was searched "
+                         f"on: give the same --data, or {otherwise}.")
+
+
 def check_split(recorded: dict, split_record: dict, settings: SearchSettings) -> None:
     differences = data_module.split_differences(recorded["split"], split_record)
     if differences:

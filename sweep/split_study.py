@@ -22,9 +22,8 @@ from sweep import data as data_module
 from sweep.data import CLASS_NAMES
 from sweep.engine import trial as trial_module
 from sweep.engine.hypermodel import SpaceHyperModel, training_task
-from sweep.errors import SweepError
 from sweep.reporting import figures
-from sweep.search import recorded_settings
+from sweep.search import check_searched_images, recorded_settings
 
 log = logging.getLogger(__name__)
 SEED_OFFSET = 1000  # the study's splits: seeds search seed + 1000, 1001, ...: never the search's
@@ -53,10 +52,7 @@ def _study(project_dir: Path, data: str | os.PathLike | None, trial_id: str,
     hypermodel = SpaceHyperModel(space, training_task(settings),
                                  backend.choose_precision(settings.precision))
     images, _ = data_module.load_training_images(data)
-    recorded_data = state.read_json(project_dir / state.SETTINGS_FILE)["split"]["data_sha256"]
-    if data_module.checksum(images) != recorded_data:
-        raise SweepError(f"This CIFAR-10 copy differs from the one {project_dir} was searched on: "
-                         "give the same --data, or the study would compare other images.")
+    check_searched_images(project_dir, images, "the study would compare other images")
     done = {(r["kind"], r["seed"]) for r in recorded(project_dir, trial_id)}
     # A random and a stratified split in turn: a study cut short still compares the two kinds.
     for seed in study_seeds(settings.seed, repeats):

@@ -74,6 +74,12 @@ def test_max_params_skips_big_models_and_keep_checkpoints_deletes_outranked_weig
     with pytest.raises(SweepError, match="max_params"):
         changed.run(say=None)
 
+    # Another copy of CIFAR-10 (other training images): no test accuracy is measured on it.
+    other = conftest.write_batches(tmp_path / "other" / "cifar-10-batches-py", 200, seed=1)
+    with pytest.raises(SweepError, match="differs from the one .* was searched on"):
+        sweep.Search.open(tmp_path / "runs", data=str(other)).evaluate()
+    assert not (search.project_dir / state.EVALUATIONS_FILE).exists()
+
     # A search whose space's code changed since: its trials are not rebuilt from other code.
     record = state.read_json(search.project_dir / state.SETTINGS_FILE)
     record["settings"]["space_sha256"] = "0" * 64
