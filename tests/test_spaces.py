@@ -4,7 +4,7 @@ import keras
 import keras_tuner as kt
 import pytest
 
-from search_spaces.blocks import TrainingTask
+from search_spaces.blocks import Float, Int, PlainCNN, TrainingTask, fixed
 from sweep import spaces
 from sweep.engine import rules
 from sweep.engine.hypermodel import active_entries, build_point
@@ -49,8 +49,11 @@ def test_batch_norm_momentum_is_searched_only_where_a_space_declares_a_range():
     assert momenta("large_cnn", {})[1] == {0.9}
     values, used = momenta("large_cnn", {"bn_momentum": 0.95})
     assert values["bn_momentum"] == 0.95 and used == {0.95}
-    values, used = momenta("large_cnn", {"batch_norm": False})
-    assert "bn_momentum" not in values and not used  # no BatchNormalization: not searched
+    searched = PlainCNN(name="both", conv_blocks=Int(1, 1, 1), filters=fixed(8),
+                        convs_per_block=Int(1, 1, 1), bn_momentum=Float(0.8, 0.99, 0.9))
+    values, model = build_point(searched, TASK, {"batch_norm": False})
+    assert "bn_momentum" not in values.values  # no BatchNormalization: not searched
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
 
 
 def test_sgd_gets_its_own_rate_and_decay_where_a_space_declares_them():
@@ -65,7 +68,8 @@ def test_sgd_gets_its_own_rate_and_decay_where_a_space_declares_them():
     assert kind == "SGD" and (decay, peak) == pytest.approx((0.005, 0.4))
     assert "sgd_learning_rate" in values and "learning_rate" not in values
     values, kind, decay, peak = optimizer("large_cnn", {})
-    assert kind == "AdamW" and (decay, peak) == pytest.approx((0.1, 0.003))
+    assert kind == "AdamW" and (decay, peak) == pytest.approx((0.2, 0.003))
+    assert values["batch_size"] == 64 and values["block_dropout"] == 0.35  # the search's best
     assert "sgd_learning_rate" not in values
     hp = kt.HyperParameters()
     spaces.load("large_cnn").build(hp, TASK)  # the tuner learns SGD's pair from any build
