@@ -50,7 +50,7 @@ search: 17 to 48 s an epoch):
   99.8 %: +1.47 points over 40 epochs for twice the time, the gap widening to 26 points;
   longer schedules pay a little, on a GPU;
 - batch 32 (`--set batch_size=32,...`): 71.52 % validation, 97.5 % training (seed 0), no
-  gain over batch 64 (72.34 % on the same seed count): 64 stays the smallest;
+  gain over batch 64 (trial 03's 72.34 %, one seed each): 64 stays the smallest;
 - weight averaging as airbench does it, Keras's moving average of the weights copied back into
   the model every 5 steps (`use_ema=True, ema_momentum=0.95, ema_overwrite_frequency=5` on
   AdamW, an option tried on a branch and not kept): 64.32 % validation, 70.2 % training (seed
