@@ -40,23 +40,25 @@ none past the best.
 Batch normalisation is always on (the reference search still chose it): of that search's four
 nets without it, three of 9 to 12 convolutions never learned (10 to 25 %, a uniform guess from
 their second or third epoch) and the fourth, 6 convolutions with swish, reached 60.24 % (70.4 %
-training), where the nets with it scored 57.2 to 72.4 %; the report's importance ranked
-`batch_norm` first (0.49). Trials spent on a choice that only loses are trials lost.
+training), where the nets with it scored 57.1 to 72.4 %; the report's importance ranked
+`batch_norm` first (0.49 after 16 trials, 0.28 after 21). Trials spent on a choice that only
+loses are trials lost.
 
 Measured from the new default point with `benchmarks/levers.py --space large_cnn --set
 batch_size=64,block_dropout=0.35,weight_decay=0.2` (same split and precision, run beside the
-search: 17 to 48 s an epoch):
+search: 12 to 84 s an epoch):
 - twice the schedule (`--max-epochs 80`, 2 seeds): 73.38 % +- 0.59 (73.80 and 72.96 %), training
-  99.8 %: +1.47 points over 40 epochs for twice the time, the gap widening to 26 points;
-  longer schedules pay a little, on a GPU;
+  99.8 %: +1.47 points over 40 epochs for twice the epochs (patience stopped them at 76 and
+  74), the gap widening to 26 points; longer schedules pay a little, on a GPU;
 - batch 32 (`--set batch_size=32,...`): 71.52 % validation, 97.5 % training (seed 0), no
   gain over batch 64 (trial 03's 72.34 %, one seed each): 64 stays the smallest;
 - weight averaging as airbench does it, Keras's moving average of the weights copied back into
   the model every 5 steps (`use_ema=True, ema_momentum=0.95, ema_overwrite_frequency=5` on
   AdamW, an option tried on a branch and not kept): 64.32 % validation, 70.2 % training (seed
-  0), 8 points under: each copy pulls the weights back towards where they were, so the net
-  learns as at a smaller rate, and the batch statistics (momentum 0.9) lag each jump
-  (validation swung between 22 and 56 % over the first 18 epochs). airbench pairs it with fast
+  0), 8 points under trial 03's seed (7.6 under the 3-seed mean): each copy pulls the weights
+  back towards where they were, so the net learns as at a smaller rate, and the batch
+  statistics (momentum 0.9) lag each jump (validation swung between 21 and 56 % over the first
+  18 epochs). airbench pairs it with fast
   BatchNorm momentum, which cost 2.4 points here alone; the probes' average without copying
   back (EMA 0.99, 30 epochs, `SMALL_DATA_RECIPES.md`) scored 68.3 % against 68.6 %.
 """
