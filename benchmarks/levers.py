@@ -1,12 +1,13 @@
 """Does a lever pay? One configuration of a space, trained on its whole schedule with several seeds.
 
     python benchmarks/levers.py --data /path/to/cifar-10-batches-py [--space small_cnn]
-        [--set name=value,...] [--seeds 2] [--max-epochs 40] [--dir DIR]
+        [--set name=value,...] [--seeds 2] [--max-epochs 40] [--precision auto] [--dir DIR]
 
 The space's default point, with `--set` changing some of its hyperparameters (to any value,
 inside the space's ranges or not: a lever is measured before a space offers it), is trained on
 the search's split (5k/5k, seed 0), schedule (`--max-epochs`, early stopping as `run`'s) and
-precision (`auto`), once per training seed. Printed: each seed's best validation accuracy and
+precision (`auto`, or `--precision`: the same seed in two precisions shows what the faster
+one costs in accuracy), once per training seed. Printed: each seed's best validation accuracy and
 the training accuracy of that epoch, then the mean +- std. Compare two runs of this script (or
 a run with the default point's finalists in a search's report): on 5,000 validation images a
 single score moves by about 0.65 points from seed to seed, so decide on means. With `--dir`,
@@ -26,7 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sweep.cli import count  # noqa: E402  (TensorFlow-free; after the path)
+from sweep.backend import PRECISIONS  # noqa: E402  (TensorFlow-free; after the path)
+from sweep.cli import count  # noqa: E402
 from sweep.errors import SweepError  # noqa: E402
 from sweep.settings import SearchSettings, parse_point  # noqa: E402
 
@@ -85,6 +87,8 @@ def main() -> None:
                         help="hyperparameters changed from the default point")
     parser.add_argument("--seeds", type=count, default=2)
     parser.add_argument("--max-epochs", type=int, default=SearchSettings.max_epochs)
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="as run's (default: auto, the machine's fastest)")
     parser.add_argument("--dir", help="keep each seed's result here (resumable)")
     args = parser.parse_args()
 
@@ -104,7 +108,8 @@ def measure(args) -> None:
     from sweep.engine.hypermodel import SpaceHyperModel, training_task
     from sweep.engine.trial import TrainingData
 
-    settings = SearchSettings(space=args.space, max_epochs=args.max_epochs, data=args.data)
+    settings = SearchSettings(space=args.space, max_epochs=args.max_epochs, data=args.data,
+                              precision=args.precision)
     precision = backend.choose_precision(settings.precision)
     hypermodel = SpaceHyperModel(spaces.load(settings.space), training_task(settings), precision)
     hps = configuration(hypermodel, args.set)
@@ -118,6 +123,8 @@ def measure(args) -> None:
         directory = Path(args.dir or tmp)
         directory.mkdir(parents=True, exist_ok=True)
         key = {"space": settings.space, "set": args.set, "epochs": settings.max_epochs}
+        if args.precision != "auto":  # auto's results keep the key they were recorded under
+            key["precision"] = precision
         done = {r["seed"]: r for r in state.read_lines(directory / RESULTS_FILE)
                 if r["key"] == key}
         results = []
