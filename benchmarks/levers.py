@@ -65,6 +65,13 @@ def configuration(hypermodel, changes: dict):
     return hps
 
 
+def same_measurement(recorded: dict, key: dict) -> bool:
+    """Whether a kept result measured `key`: the precision it trained in (the one `auto`
+    chose, not the argument) counts, so a result from another machine is not reused; results
+    kept before the precision was recorded are taken as this machine's."""
+    return {**recorded, "precision": recorded.get("precision", key["precision"])} == key
+
+
 def train_seed(hypermodel, hps, data, seed: int, settings, folder: Path) -> dict:
     """One training of the configuration, on its whole schedule, from training seed `seed`."""
     from sweep import ranking
@@ -122,11 +129,10 @@ def measure(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(args.dir or tmp)
         directory.mkdir(parents=True, exist_ok=True)
-        key = {"space": settings.space, "set": args.set, "epochs": settings.max_epochs}
-        if args.precision != "auto":  # auto's results keep the key they were recorded under
-            key["precision"] = precision
+        key = {"space": settings.space, "set": args.set, "epochs": settings.max_epochs,
+               "precision": precision}
         done = {r["seed"]: r for r in state.read_lines(directory / RESULTS_FILE)
-                if r["key"] == key}
+                if same_measurement(r["key"], key)}
         results = []
         for seed in range(args.seeds):
             if seed not in done:

@@ -1,9 +1,9 @@
 """Do TensorFlow's thread pools want other sizes than their defaults on this machine?
 
     python benchmarks/threads.py --data /path/to/cifar-10-batches-py [--epochs 4] [--rounds 2]
-        [--tool]
+        [--settings defaults,inter-op 1] [--tool]
 
-The tool leaves TensorFlow's thread pools at their defaults (intra-op: one thread per core;
+The tool leaves TensorFlow's thread pools at their defaults (intra-op: one thread per usable CPU;
 inter-op: TensorFlow's choice). A pool's size is fixed when TensorFlow starts, so each setting
 runs in its own process: a plain `model.fit` of the space's default point in the machine's
 fastest precision (`trial_speed.plain_trial`, same split and seed), or with `--tool` a
@@ -30,8 +30,9 @@ sys.path.insert(0, str(REPO))
 SETTINGS = {  # TensorFlow reads these when it starts
     "defaults": {},
     "inter-op 1": {"TF_NUM_INTEROP_THREADS": "1"},
-    "intra-op one a core, inter-op 2": {"TF_NUM_INTRAOP_THREADS": str(os.cpu_count()),
-                                       "TF_NUM_INTEROP_THREADS": "2"},
+    "intra-op one a CPU, inter-op 2": {
+        "TF_NUM_INTRAOP_THREADS": str(len(os.sched_getaffinity(0))),
+        "TF_NUM_INTEROP_THREADS": "2"},
 }
 
 
@@ -62,25 +63,41 @@ def one_process(args) -> None:
         print(json.dumps({**timings, "precision": precision}))
 
 
+def at_least_two(text: str) -> int:
+    if not text.isdigit() or int(text) < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 2 or more (the first epoch traces)")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="CIFAR-10 folder or tar.gz")
     parser.add_argument("--space", default="small_cnn")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=at_least_two, default=4,
+                        help="epochs a process, at least 2 (the first traces)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--tool", action="store_true",
                         help="time one trial of a real search (`sweep run`) instead")
+    parser.add_argument("--settings", default=",".join(SETTINGS),
+                        help=f"which to time, comma-separated (default: {','.join(SETTINGS)})")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return one_process(args)
     command = [sys.executable, __file__, "--child", "--data", args.data, "--space", args.space,
                "--epochs", str(args.epochs)] + (["--tool"] if args.tool else [])
-    epochs = {name: [] for name in SETTINGS}
+    chosen = args.settings.split(",")
+    unknown = set(chosen) - set(SETTINGS) | ({"defaults"} - set(chosen))
+    if unknown:
+        parser.error(f"--settings: {', '.join(sorted(unknown))}: choose among "
+                     f"{', '.join(SETTINGS)}, defaults included (the others are compared to it)")
+    epochs = {name: [] for name in chosen}
     for round_number in range(1, args.rounds + 1):
-        for name, env in SETTINGS.items():
-            out = subprocess.run(command, env={**os.environ, **env}, capture_output=True,
-                                 text=True, check=True)
+        for name in chosen:
+            out = subprocess.run(command, env={**os.environ, **SETTINGS[name]},
+                                 capture_output=True, text=True)
+            if out.returncode:
+                sys.exit(f"threads.py: the process for {name!r} failed:\n{out.stderr[-2000:]}")
             result = json.loads(out.stdout.strip().splitlines()[-1])
             epochs[name].append(result["epoch"])
             print(f"round {round_number} {name:>30}: {result['epoch']:6.2f} s per epoch "

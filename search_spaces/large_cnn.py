@@ -68,10 +68,11 @@ TensorFlow's train step and not kept), from the same default point, seed 0, alon
 machine but for minutes of short checks: rho 0.05, 40 epochs, 71.64 % validation (95.3 %
 training); rho 0.2, 40 epochs, 70.98 % (88.4 %); rho 0.2, 80 epochs, 73.10 % (98.6 %; best at
 epoch 70, patience stopped it at 78), against 71.91 % +- 0.77 and 73.38 % +- 0.59 without it.
-On 80 epochs it led the mean of the two seeds without it by 0.3 to 4.6 points from epoch 29 to
-46 (69.2 % against 66.3 and 66.9 % at epoch 41), then ran level from epoch 51 on. Its epochs
+On 80 epochs (one seed) it ran ahead of the mean of the two seeds without it at most epochs
+from 17 to 50, by up to 6 points (single epochs swing by 3 to 6; at epoch 41 69.2 % against
+66.3 and 66.9 %), and within 0.9 points from epoch 51 on: no gain at the end. Its epochs
 took 23.4 to 27.2 s (medians of its runs), against 15.9 to 16.9 s for the reference search's
-three runs of the point (another run of the machine): about 1.5 times as long. Its training
+three runs of the point (another run of the machine): 1.4 to 1.7 times as long. Its training
 accuracy is measured at the moved weights.
 """
 
