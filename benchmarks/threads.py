@@ -27,10 +27,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-SETTINGS = {  # TensorFlow reads these when it starts
+SETTINGS = {  # TensorFlow reads these when it starts; names hold no comma (--settings)
     "defaults": {},
     "inter-op 1": {"TF_NUM_INTEROP_THREADS": "1"},
-    "intra-op one a CPU, inter-op 2": {
+    "intra-op one a CPU + inter-op 2": {
         "TF_NUM_INTRAOP_THREADS": str(len(os.sched_getaffinity(0))),
         "TF_NUM_INTEROP_THREADS": "2"},
 }
