@@ -102,6 +102,7 @@ SPACE = PlainCNN(
     head_dropout=Float(0.0, 0.6, 0.5, step=0.1),
     dense_layers=Int(0, 1, default=0),
     bn_momentum=Float(0.8, 0.99, 0.9, step=0.01),
+    whitening=Choice((False, True), False),
     training=Training(learning_rate=Float(1e-4, 1e-2, 3e-3, log=True),
                       weight_decay=Float(1e-4, 0.3, 0.2, log=True),
                       batch_size=Choice((64, 128, 256), 64),

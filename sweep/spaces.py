@@ -30,6 +30,11 @@ SHARED_MODULES = {"blocks"}
 NO_DESCRIPTION = "(no DESCRIPTION)"
 
 
+# A space's first layer may whiten the images' patches: a `Conv2D` of this name whose kernel
+# the tool sets from the training images before it trains (`sweep.data.patch_whitening`).
+WHITENING_LAYER = "whitening"
+
+
 @dataclass(frozen=True)
 class TrainingTask:
     """What a space's `build(hp, task)` is told about the data and the budget, to build and

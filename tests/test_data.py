@@ -100,3 +100,18 @@ def test_a_stratified_split_holds_every_class_equally_and_differs_from_a_random_
     assert data.split_differences(older, random_split.record) == []
     with pytest.raises(SweepError, match="needs .* of class"):
         data.stratified_indices(images.y, 900, 90, seed=0)
+
+
+def test_the_whitening_kernel_whitens_the_training_patches_and_keeps_each_direction_s_negative():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 8, 8, 3)).astype(np.float32)
+    x[..., 1] += 2.0 * x[..., 0]  # correlated channels
+    x[:, 1:, :, 2] += 0.5 * x[:, :-1, :, 2]  # and correlated neighbours
+    kernel = data.patch_whitening(x, (2, 2))
+    assert kernel.shape == (2, 2, 3, 24)
+    np.testing.assert_array_equal(kernel[..., 12:], -kernel[..., :12])
+    patches = np.concatenate([x[:, dy:dy + 7, dx:dx + 7, :] for dy in (0, 1) for dx in (0, 1)],
+                             axis=-1).reshape(-1, 12)
+    whitened = patches @ kernel.reshape(12, 24)[:, :12]
+    # Unit variance and no correlation, but for the epsilon that guards faint directions.
+    np.testing.assert_allclose(whitened.T @ whitened / len(whitened), np.eye(12), atol=0.01)

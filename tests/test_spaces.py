@@ -56,6 +56,17 @@ def test_batch_norm_momentum_is_searched_only_where_a_space_declares_a_range():
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
 
 
+def test_a_whitened_first_layer_is_offered_where_a_space_declares_it_and_passes_the_rules():
+    values, model = build_point(spaces.load("large_cnn"), TASK, {"whitening": True})
+    first = model.layers[0]
+    assert (first.name, first.kernel_size, first.filters) == ("whitening", (2, 2), 24)
+    assert not first.trainable and not first.use_bias  # a fixed map, the tool sets it
+    rules.check_model(model)
+    assert not any(layer.name == "whitening" for layer in build_point(
+        spaces.load("large_cnn"), TASK, {})[1].layers)  # off at the default point
+    assert "whitening" not in build_point(spaces.load("small_cnn"), TASK, {})[0].values
+
+
 def test_sgd_gets_its_own_rate_and_decay_where_a_space_declares_them():
     def optimizer(name, values):
         hp, model = build_point(spaces.load(name), TASK, values)

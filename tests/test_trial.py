@@ -70,6 +70,26 @@ def test_records_every_epoch_and_returns_the_best(tmp_path):
     assert [layer["kind"] for layer in record["layers"]] == ["Conv2D", "Flatten", "Dense"]
 
 
+def test_the_whitening_layer_gets_the_training_patches_kernel_and_keeps_it(tmp_path):
+    model = keras.Sequential([keras.Input((8, 8, 3)),
+                              keras.layers.Conv2D(24, 2, use_bias=False, trainable=False,
+                                                  name="whitening"),
+                              keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])
+    model.compile(optimizer="sgd", loss="categorical_crossentropy", metrics=["accuracy"])
+    data = _data()
+    _fit(model, tmp_path, data=data)
+    kernel = model.get_layer("whitening").get_weights()[0]
+    np.testing.assert_array_equal(kernel, data.whitening_kernel((2, 2)))  # set, not trained
+
+
+def test_a_whitening_layer_of_the_wrong_width_fails_the_trial_with_the_reason(tmp_path):
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(8, 2, name="whitening"),
+                              keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    with pytest.raises(kt_errors.FailedTrialError, match="24 for 2x2 patches"):
+        _fit(model, tmp_path)
+
+
 def test_nan_loss_fails_the_trial_with_its_reason(tmp_path):
     trial_dir = tmp_path / "trial_0"
     trial_dir.mkdir()

@@ -23,10 +23,11 @@ import numpy as np
 from keras_tuner import errors as kt_errors
 
 from sweep import backend, interrupts, state
-from sweep.data import Split
+from sweep.data import Split, patch_whitening
 from sweep.engine import compat
 from sweep.errors import TimeBudgetReached, TrialTakenAway
 from sweep.settings import format_duration
+from sweep.spaces import WHITENING_LAYER
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,9 @@ class TrainingData:
     def from_split(cls, split: Split, num_classes: int) -> TrainingData:
         one_hot = np.eye(num_classes, dtype=np.float32)
         return cls(split.x_train, one_hot[split.y_train], split.x_val, one_hot[split.y_val])
+
+    def whitening_kernel(self, size: tuple[int, int]) -> np.ndarray:
+        return patch_whitening(self.x_train, size)
 
     @functools.cached_property
     def tensors(self) -> tuple:
@@ -281,6 +285,7 @@ def fit(
     ]
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(trial_dir / TENSORBOARD_DIR)))
+    set_whitening(model, data)
     x_train, y_train, x_val, y_val = data.tensors
     with interrupts.deferred():  # a Ctrl-C stops the fit before its next batch
         model.fit(
@@ -302,6 +307,23 @@ def fit(
     record.update(inference_latency(model, data.x_val, record["history"], machine))
     state.write_json(trial_dir / state.TRIAL_RECORD_FILE, record)
     return {k: v for k, v in best.items() if k not in EPOCH_BOOKKEEPING}  # metrics only
+
+
+def set_whitening(model: keras.Model, data: TrainingData) -> None:
+    """Give the model's whitening layer (`spaces.WHITENING_LAYER`), where it has one, the kernel
+    that whitens the training images' patches: a fixed linear map, the same for every image,
+    computed from the training part only (as the inputs' normalization is). A resumed trial's
+    backup then restores the same kernel with the other weights."""
+    layer = next((layer for layer in model.layers if layer.name == WHITENING_LAYER), None)
+    if layer is None:
+        return
+    kernel = (data.whitening_kernel(layer.kernel_size)
+              if isinstance(layer, keras.layers.Conv2D) else None)
+    if kernel is None or layer.filters != kernel.shape[-1]:
+        raise kt_errors.FailedTrialError(
+            f"layer {WHITENING_LAYER!r} must be a Conv2D with twice as many filters as its "
+            "patches hold values (24 for 2x2 patches of RGB images) to whiten them")
+    layer.set_weights([kernel] + [np.zeros(layer.filters, np.float32)] * layer.use_bias)
 
 
 def train_again(hypermodel, hps, *, seed: int, name: str, folder: Path, data: TrainingData,
