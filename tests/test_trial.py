@@ -71,14 +71,20 @@ def test_records_every_epoch_and_returns_the_best(tmp_path):
 
 
 def test_the_whitening_layer_gets_the_training_patches_kernel_and_keeps_it(tmp_path):
-    model = keras.Sequential([keras.Input((8, 8, 3)),
-                              keras.layers.Conv2D(24, 2, use_bias=False, trainable=False,
-                                                  name="whitening"),
-                              keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])
-    model.compile(optimizer="sgd", loss="categorical_crossentropy", metrics=["accuracy"])
+    def whitened_model():
+        model = keras.Sequential([keras.Input((8, 8, 3)),
+                                  keras.layers.Conv2D(24, 2, use_bias=False, trainable=False,
+                                                      name="whitening"),
+                                  keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])
+        model.compile(optimizer="sgd", loss="categorical_crossentropy", metrics=["accuracy"])
+        return model
+
     data = _data()
-    _fit(model, tmp_path, data=data)
-    kernel = model.get_layer("whitening").get_weights()[0]
+    _fit(whitened_model(), tmp_path, data=data)
+    # The best epoch's weights carry it: what `evaluate` and `export` load into a new build.
+    saved = whitened_model()
+    trial_module.load_best_weights(saved, tmp_path)
+    kernel = saved.get_layer("whitening").get_weights()[0]
     np.testing.assert_array_equal(kernel, data.whitening_kernel((2, 2)))  # set, not trained
 
 
