@@ -113,9 +113,13 @@ def at_least_one(value: int, option: str) -> None:
         raise SweepError(f"{option} must be at least 1.")
 
 
+PYTHON_BOOLEANS = {"True": True, "False": False}
+
+
 def parse_point(text: str) -> dict:
     """A configuration as `--try` takes it: 'conv_blocks=4,filters=64'. Values are read as JSON
-    where they can be (4, 0.5, true, "relu"), else as text (relu)."""
+    where they can be (4, 0.5, true, "relu"), else as text (relu); Python's True and False are
+    booleans too (as text, "False" would switch a choice on)."""
     point = {}
     for pair in text.split(","):
         name, equals, value = (part.strip() for part in pair.partition("="))
@@ -123,7 +127,8 @@ def parse_point(text: str) -> dict:
             raise SweepError(f"--try {text!r}: write name=value pairs separated by commas, "
                              "each name once, e.g. --try conv_blocks=4,filters=64.")
         try:
-            point[name] = json.loads(value)
+            point[name] = (PYTHON_BOOLEANS[value] if value in PYTHON_BOOLEANS
+                           else json.loads(value))
         except json.JSONDecodeError:
             point[name] = value
     return point

@@ -96,6 +96,8 @@ def test_max_params_skips_big_models_and_keep_checkpoints_deletes_outranked_weig
 def test_known_points_read_as_people_write_them(tmp_path):
     assert parse_point("conv_blocks=4, activation=gelu,batch_norm=false,learning_rate=1e-3") == {
         "conv_blocks": 4, "activation": "gelu", "batch_norm": False, "learning_rate": 0.001}
+    assert parse_point("batch_norm=False,whitening=True") == {"batch_norm": False,
+                                                              "whitening": True}
     for text in ("filters", "filters=", "=4", "filters=4,filters=8", "filters=4,,units=8"):
         with pytest.raises(SweepError, match="write name=value pairs"):
             parse_point(text)
