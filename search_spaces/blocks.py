@@ -16,7 +16,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from sweep.spaces import WHITENING_LAYER, TrainingTask
+from sweep.spaces import TrainingTask
 
 MAX_DROPOUT = 0.7  # a block's dropout, however much it grows with depth
 
@@ -143,21 +143,6 @@ class Training:
         return pairs["sgd" if optimizer_name == "sgd" else "adaptive"]
 
 
-WHITENING_PATCH = 2  # airbench's: 2x2 patches, 12 values an RGB patch, 24 filters
-
-
-def whitening_layers(channels: int, activation: str) -> list[layers.Layer]:
-    """A fixed 2x2 convolution that whitens the images' patches, then the activation: the tool
-    sets its kernel from the training images before training (`sweep.engine.trial.
-    set_whitening`). It changes no image: like the inputs' normalization, it is one linear map,
-    the same for every image, in training and after."""
-    filters = 2 * WHITENING_PATCH * WHITENING_PATCH * channels
-    # "same" (airbench has none): the image keeps its size, so 5 blocks still pool it to 1x1.
-    return [layers.Conv2D(filters, WHITENING_PATCH, padding="same", use_bias=False,
-                          trainable=False, name=WHITENING_LAYER),
-            layers.Activation(activation)]
-
-
 def conv_block(filters: int, convs: int, kernel_size: int, activation: str, batch_norm: bool,
                bn_momentum: float, pooling: str, dropout: float) -> list[layers.Layer]:
     """`convs` x (conv [-> BN] -> activation), then 2x2 pooling and dropout."""
@@ -220,8 +205,6 @@ class PlainCNN:
     dense_units: Choice = Choice((64, 128, 256, 512), 128)
     dense_dropout: Float = Float(0.0, 0.5, 0.3, step=0.1)
     head_dropout: Float = Float(0.0, 0.0, 0.0)  # on the pooled features, before any dense layer
-    # A whitened first layer (`whitening_layers`); registered only where a space offers it.
-    whitening: Choice = Choice((False,), False)
     training: Training = field(default_factory=Training)
 
     def build(self, hp, task: TrainingTask) -> keras.Model:
@@ -238,7 +221,6 @@ class PlainCNN:
                 bn_momentum = bn_momentum.choose(hp, "bn_momentum")
         block_dropout = self.block_dropout.choose(hp, "block_dropout")
         dropout_growth = self.dropout_growth.choose(hp, "dropout_growth")
-        whitening = True in self.whitening.values and self.whitening.choose(hp, "whitening")
         head = self.head.choose(hp, "head")
         head_dropout = self.head_dropout.choose(hp, "head_dropout")
         dense_layers = self.dense_layers.choose(hp, "dense_layers")
@@ -253,8 +235,6 @@ class PlainCNN:
                 dense_units, dense_dropout = [units] * dense_layers, dropout
 
         model = keras.Sequential([keras.Input(task.input_shape)], name=self.name)
-        for layer in whitening_layers(task.input_shape[-1], activation) if whitening else []:
-            model.add(layer)
         for i in range(blocks):
             filters = min(base_filters * 2**i, self.max_filters)
             dropout = min(block_dropout + i * dropout_growth, MAX_DROPOUT)

@@ -75,14 +75,15 @@ took 23.4 to 27.2 s (medians of its runs), against 15.9 to 16.9 s for the refere
 three runs of the point (another run of the machine): 1.4 to 1.7 times as long. Its training
 accuracy is measured at the moved weights.
 
-A whitened first layer (airbench's, `blocks.whitening_layers`: a fixed 2x2 convolution whose
-24 filters whiten the training images' patches), from the default point (`benchmarks/
-levers.py --space large_cnn --set whitening=True`, this space's option then, 40 epochs, seeds
-0 and 1, beside the 80-epoch search: 30 to 40 s an epoch): 69.52 % +- 0.25 (69.34 and 69.70 %),
-training 98.6 and 99.1 %, against 71.91 % +- 0.77 (training 96 to 97 %): 2.4 points under,
-fitting the training images faster and harder, as `SMALL_DATA_RECIPES.md`'s probe found on
-another net (70.5 % against 71.4 %, 99.6 % training). Not offered; a space of one's own may
-(`PlainCNN(whitening=...)`).
+A whitened first layer (airbench's: a fixed 2x2 convolution whose 24 filters whiten the
+training images' patches; README, "The challenge's rules"), measured from the default point
+with `benchmarks/levers.py --space large_cnn --set whitening=True` at commit fe0b6d1, where
+this space offered it (40 epochs, seeds 0 and 1, beside the 80-epoch search: 30 to 40 s an
+epoch): 69.52 % +- 0.25 (69.34 and 69.70 %), training 98.6 and 99.1 %, against 71.91 % +-
+0.77 (training 96 to 97 %). It is 2.4 points under, fitting the training images faster and
+harder, as `SMALL_DATA_RECIPES.md`'s probe found on another net (70.5 % against 71.4 %, 99.6 %
+training). Not offered (the option left `blocks.py` again, whose code the 80-epoch search
+records); a space of one's own may have the layer (README).
 
 Distillation (Hinton et al. 2015; probe on a branch, `distill-probe`, not kept): four trained
 80-epoch nets of this point (three seeds, 73.80, 72.96 and 73.20 %, and the SAM run above,

@@ -33,6 +33,14 @@ def test_accepts_a_plain_model():
                                   keras.layers.Dropout(0.2)))
 
 
+def test_accepts_a_whitened_first_layer():
+    # A fixed Conv2D the tool sets from the training images (`trial.set_whitening`): plain.
+    rules.check_model(_sequential(
+        keras.layers.Conv2D(24, 2, padding="same", use_bias=False, trainable=False,
+                            name=spaces.WHITENING_LAYER),
+        keras.layers.Activation("relu"), keras.layers.Conv2D(8, 3)))
+
+
 @pytest.mark.parametrize("model, message", [
     (lambda: _sequential(keras.layers.RandomFlip()),
      "layer 'random_flip' (RandomFlip) breaks the rule: no data augmentation"),

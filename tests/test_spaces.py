@@ -4,7 +4,7 @@ import keras
 import keras_tuner as kt
 import pytest
 
-from search_spaces.blocks import Choice, Float, Int, PlainCNN, TrainingTask, fixed
+from search_spaces.blocks import Float, Int, PlainCNN, TrainingTask, fixed
 from sweep import spaces
 from sweep.engine import rules
 from sweep.engine.hypermodel import active_entries, build_point
@@ -54,18 +54,6 @@ def test_batch_norm_momentum_is_searched_only_where_a_space_declares_a_range():
     values, model = build_point(searched, TASK, {"batch_norm": False})
     assert "bn_momentum" not in values.values  # no BatchNormalization: not searched
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
-
-
-def test_a_whitened_first_layer_is_offered_where_a_space_declares_it_and_passes_the_rules():
-    offering = PlainCNN(name="whitened", conv_blocks=Int(1, 1, 1), filters=fixed(8),
-                        convs_per_block=Int(1, 1, 1), whitening=Choice((False, True), False))
-    first = build_point(offering, TASK, {"whitening": True})[1].layers[0]
-    assert (first.name, first.kernel_size, first.filters) == ("whitening", (2, 2), 24)
-    assert not first.trainable and not first.use_bias  # a fixed map, the tool sets it
-    rules.check_model(build_point(offering, TASK, {"whitening": True})[1])
-    assert build_point(offering, TASK, {})[1].layers[0].name != "whitening"  # the default: off
-    for name in spaces.available():  # measured in large_cnn, it lost 2.4 points: none offers it
-        assert "whitening" not in build_point(spaces.load(name), TASK, {})[0].values
 
 
 def test_sgd_gets_its_own_rate_and_decay_where_a_space_declares_them():
