@@ -15,7 +15,11 @@ parameters, 24.8 s an epoch) reached 71.00 % validation, 97.2 % training (seed 0
 architecture at 64 base filters in `small_cnn`, 70.81 % +- 0.04 (3 seeds): no gain at this
 regularisation, as `SMALL_DATA_RECIPES.md` found for twice the width (69.8 %, 97 % training).
 Wider nets here need stronger regularisation to pay, which the search may combine; the default
-stays 64.
+stays 64. On 80 epochs, from the current default point, width paid in one seed: the 80-epoch
+search (`runs/reference80`, trial 01, `--try filters=96`) reached 74.42 % validation (test
+74.51 %, training 100 %), against the default point's 73.32 % +- 0.43 (three 80-epoch seeds,
+among them that search's trial 00: 73.20 %, test 73.35 %); its finalists' seeds will say
+whether it holds.
 
 BatchNorm momentum (`--set bn_momentum=0.6`, airbench's value in Keras's convention, same
 measurement): 68.38 % validation, 91.9 % training (seed 0), 2.43 points under 0.9. airbench
