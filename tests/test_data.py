@@ -110,8 +110,11 @@ def test_the_whitening_kernel_whitens_the_training_patches_and_keeps_each_direct
     kernel = data.patch_whitening(x, (2, 2))
     assert kernel.shape == (2, 2, 3, 24)
     np.testing.assert_array_equal(kernel[..., 12:], -kernel[..., :12])
-    patches = np.concatenate([x[:, dy:dy + 7, dx:dx + 7, :] for dy in (0, 1) for dx in (0, 1)],
-                             axis=-1).reshape(-1, 12)
-    whitened = patches @ kernel.reshape(12, 24)[:, :12]
+    # As a Keras convolution applies it (its kernel's axes: row, column, channel, filter).
+    import keras
+    conv = keras.layers.Conv2D(24, 2, use_bias=False)
+    conv.build((None, 8, 8, 3))
+    conv.set_weights([kernel])
+    whitened = keras.ops.convert_to_numpy(conv(x)).reshape(-1, 24)[:, :12]
     # Unit variance and no correlation, but for the epsilon that guards faint directions.
     np.testing.assert_allclose(whitened.T @ whitened / len(whitened), np.eye(12), atol=0.01)

@@ -319,10 +319,12 @@ def set_whitening(model: keras.Model, data: TrainingData) -> None:
         return
     kernel = (data.whitening_kernel(layer.kernel_size)
               if isinstance(layer, keras.layers.Conv2D) else None)
-    if kernel is None or layer.filters != kernel.shape[-1]:
+    if (kernel is None or tuple(layer.kernel.shape) != kernel.shape
+            or tuple(layer.dilation_rate) != (1, 1) or layer.trainable):
         raise kt_errors.FailedTrialError(
-            f"layer {WHITENING_LAYER!r} must be a Conv2D with twice as many filters as its "
-            "patches hold values (24 for 2x2 patches of RGB images) to whiten them")
+            f"layer {WHITENING_LAYER!r} must be the first layer, a fixed Conv2D "
+            "(trainable=False, no dilation) with twice as many filters as its patches hold "
+            "values (24 for 2x2 patches of RGB images) to whiten them")
     layer.set_weights([kernel] + [np.zeros(layer.filters, np.float32)] * layer.use_bias)
 
 
