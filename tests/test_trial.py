@@ -86,19 +86,23 @@ def test_the_whitening_layer_gets_the_training_patches_kernel_and_keeps_it(tmp_p
     trial_module.load_best_weights(saved, tmp_path)
     kernel = saved.get_layer("whitening").get_weights()[0]
     np.testing.assert_array_equal(kernel, data.whitening_kernel((2, 2)))  # set, not trained
+    assert data.whitening_kernel([2, 2]) is data.whitening_kernel((2, 2))  # once a process
 
 
 @pytest.mark.parametrize("layer", [
-    lambda: keras.layers.Conv2D(8, 2, trainable=False, name="whitening"),  # too narrow
-    lambda: keras.layers.Conv2D(24, 2, name="whitening"),  # would train
-    lambda: keras.layers.Conv2D(24, 2, dilation_rate=2, trainable=False, name="whitening"),
-    lambda: keras.layers.Dense(24, trainable=False, name="whitening"),
+    lambda: [keras.layers.Conv2D(8, 2, trainable=False, name="whitening")],  # too narrow
+    lambda: [keras.layers.Conv2D(24, 2, name="whitening")],  # would train
+    lambda: [keras.layers.Conv2D(24, 2, dilation_rate=2, trainable=False, name="whitening")],
+    lambda: [keras.layers.Dense(24, trainable=False, name="whitening")],
+    # After another layer its inputs are no longer the images whose patches it whitens.
+    lambda: [keras.layers.Rescaling(2.0),
+             keras.layers.Conv2D(24, 2, trainable=False, name="whitening")],
 ])
 def test_a_whitening_layer_that_cannot_whiten_fails_the_trial_with_the_reason(tmp_path, layer):
-    model = keras.Sequential([keras.Input((8, 8, 3)), layer(),
+    model = keras.Sequential([keras.Input((8, 8, 3)), *layer(),
                               keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])
     model.compile(optimizer="sgd", loss="categorical_crossentropy")
-    with pytest.raises(kt_errors.FailedTrialError, match="a fixed Conv2D"):
+    with pytest.raises(kt_errors.FailedTrialError, match="must be the first layer, a fixed Conv2D"):
         _fit(model, tmp_path)
 
 

@@ -60,7 +60,16 @@ class TrainingData:
         return cls(split.x_train, one_hot[split.y_train], split.x_val, one_hot[split.y_val])
 
     def whitening_kernel(self, size: tuple[int, int]) -> np.ndarray:
-        return patch_whitening(self.x_train, size)
+        """The patch-whitening kernel of the training images, computed once per patch size:
+        every trial of a process trains on the same images."""
+        size = tuple(size)
+        if size not in self._whitening_kernels:
+            self._whitening_kernels[size] = patch_whitening(self.x_train, size)
+        return self._whitening_kernels[size]
+
+    @functools.cached_property
+    def _whitening_kernels(self) -> dict:
+        return {}
 
     @functools.cached_property
     def tensors(self) -> tuple:
@@ -319,7 +328,8 @@ def set_whitening(model: keras.Model, data: TrainingData) -> None:
         return
     kernel = (data.whitening_kernel(layer.kernel_size)
               if isinstance(layer, keras.layers.Conv2D) else None)
-    if (kernel is None or tuple(layer.kernel.shape) != kernel.shape
+    if (kernel is None or layer is not model.layers[0]
+            or tuple(layer.kernel.shape) != kernel.shape
             or tuple(layer.dilation_rate) != (1, 1) or layer.trainable):
         raise kt_errors.FailedTrialError(
             f"layer {WHITENING_LAYER!r} must be the first layer, a fixed Conv2D "
