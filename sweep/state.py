@@ -113,11 +113,21 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def append_line(path: Path, entry: dict) -> None:
-    """Append one JSON line to a log file (a torn last line is skipped on reading)."""
-    with open(path, "a") as f:
-        f.write(json.dumps(_finite(entry), default=str) + "\n")
+    """Append one JSON line to a log file. A last line torn by a crash is skipped on reading;
+    it is ended first, so that the entry appended after it is not glued to it and lost."""
+    with open(path, "a+b") as f:
+        line = json.dumps(_finite(entry), default=str) + "\n"
+        f.write((("\n" if _ends_torn(f) else "") + line).encode())
         f.flush()
         os.fsync(f.fileno())
+
+
+def _ends_torn(f) -> bool:
+    """Whether the open file's last line lacks its newline: a write a crash cut short."""
+    if f.seek(0, os.SEEK_END) == 0:
+        return False
+    f.seek(-1, os.SEEK_END)
+    return f.read(1) != b"\n"
 
 
 def read_lines(path: Path) -> list[dict]:

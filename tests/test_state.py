@@ -44,6 +44,9 @@ def test_event_log_skips_a_torn_last_line(tmp_path):
         f.write('{"event": "b"')
     [event] = state.read_events(tmp_path)
     assert event["event"] == "a" and event["time"]
+    # The next entry starts on a line of its own, not glued to the torn one and lost with it.
+    state.append_event(tmp_path, event="c")
+    assert [e["event"] for e in state.read_events(tmp_path)] == ["a", "c"]
 
 
 def test_second_holder_is_refused_and_a_dead_holder_frees_the_lock(tmp_path):
