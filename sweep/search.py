@@ -62,6 +62,16 @@ def _describe_change(key: str, old, new) -> str:
     return f"{key} {old!r} -> {new!r}"
 
 
+def check_no_unrecorded_search(project_dir: Path) -> None:
+    """Refuse a folder that holds KerasTuner's state but no `sweep.json` (deleted, or a folder
+    KerasTuner made on its own): KerasTuner would reload its trials into a search whose
+    settings no one could check, mixing them with this command's."""
+    if (project_dir / state.ORACLE_FILE).exists() or any(project_dir.glob("trial_*")):
+        raise SweepError(
+            f"{project_dir} holds a search without its record {state.SETTINGS_FILE}, so its "
+            "settings cannot be checked. Use another --project, or --fresh to move it aside.")
+
+
 def check_resume(recorded: dict, settings: SearchSettings) -> None:
     """Refuse to resume a search whose fixed settings differ from this command's (#8)."""
     current, fixed = asdict(settings), _fixed_settings(recorded)
@@ -176,6 +186,8 @@ def checked_search(settings: SearchSettings):
     )
     if recorded:
         check_resume(recorded, settings)
+    elif not settings.fresh:
+        check_no_unrecorded_search(settings.project_dir)
     backend.import_quietly()  # TensorFlow loads here, after the quick checks above
     settings.precision = backend.choose_precision(settings.precision)
     space = spaces.load(settings.space)

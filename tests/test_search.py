@@ -167,6 +167,16 @@ def test_a_refused_command_leaves_the_disk_as_it_found_it(tmp_path, tiny_cifar, 
     assert _tree(tmp_path) == before
 
 
+def test_a_search_without_its_record_is_refused_and_left_alone(tmp_path, tiny_cifar):
+    runs = tmp_path / "runs"
+    project = _existing_search(runs)
+    (project / state.SETTINGS_FILE).unlink()  # deleted, or a folder KerasTuner made on its own
+    before = _tree(tmp_path)
+    message = _refused("run", runs, data=str(tiny_cifar))
+    assert f"holds a search without its record {state.SETTINGS_FILE}" in message
+    assert _tree(tmp_path) == before
+
+
 def _recorded_search(runs: Path, data: Path, **edits) -> Path:
     """A tiny_cnn search on `data` exactly as `_refused`'s settings would record it, with
     `edits` made to its recorded settings."""
