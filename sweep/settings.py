@@ -86,8 +86,8 @@ class SearchSettings:
             raise SweepError(f"Unknown tuner {self.tuner!r}. Choose one of: {', '.join(TUNERS)}.")
         for name in ("max_trials", "max_epochs", "patience"):
             at_least_one(getattr(self, name), f"--{name.replace('_', '-')}")
-        if self.seed < 0:
-            raise SweepError("--seed must be 0 or more.")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise SweepError(f"--seed must be between 0 and {MAX_SEED}.")
         if self.precision not in backend.PRECISIONS:
             raise SweepError(f"Unknown precision {self.precision!r}. "
                              f"Choose one of: {', '.join(backend.PRECISIONS)}.")
@@ -106,6 +106,10 @@ class SearchSettings:
             raise SweepError("--max-params must be at least 1, e.g. --max-params 1e6.")
         if not all(isinstance(p, dict) and p for p in self.known_points):
             raise SweepError("Each known point must be a non-empty {name: value} mapping.")
+
+
+# NumPy's seeds stop at 2**32 - 1, and KerasTuner's oracles seed it with the search seed + 1.
+MAX_SEED = 2**32 - 2
 
 
 def at_least_one(value: int, option: str) -> None:
@@ -140,7 +144,7 @@ def read_points(path: str) -> list[dict]:
         points = json.loads(Path(path).read_text())
     except OSError as e:
         raise SweepError(f"--try-file {path}: {e.strerror}.") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SweepError(f"--try-file {path} is not JSON ({e}).") from None
     if not isinstance(points, list) or not all(isinstance(p, dict) and p for p in points):
         raise SweepError(f"--try-file {path} must hold a JSON list of objects, e.g. "

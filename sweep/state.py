@@ -218,7 +218,12 @@ class SearchLock:
     def __enter__(self) -> SearchLock:
         folder = self.path.parent
         self._made_folders = [p for p in (folder, *folder.parents) if not p.exists()]
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            self._remove_made_folders()  # the parents it did make
+            raise SweepError(f"Cannot make the search folder {folder} ({e.strerror}). "
+                             "Choose another --dir or --project.") from None
         self._previous_holder = self.path.read_text() if self.path.exists() else None
         f = open(self.path, "a+")
         try:
@@ -251,6 +256,9 @@ class SearchLock:
             self._name_holder(self._previous_holder)
             return
         self.path.unlink(missing_ok=True)
+        self._remove_made_folders()
+
+    def _remove_made_folders(self) -> None:
         for folder in self._made_folders:
             with contextlib.suppress(OSError):
                 folder.rmdir()

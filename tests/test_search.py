@@ -107,6 +107,9 @@ def test_known_points_read_as_people_write_them(tmp_path):
     path.write_text('{"filters": 64}')
     with pytest.raises(SweepError, match="must hold a JSON list of objects"):
         read_points(str(path))
+    path.write_bytes(b"\xff\xfe not text")
+    with pytest.raises(SweepError, match="is not JSON"):
+        read_points(str(path))
 
 
 def _tree(root: Path) -> dict[str, bytes | None]:
