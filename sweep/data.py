@@ -60,14 +60,28 @@ class Split:
     record: dict
 
 
-def _decode_batch(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
-    batch = pickle.loads(raw, encoding="bytes")
-    x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return x, np.asarray(batch[b"labels"], dtype=np.int64)
+def _decode_batch(raw: bytes, where: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled batch of the official layout; anything else (a damaged or foreign file) is
+    a `SweepError` naming it."""
+    try:
+        batch = pickle.loads(raw, encoding="bytes")
+        x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        y = np.asarray(batch[b"labels"], dtype=np.int64).reshape(-1)
+    except Exception as e:  # noqa: BLE001 - unpickling a damaged file can raise almost anything
+        reason = f"{type(e).__name__}: {str(e).rstrip('.')}"
+        raise SweepError(f"{where} is not a CIFAR-10 batch ({reason}). " + HOW_TO_GIVE_DATA) \
+            from None
+    if len(x) != len(y):
+        raise SweepError(f"{where} holds {len(x)} images but {len(y)} labels. "
+                         + HOW_TO_GIVE_DATA)
+    return x.transpose(0, 2, 3, 1), y
 
 
 def _read_batches_dir(folder: Path, names: list[str]) -> list[bytes]:
-    return [(folder / name).read_bytes() for name in names]
+    try:
+        return [(folder / name).read_bytes() for name in names]
+    except OSError as e:
+        raise SweepError(f"{e.filename} cannot be read ({e.strerror}).") from None
 
 
 def _read_archive(archive: Path, names: list[str]) -> list[bytes]:
@@ -118,7 +132,7 @@ def _read(source: Path, names: list[str]) -> Images:
         raws = _read_batches_dir(source, names)
     else:
         raws = _read_archive(source, names)
-    parts = [_decode_batch(raw) for raw in raws]
+    parts = [_decode_batch(raw, source / name) for raw, name in zip(raws, names, strict=True)]
     return Images(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 

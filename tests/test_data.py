@@ -1,3 +1,4 @@
+import pickle
 import tarfile
 
 import numpy as np
@@ -16,6 +17,21 @@ def test_reads_batches_folder_its_parent_and_the_archive(tiny_cifar, tmp_path):
         assert images.x.shape == (1000, 32, 32, 3) and images.x.dtype == np.uint8
         assert images.y.shape == (1000,)
     assert len({data.checksum(images) for images in loaded}) == 1
+
+
+@pytest.mark.parametrize("damage, message", [
+    (b"random bytes, not a pickle", "data_batch_3 is not a CIFAR-10 batch"),
+    (pickle.dumps({b"labels": [1, 2]}), r"data_batch_3 is not a CIFAR-10 batch \(KeyError"),
+    (pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [1]}),
+     "data_batch_3 holds 2 images but 1 labels"),
+], ids=["not a pickle", "no images", "fewer labels"])
+def test_a_damaged_batch_is_a_clear_error_naming_it(tmp_path, damage, message):
+    from conftest import write_batches
+
+    folder = write_batches(tmp_path / "cifar-10-batches-py", per_batch=20)
+    (folder / "data_batch_3").write_bytes(damage)
+    with pytest.raises(SweepError, match=message):
+        data.load_training_images(folder)
 
 
 def test_environment_variable_gives_the_copy(tiny_cifar, monkeypatch):
