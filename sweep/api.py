@@ -7,6 +7,7 @@ search, with the same files. User mistakes raise `SweepError` with the messages 
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -204,6 +205,8 @@ class Search:
     def export(self, path: str | Path, trial: str | None = None) -> Path:
         """A standalone .keras model of `trial` (default: the best) with its normalization
         inside, and a sidecar JSON of its trial, hyperparameters, split and scores."""
+        path = Path(path)
+        check_export_output(path)
         trial = str(trial or self.best()["trial"])
         state.completed_trial_hyperparameters(self._existing(), trial)
         check_rebuildable(self._existing(), [trial])
@@ -220,6 +223,31 @@ class Search:
     def plot_progress(self):
         """Each trial's validation accuracy in the order trials ran, with the best so far."""
         return figures.progress_figure(self._existing(), self.trials())
+
+
+def check_export_output(path: Path) -> None:
+    """Refuse, before TensorFlow loads and the model is rebuilt, an output that cannot be
+    written, or whose sidecar (`path` with `.json`) would replace a file export did not write:
+    `--output runs/x/sweep.keras` would otherwise overwrite that search's own record."""
+    if path.suffix != ".keras":
+        raise SweepError(f"--output {path} must end in .keras.")
+    sidecar = path.with_suffix(".json")
+    if sidecar.exists() and not _is_export_sidecar(sidecar):
+        raise SweepError(f"--output {path} would overwrite {sidecar}, which export did not "
+                         "write. Choose another name or folder.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SweepError(f"Cannot write {path} ({e.strerror}).") from None
+    if not os.access(path.parent, os.W_OK):
+        raise SweepError(f"Cannot write {path} (its folder is not writable).")
+
+
+def _is_export_sidecar(path: Path) -> bool:
+    try:
+        return {"trial", "classes", "input"} <= set(state.read_json(path))
+    except (SweepError, TypeError):
+        return False
 
 
 def _missing(value) -> bool:

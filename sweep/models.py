@@ -7,6 +7,7 @@ part's statistics as a `Normalization` layer), so `keras.saving.load_model` pred
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import keras
@@ -40,8 +41,6 @@ def load_trial_model(project_dir: Path, trial_id: str) -> keras.Model:
 
 def export(project_dir: Path, trial_id: str, path: Path) -> tuple[Path, Path]:
     """Write the trial's model, normalization included, to `path` (.keras) and a sidecar JSON."""
-    if path.suffix != ".keras":
-        raise SweepError(f"--output {path} must end in .keras.")
     record = state.read_json(project_dir / state.SETTINGS_FILE)
     trained = load_trial_model(project_dir, trial_id)
     normalization = record["split"]["normalization"]
@@ -92,7 +91,7 @@ def predict_files(model_path: Path, image_paths: list[Path]) -> list[tuple[str, 
             raise SweepError(f"Cannot read image {image_path}: {e}") from None
     try:
         model = keras.saving.load_model(model_path)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise SweepError(f"{model_path} is not a model Keras can read ({type(e).__name__}): "
                          "make one with: python -m sweep export") from None
     probabilities = model.predict(np.stack(images), verbose=0)

@@ -7,6 +7,7 @@ import pickle
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -117,8 +118,11 @@ def test_predict_errors_are_short(tmp_path):
     from PIL import Image
 
     Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
-    with pytest.raises(SweepError, match=r"junk.keras is not a model Keras can read \("):
-        predict_files(tmp_path / "junk.keras", [tmp_path / "a.png"])
+    with zipfile.ZipFile(tmp_path / "empty.keras", "w") as archive:  # a zip, but no model's
+        archive.writestr("notes.txt", "no config.json here")
+    for junk in ("junk.keras", "empty.keras"):
+        with pytest.raises(SweepError, match=rf"{junk} is not a model Keras can read \("):
+            predict_files(tmp_path / junk, [tmp_path / "a.png"])
     with pytest.raises(SweepError, match="a.png is not a .keras model"):  # arguments swapped
         predict_files(tmp_path / "a.png", [tmp_path / "junk.keras"])
 

@@ -56,6 +56,13 @@ def test_max_params_skips_big_models_and_keep_checkpoints_deletes_outranked_weig
     outranked = trials["trial"].iloc[1]
     with pytest.raises(SweepError, match="keeps those of its best fully trained trials only"):
         search.export(tmp_path / "other.keras", trial=outranked)
+    record = (search.project_dir / state.SETTINGS_FILE).read_bytes()
+    for output, message in ((search.project_dir / "sweep.keras", "would overwrite .*sweep.json"),
+                            (Path("/dev/null/best.keras"), "Cannot write /dev/null/best.keras"),
+                            (tmp_path / "best.h5", "must end in .keras")):
+        with pytest.raises(SweepError, match=message):
+            search.export(output)
+    assert (search.project_dir / state.SETTINGS_FILE).read_bytes() == record
     with pytest.raises(SweepError, match=f"Trial {outranked}.* has no saved weights"):
         search.evaluate(top=2)  # refused before the best is evaluated and recorded
     assert not (search.project_dir / state.EVALUATIONS_FILE).exists()
