@@ -32,7 +32,7 @@ def choose_trials(project_dir: Path, trial_ids: list[str] | None, top: int | Non
                 f"No completed trial {', '.join(unknown)} in {project_dir}. "
                 f"Completed: {', '.join(finished['trial']) or 'none'}."
             )
-        return trial_ids
+        return list(dict.fromkeys(trial_ids))  # each once, in the order named
     if completed.empty:
         raise SweepError(f"{project_dir} has no fully trained trial to evaluate yet.")
     return list(completed["trial"].head(top or 1))

@@ -79,7 +79,8 @@ def check_resume(recorded: dict, settings: SearchSettings) -> None:
         _describe_change(key, fixed[key], current[key])
         for key in FIXED_SETTINGS
         if fixed[key] != current[key]
-        and not (key == "space_sha256" and spaces.code_matches(settings.space, fixed[key]))
+        and not (key == "space_sha256" and (fixed["space"] != current["space"]  # said once
+                                             or spaces.code_matches(settings.space, fixed[key])))
     ]
     if changed:
         raise SweepError(

@@ -190,6 +190,8 @@ def _source_file(name: str) -> Path:
     """The file holding the space's code, found without running it."""
     if is_file_space(name):
         path = Path(name)
+        if path.is_dir():
+            raise SweepError(f"Search space {path} is a folder: give the .py file of the space.")
         if not path.is_file():
             raise SweepError(f"Search space file {path} does not exist.")
         return path

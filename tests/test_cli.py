@@ -13,6 +13,7 @@ from sweep.cli import main
 
 @pytest.mark.parametrize("args, message", [
     (["run", "--space", "nope"], "Unknown search space 'nope'"),
+    (["run", "--space", "./"], "Search space . is a folder: give the .py file"),
     (["run", "--data", "/nowhere/cifar"], "No CIFAR-10 found at /nowhere/cifar"),
     (["run", "--max-trials", "0"], "--max-trials must be at least 1"),
     (["run", "--seed", "-3"], "--seed must be between 0 and 4294967294"),
@@ -75,6 +76,7 @@ def test_usage_errors_exit_2_without_traceback(tmp_path, monkeypatch, capsys, ar
 
 @pytest.mark.parametrize("args, message", [
     (["run", "--space", "nope"], "Unknown search space 'nope'"),
+    (["run", "--space", "./"], "Search space . is a folder: give the .py file"),
     (["run", "--space", "missing.py"], "Search space file missing.py does not exist"),
     (["run", "--time-budget", "1h30x"], "--time-budget '1h30x' is not a duration"),
     (["run", "--train-size", "30000", "--val-size", "25000"], "exceeds the 50000 training"),

@@ -219,6 +219,10 @@ def test_formats_json_csv_markdown_and_the_progress_plot(project, tmp_path, monk
     assert parsed["challenge_baseline"] == 0.667 and parsed["split"]["seed"] == 0
     csv_text, csv_written = report.write_report(project, tmp_path / "out", fmt="csv")
     assert len(pd.read_csv(io.StringIO(csv_text))) == 4
+    top_two = report.write_report(project, tmp_path / "out", top=2, fmt="csv")[0]
+    assert list(pd.read_csv(io.StringIO(top_two), dtype={"trial": str})["trial"]) == ["1", "0"]
+    top_one = json.loads(report.write_report(project, tmp_path / "out", top=1, fmt="json")[0])
+    assert [t["trial"] for t in top_one["trials"]] == ["1"]
     assert written == csv_written == [] and not (tmp_path / "out").exists()  # printed only
     monkeypatch.undo()
     markdown, written = report.write_report(project, tmp_path / "out", fmt="markdown")
@@ -420,3 +424,9 @@ def test_status_says_where_an_unfinished_trial_is_in_its_own_schedule_and_the_ti
     assert line.startswith("interrupted: trial 3, epoch 4/50, last epoch ")
     assert line.endswith(", about 1h32m00s of training left")  # 46 epochs at 120 s
     assert state.schedule_time_left(history, 4) == 0
+
+
+def test_evaluate_takes_each_named_trial_once_in_the_order_named(project):
+    from sweep.evaluate import choose_trials
+
+    assert choose_trials(project, ["0", "1", "0"], None) == ["0", "1"]

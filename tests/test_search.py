@@ -205,6 +205,8 @@ def _recorded_search(runs: Path, data: Path, **edits) -> Path:
 @pytest.mark.parametrize("edits, options, other_data, message", [
     ({}, {}, False, None),  # the same search: not refused (it would start training)
     ({"space_sha256": "0" * 64}, {}, False, "(the search space's code changed)"),
+    # Another space has other code too: said once, as the space's name.
+    ({"space": "small_cnn"}, {}, False, "other settings (space 'small_cnn' -> 'tiny_cnn'). Run"),
     ({}, {"train_size": 90}, False, "another split or dataset (train_size, indices_sha256 differ)"),
     ({}, {}, True, "another split or dataset (data_sha256 differ)"),
     ({}, {"seed": 3}, False, "other settings (seed 0 -> 3)"),

@@ -416,10 +416,10 @@ def write_report(
     if limits and fmt in ("csv", "json"):
         raise SweepError("--max-params and --max-latency name a trial in the summary: use them "
                          "with --format table, markdown or html.")
-    if fmt == "csv":
-        return df.to_csv(index=False), []
-    if fmt == "json":
-        return _as_json(project_dir, df, record), []
+    if fmt in ("csv", "json"):
+        shown = df.head(top) if top else df  # ranked, best first
+        text = shown.to_csv(index=False) if fmt == "csv" else _as_json(project_dir, shown, record)
+        return text, []
     return _write_people_report(project_dir, output, df, record, top, fmt, width, limits or {})
 
 
