@@ -414,6 +414,11 @@ def test_status_says_where_an_unfinished_trial_is_in_its_own_schedule_and_the_ti
     record["settings"]["max_trials"] = 10
     state.write_json(project / state.SETTINGS_FILE, record)
     assert "interrupted: trial 3, epoch 1/3, last epoch" in status.search_status(project)
+    (project / "trial_5").mkdir()
+    (project / "trial_5" / "trial.json").write_text("{torn")  # unreadable: a blank row
+    shown = status.search_status(project)
+    assert "interrupted: trial 3, epoch 1/3, last epoch" in shown and "(epoch 2)" in shown
+    (project / "trial_5" / "trial.json").unlink()
     # A 50-epoch rung of a search of 60: its first epoch (tracing) does not count.
     history = [{"epoch": i, "seconds": s, "val_accuracy": 0.3} for i, s in
                enumerate([400.0, 110.0, 120.0, 130.0])]

@@ -45,8 +45,14 @@ def trial_lines(df: pd.DataFrame, project_dir: Path) -> list[str]:
         left = state.schedule_time_left(record["history"], row.schedule)
         to_go = f", about {format_duration(left)} of training left" if left >= 1 else ""
         lines.append(f"{row.status.lower()}: trial {row.trial}{where}, "
-                     f"epoch {row.epochs}/{row.schedule}{last}{to_go}")
+                     f"epoch {_whole(row.epochs)}/{_whole(row.schedule)}{last}{to_go}")
     return lines
+
+
+def _whole(count: float) -> str:
+    """An epoch count of the trials table, where a trial it could not read makes the column
+    float ("1.0"), or leaves a blank."""
+    return "?" if pd.isna(count) else str(int(count))
 
 
 def cluster_lines(project_dir: Path, running: set[str]) -> list[str]:
@@ -83,7 +89,7 @@ def search_status(project_dir: Path) -> str:
         top = ranked.iloc[0]
         by = f" on {top['worker']}" if isinstance(top.get("worker"), str) else ""
         lines.append(f"best: trial {top['trial']} at {top['val_accuracy']:.2%} validation "
-                     f"accuracy (epoch {top['best_epoch']}){by}")
+                     f"accuracy (epoch {_whole(top['best_epoch'])}){by}")
     unfinished = set()
     if not df.empty:
         lines += trial_lines(df, project_dir)
