@@ -429,8 +429,8 @@ def _worker(args: argparse.Namespace) -> int:
 
     return _until_interrupted(
         work,
-        "this worker's trial continues from its last epoch when it, or another worker, "
-        "picks it up.",
+        "a trial this worker held continues from its last epoch when it, or another "
+        "worker, picks it up.",
     )
 
 

@@ -13,6 +13,8 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -393,3 +395,25 @@ def cluster_processes(cwd) -> list[str]:
         if " sweep chief" in command or " sweep worker" in command:
             found.append(command)
     return found
+
+
+def test_a_chief_that_refuses_the_search_stops_the_local_workers_at_once(monkeypatch):
+    """`run --workers`: a chief that exits with an error (a search made with other settings)
+    leaves its workers nothing to wait for; they are stopped without the grace a finished
+    search gives them (which is made an hour here, so waiting for it would show)."""
+    from sweep.distributed import local
+
+    def start(args, env):
+        code = "raise SystemExit(2)" if args[0] == "chief" else "import time; time.sleep(3600)"
+        return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+
+    monkeypatch.setattr(local, "_start", start)
+    monkeypatch.setattr(local, "GRACE_SECONDS", 3600)
+    monkeypatch.setattr(local, "POLL_SECONDS", 0.05)
+    status = []
+    runner = threading.Thread(target=lambda: status.append(local.run_locally([], [], 1)),
+                              daemon=True)
+    runner.start()
+    runner.join(timeout=60)  # far less than the grace; a failure does not hang the suite
+    assert status == [2]

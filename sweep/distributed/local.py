@@ -122,9 +122,11 @@ def run_locally(chief_args: list[str], worker_args: list[str], workers: int,
     worker_processes = [p for name, p in started.items() if name != "chief"]
     try:
         status = _wait_for_chief(chief, worker_processes)
-        # Done, the chief told every worker to stop; or nothing was left to run and the chief
-        # served nobody. Either way a worker still waiting for it after the grace is stopped.
-        _wait(worker_processes, GRACE_SECONDS)
+        if status == 0:
+            # Done, the chief told every worker to stop; or nothing was left to run and the
+            # chief served nobody. Either way a worker still waiting after the grace is stopped.
+            _wait(worker_processes, GRACE_SECONDS)
+        # A chief that refused the search or failed leaves nothing to do: stopped at once.
         _stop(worker_processes, signal.SIGINT)
     except KeyboardInterrupt:
         _stop(list(started.values()), signal.SIGINT)
