@@ -68,15 +68,21 @@ def atomic_file(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
     try:
         os.chmod(tmp, mode)
         yield Path(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _sync(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _sync(path.parent)  # the folder's entry for the new name: a power cut keeps the rename
+
+
+def _sync(path: str | os.PathLike) -> None:
+    """Flush a file's (or a folder's) data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes, mode: int = 0o644) -> None:
