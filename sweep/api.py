@@ -67,6 +67,7 @@ class Search:
                  tuner: str | None = None, max_trials: int = SearchSettings.max_trials,
                  max_epochs: int = SearchSettings.max_epochs,
                  patience: int = SearchSettings.patience,
+                 stop_behind: float | None = None,
                  finalists: int = SearchSettings.finalists,
                  train_size: int = SearchSettings.train_size,
                  val_size: int = SearchSettings.val_size, time_budget: str | float | None = None,
@@ -79,8 +80,9 @@ class Search:
             time_budget = parse_duration(time_budget)
         self.settings = SearchSettings(
             space=space, tuner=tuner, max_trials=max_trials, max_epochs=max_epochs,
-            patience=patience, finalists=finalists, seed=seed, train_size=train_size,
-            val_size=val_size, project=project, directory=str(directory), data=data,
+            patience=patience, stop_behind=stop_behind, finalists=finalists, seed=seed,
+            train_size=train_size, val_size=val_size, project=project,
+            directory=str(directory), data=data,
             time_budget=time_budget, quiet=in_notebook() if quiet is None else quiet,
             tensorboard=tensorboard, precision=precision, known_points=list(known_points or []),
             max_params=max_params, keep_checkpoints=keep_checkpoints, split=split,

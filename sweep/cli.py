@@ -73,6 +73,10 @@ def _definition_options(parser: argparse.ArgumentParser, defaults) -> list[argpa
         help="stop a trial after this many epochs without a better validation "
              "accuracy, counted from the second half of its schedule "
              f"(default: {defaults.patience})")
+    add("--stop-behind", type=float, metavar="POINTS",
+        help="stop a trial, from the second half of its schedule, whose best validation "
+             "accuracy is more than POINTS under the best trial's by the same epoch "
+             "(default: never; e.g. 5 on long schedules)")
     add("--finalists", type=int, default=defaults.finalists,
         help="best fully trained configurations retrained with 2 more seeds "
              "at the end, ranked by their mean (default: "

@@ -103,6 +103,7 @@ def recorded_settings(project_dir: Path) -> SearchSettings:
     return SearchSettings(
         space=s["space"], tuner=s["tuner"], seed=s["seed"], max_epochs=s["max_epochs"],
         max_trials=s.get("max_trials", SearchSettings.max_trials), patience=s["patience"],
+        stop_behind=s.get("stop_behind"),
         finalists=fixed["finalists"], max_params=fixed["max_params"],
         train_size=record["split"]["train_size"], val_size=record["split"]["val_size"],
         split=data_module.split_kind(record["split"]),
@@ -156,7 +157,8 @@ def search_record(settings: SearchSettings, split: data_module.Split, source: Pa
     fixed = {key: getattr(settings, key) for key in FIXED_SETTINGS}
     return {
         "settings": {**fixed, "train_size": settings.train_size, "val_size": settings.val_size,
-                     "patience": settings.patience, "max_trials": settings.max_trials},
+                     "patience": settings.patience, "max_trials": settings.max_trials,
+                     "stop_behind": settings.stop_behind},
         "split": split.record,
         "data_source": str(source),
         "versions": {**package_versions(), "keras backend": backend.name()},
@@ -226,11 +228,15 @@ def opened_search(settings: SearchSettings, event: str = "run_start"):
         if not recorded:
             state.write_json(project_dir / state.SETTINGS_FILE,
                              search_record(settings, split, source))
-        elif recorded["settings"].get("max_trials") != settings.max_trials:
-            recorded["settings"]["max_trials"] = settings.max_trials  # extended (or cut short)
-            state.write_json(project_dir / state.SETTINGS_FILE, recorded)
+        else:
+            policy = {"max_trials": settings.max_trials,  # extended, or cut short
+                      "stop_behind": settings.stop_behind}  # what workers read
+            if any(recorded["settings"].get(k) != v for k, v in policy.items()):
+                recorded["settings"].update(policy)
+                state.write_json(project_dir / state.SETTINGS_FILE, recorded)
         state.append_event(project_dir, event=event, max_trials=settings.max_trials,
-                           backend=backend.name(), precision=settings.precision)
+                           backend=backend.name(), precision=settings.precision,
+                           stop_behind=settings.stop_behind)
         yield space, split
 
 

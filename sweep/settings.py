@@ -39,6 +39,10 @@ class SearchSettings:
     max_trials: int = 12
     max_epochs: int = 40
     patience: int = 8
+    # Points of validation accuracy: a trial that far under the best trial's by the same epoch,
+    # from its schedule's second half, stops (--stop-behind); None: never. A policy of each
+    # run, like the time budget, not a fixed setting: the search's record keeps the latest.
+    stop_behind: float | None = None
     finalists: int = 1  # best fully trained configurations retrained with 2 more seeds
     seed: int = 0
     train_size: int = 5000
@@ -102,6 +106,9 @@ class SearchSettings:
                              f"{', '.join(data_module.SPLIT_KINDS)}.")
         if self.keep_checkpoints < 1:
             raise SweepError("--keep-checkpoints must be at least 1 (the best trial's weights).")
+        if self.stop_behind is not None and not 0 < self.stop_behind < 100:
+            raise SweepError("--stop-behind must be between 0 and 100 points, e.g. "
+                             "--stop-behind 5.")
         if self.max_params is not None and not 1 <= self.max_params < math.inf:
             raise SweepError("--max-params must be at least 1, e.g. --max-params 1e6.")
         if not all(isinstance(p, dict) and p for p in self.known_points):

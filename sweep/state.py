@@ -30,6 +30,7 @@ SET_ASIDE_MARK = ".previous-"  # a search --fresh moved aside: NAME.previous-STA
 TRIAL_RECORD_FILE = "record.json"
 EVENTS_FILE = "events.jsonl"
 SKIPPED_EVENT = "config_skipped"  # a configuration over --max-params, never trained
+BEHIND_EVENT = "stopped_behind"  # a trial stopped far behind the best one (--stop-behind)
 EVALUATIONS_FILE = "evaluations.jsonl"
 SPLITS_FILE = "splits.jsonl"  # the split study: one line per retraining (`sweep splits`)
 SPLITS_DIR = "splits"  # the split study's retrainings, one folder each

@@ -48,6 +48,7 @@ from sweep.cli import main
     (["report", "--top", "0"], "--top: '0' is not a whole number of at least 1"),
     (["evaluate", "--top", "-1"], "--top: '-1' is not a whole number of at least 1"),
     (["run", "--max-params", "0"], "--max-params must be at least 1"),
+    (["run", "--stop-behind", "0"], "--stop-behind must be between 0 and 100 points"),
     (["run", "--max-params", "nan"], "--max-params must be at least 1"),
     (["run", "--keep-checkpoints", "0"], "--keep-checkpoints must be at least 1"),
     (["run", "--split", "even"], "invalid choice: 'even'"),

@@ -416,3 +416,34 @@ def test_halving_screens_promotes_and_ranks_finalists_by_their_mean(
     assert ranked["val_mean"].iloc[0] == pytest.approx(winner["val_accuracy"].mean())
     assert ranked["val_accuracy"].iloc[0] == ranked["val_accuracy"].max()
     assert trials[trials["rank"].isna()]["schedule"].max() < 6  # screening trials not ranked
+
+
+def test_stop_behind_stops_a_trial_far_behind_the_best_and_is_the_latest_run_s_policy(
+        tmp_path, tiny_cifar):
+    def search(**options):
+        return sweep.Search("tiny_cnn", directory=tmp_path / "runs", tuner="random",
+                            max_epochs=4, finalists=0, train_size=100, val_size=100,
+                            data=str(tiny_cifar), quiet=True, **options)
+
+    first = search(max_trials=1)
+    first.run(say=None)
+    # Make the one trial's curve a perfect 100 % from its first epoch: every other is behind.
+    [trial_dir] = first.project_dir.glob("trial_*")
+    record = state.read_json(trial_dir / state.TRIAL_RECORD_FILE)
+    for epoch in record["history"]:
+        epoch["val_accuracy"] = 1.0
+    state.write_json(trial_dir / state.TRIAL_RECORD_FILE, record)
+
+    search(max_trials=2, stop_behind=5).run(say=None)
+    assert state.read_json(first.project_dir / state.SETTINGS_FILE)["settings"]["stop_behind"] == 5
+    second = next(d for d in first.project_dir.glob("trial_*") if d != trial_dir)
+    stopped = state.read_json(second / state.TRIAL_RECORD_FILE)
+    assert len(stopped["history"]) == 3  # the first epoch of the schedule's second half
+    assert f"under trial {trial_dir.name.removeprefix('trial_')}'s 100.00% by epoch 3" \
+        in stopped["stopped"]
+    assert "; 1 stopped far behind the best (--stop-behind)" in first.report(output=tmp_path / "r")
+    assert sweep.Search.open(tmp_path / "runs").settings.stop_behind == 5  # workers read it
+
+    search(max_trials=2).run(say=None)  # a run without it: the search's policy is off again
+    assert state.read_json(first.project_dir / state.SETTINGS_FILE)["settings"]["stop_behind"] \
+        is None

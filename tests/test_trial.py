@@ -233,3 +233,33 @@ def test_a_resumed_fit_restores_the_optimizer_and_its_schedule(tmp_path):
     counter = _StepCounter()
     _fit(model(), trial_dir, epochs=4, tuner_callbacks=[counter])
     assert counter.counts == [8, 12, 16]  # 64 images in batches of 16: 4 steps an epoch
+
+
+def test_behind_the_best_counts_from_the_schedule_s_second_half_against_the_same_epoch():
+    best = [{"epoch": e, "val_accuracy": v} for e, v in enumerate([0.3, 0.5, 0.45, 0.6, 0.7])]
+    rule = trial_module.BehindTheBest.of(0.05, "07", best)
+    assert rule.best_by_epoch == (0.3, 0.5, 0.5, 0.6, 0.7)  # the best so far, by each epoch
+    ours = [{"epoch": e, "val_accuracy": v} for e, v in enumerate([0.1, 0.2, 0.54, 0.55])]
+    assert rule.reason(ours[:2], 1, epochs=4) is None  # first half: 30 points behind, waits
+    assert rule.reason(ours[:3], 2, epochs=4) is None  # 54 % against 50 %: ahead
+    assert rule.reason(ours, 3, epochs=4) is None  # 55 % against 60 %: 5 points, not more
+    worse = ours[:3] + [{"epoch": 3, "val_accuracy": float("nan")}]
+    assert rule.reason(worse, 3, epochs=4) == (
+        "its best validation accuracy, 54.00%, is 6.0 points under trial 07's 60.00% by "
+        "epoch 4 (--stop-behind 5)")
+    assert rule.reason(worse, 5, epochs=8) is None  # past the best trial's record: no curve
+
+
+def test_a_trial_far_behind_the_best_stops_and_says_why(tmp_path):
+    trial_dir = tmp_path / "trial_0"
+    trial_dir.mkdir()
+    perfect = [{"epoch": e, "val_accuracy": 1.0} for e in range(6)]
+    lines = []
+    _fit(_model(0.01), trial_dir, epochs=6, lines=lines,
+         behind=trial_module.BehindTheBest.of(0.05, "3", perfect))
+    record = state.read_json(trial_dir / state.TRIAL_RECORD_FILE)
+    assert len(record["history"]) == 4  # epochs 1-3, then the first of the second half
+    assert "points under trial 3's 100.00% by epoch 4 (--stop-behind 5)" in record["stopped"]
+    assert lines[-1] == f"  trial 0 stopped: {record['stopped']}"
+    [event] = [e for e in state.read_events(tmp_path) if e["event"] == state.BEHIND_EVENT]
+    assert (event["trial"], event["epoch"]) == ("0", 3)

@@ -87,6 +87,40 @@ def trial_seed(search_seed: int, values: dict) -> int:
 EPOCH_BOOKKEEPING = ("epoch", "seconds", "val_seconds", "traced", "ended", "machine")
 
 
+@dataclass(frozen=True)
+class BehindTheBest:
+    """`--stop-behind`: stop a trial whose best validation accuracy so far is more than
+    `margin` under the best trial's by the same epoch, counted from the schedule's second half
+    (where patience counts too: before it, a strongly regularised net may stall and catch up).
+    A trial that far behind after half its schedule would have to gain more than the best did
+    over the rest of it; on 80-epoch schedules such trials cost half an hour each on a CPU."""
+
+    margin: float  # accuracy, not points: 0.05 is 5 points
+    trial: str  # the best trial
+    best_by_epoch: tuple[float, ...]  # its best validation accuracy by the end of each epoch
+
+    @classmethod
+    def of(cls, margin: float, trial: str, history: list[dict]) -> BehindTheBest:
+        best, by_epoch = -math.inf, []
+        for entry in sorted(history, key=lambda e: e["epoch"]):
+            best = max(best, entry.get("val_accuracy", -math.inf))
+            by_epoch.append(best)
+        return cls(margin, trial, tuple(by_epoch))
+
+    def reason(self, history: list[dict], epoch: int, epochs: int) -> str | None:
+        """Why the trial stops after `epoch` (0-based) with `history`, or None."""
+        if not patience_starts(epochs) <= epoch < len(self.best_by_epoch):
+            return None
+        ours = max((e["val_accuracy"] for e in history
+                    if math.isfinite(e.get("val_accuracy", math.nan))), default=0.0)
+        theirs = self.best_by_epoch[epoch]
+        if not theirs - ours > self.margin:
+            return None
+        return (f"its best validation accuracy, {ours:.2%}, is {100 * (theirs - ours):.1f} "
+                f"points under trial {self.trial}'s {theirs:.2%} by epoch {epoch + 1} "
+                f"(--stop-behind {100 * self.margin:g})")
+
+
 class EpochRecorder(keras.callbacks.Callback):
     """Writes the trial's record after every epoch, reports progress, and watches for NaN.
 
@@ -96,8 +130,9 @@ class EpochRecorder(keras.callbacks.Callback):
 
     def __init__(self, trial_id: str, trial_dir: Path, record: dict, epochs: int, quiet: bool,
                  deadline: float | None = None, worker: str | None = None,
-                 machine: str | None = None):
+                 machine: str | None = None, behind: BehindTheBest | None = None):
         super().__init__()
+        self.behind = behind
         self.worker = worker
         self.machine = machine  # recorded with each epoch: a trial may move between machines
         self.deadline = deadline
@@ -183,6 +218,13 @@ class EpochRecorder(keras.callbacks.Callback):
             self._line(f"  trial {self.trial_id} stopped: for {COLLAPSED_EPOCHS} epochs it has "
                        "predicted the same for every image (loss ln(classes), accuracy at "
                        "chance), which such a net does not recover from")
+            self.model.stop_training = True
+        elif self.behind and (why := self.behind.reason(self.record["history"], epoch,
+                                                         self.epochs)):
+            log.info(f"  trial {self.trial_id} stopped: {why}")
+            self.record["stopped"] = why
+            state.append_event(self.trial_dir.parent, event=state.BEHIND_EVENT,
+                               trial=self.trial_id, epoch=epoch)
             self.model.stop_training = True
 
     def _save_best_weights(self):
@@ -270,18 +312,21 @@ def fit(
     tensorboard: bool = False,
     worker: str | None = None,
     machine: str | None = None,
+    behind: BehindTheBest | None = None,
 ) -> dict:
     """Train one trial to `epochs` (resuming if a backup exists) and return its best metrics.
 
     `worker` names the distributed worker training it (the report shows it), None on one machine.
     `machine` (`backend.machine`) is recorded with each epoch, for the time budget's estimates.
+    `behind` (`--stop-behind`) stops it once it is far behind the best trial.
     """
     record = state.read_trial_record(trial_dir)
     if worker:
         record["worker"] = worker
     record["params"] = int(model.count_params())
     record["layers"] = layer_table(model)
-    recorder = EpochRecorder(trial_id, trial_dir, record, epochs, quiet, deadline, worker, machine)
+    recorder = EpochRecorder(trial_id, trial_dir, record, epochs, quiet, deadline, worker, machine,
+                             behind)
     callbacks = [
         recorder,
         AtomicBackupAndRestore(str(trial_dir / BACKUP_DIR)),

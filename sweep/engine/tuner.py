@@ -94,7 +94,25 @@ class SweepTuner:
             tensorboard=self.settings.tensorboard,
             worker=self.worker,
             machine=backend.machine(self.settings.precision),
+            behind=self.behind_the_best(trial, epochs),
         )
+
+    def behind_the_best(self, trial, epochs: int) -> trial_module.BehindTheBest | None:
+        """`--stop-behind`'s rule for `trial`, against the best fully trained trial's curve:
+        for a trial on the whole schedule, not a finalist (a seed of the best configuration is
+        measured, never cut), once a best exists."""
+        points = self.settings.stop_behind
+        if (points is None or epochs < self.settings.max_epochs
+                or ranking.REPLICA_KEY in trial.hyperparameters.values):
+            return None
+        best = next((r.run.trial for r in self.ranked() if r.run.trial != trial.trial_id), None)
+        if best is None:
+            return None
+        try:
+            history = state.read_trial_record(self.trial_dir(best))["history"]
+        except (SweepError, KeyError):  # unreadable now: this trial runs its whole schedule
+            return None
+        return trial_module.BehindTheBest.of(points / 100, best, history)
 
     def pre_create_trial(self):
         interrupts.check()  # no new trial after Ctrl-C

@@ -111,6 +111,12 @@ def skipped_configurations(project_dir: Path) -> int:
                 if e["event"] == state.SKIPPED_EVENT})
 
 
+def stopped_behind(project_dir: Path) -> int:
+    """Trials `--stop-behind` stopped (a trial stopped, then resumed, counts once)."""
+    return len({e["trial"] for e in state.read_events(project_dir)
+                if e["event"] == state.BEHIND_EVENT})
+
+
 def latest_evaluations(project_dir: Path) -> dict[str, dict]:
     """The last explicit test-set evaluation of each evaluated trial (`sweep evaluate`)."""
     return {e["trial"]: e for e in state.read_lines(project_dir / state.EVALUATIONS_FILE)}
@@ -207,9 +213,11 @@ def headline(project_dir: Path, df: pd.DataFrame, record: dict) -> str:
     ]
     counts = df["status"].value_counts().to_dict() if not df.empty else {}
     skipped = skipped_configurations(project_dir)
+    behind = stopped_behind(project_dir)
     lines.append("trials: " + (", ".join(f"{n} {k.lower()}" for k, n in counts.items()) or "none")
                  + (f"; {skipped} configurations skipped before training, over --max-params "
-                    f"{s['max_params']:g}" if skipped else ""))
+                    f"{s['max_params']:g}" if skipped else "")
+                 + (f"; {behind} stopped far behind the best (--stop-behind)" if behind else ""))
     ranked = ranking.ranked_rows(df)
     if not ranked.empty:
         top = ranked.iloc[0]
