@@ -12,6 +12,9 @@ the training accuracy of that epoch, then the mean +- std. Compare two runs of t
 a run with the default point's finalists in a search's report): on 5,000 validation images a
 single score moves by about 0.65 points from seed to seed, so decide on means. With `--dir`,
 each seed's result is kept in DIR/levers.jsonl and a seed already there is not trained again.
+Seed k is the seed a search with `--seed k` gives its trial of the same configuration: seed 0
+repeats a search's own trial (search seed 0), so against such a trial count from seed 1 (a
+rerun of one seed is not a second seed: README, "Reproducible").
 """
 
 from __future__ import annotations
