@@ -447,3 +447,12 @@ def test_stop_behind_stops_a_trial_far_behind_the_best_and_is_the_latest_run_s_p
     search(max_trials=2).run(say=None)  # a run without it: the search's policy is off again
     assert state.read_json(first.project_dir / state.SETTINGS_FILE)["settings"]["stop_behind"] \
         is None
+
+
+def test_a_finished_search_names_the_try_points_it_never_tried(tmp_path, tiny_cifar):
+    lines = []
+    sweep.Search("tiny_cnn", directory=tmp_path / "runs", tuner="random", max_trials=1,
+                 max_epochs=1, finalists=0, train_size=100, val_size=100, data=str(tiny_cifar),
+                 quiet=True, known_points=[{"filters": 8}]).run(say=lines.append)
+    assert any("not tried, the search's 1 trials ran out first: filters=8. Run again with a "
+               "larger --max-trials" in line for line in lines), lines

@@ -1,5 +1,6 @@
 """One trial on tiny synthetic images: records, NaN failure, seeding."""
 
+import math
 import re
 import statistics
 
@@ -62,7 +63,8 @@ def test_records_every_epoch_and_returns_the_best(tmp_path):
     # second here: too soon to say).
     state_line = re.compile(r"\(\d+\.\d s(; schedule ends in about \d+m\d\ds)?\)$")
     assert all(state_line.search(line) for line in lines) and lines[-1].endswith(" s)"), lines
-    assert not (trial_dir / trial_module.BACKUP_DIR).exists()  # removed when training ends
+    # Kept until the trial has ended (the tuner then discards it): see the test below.
+    assert (trial_dir / trial_module.BACKUP_DIR).exists() and record[trial_module.FIT_ENDED]
     [event] = state.read_events(tmp_path)
     assert {k: event[k] for k in ("event", "trial", "epoch")} == {
         "event": "train_start", "trial": "0", "epoch": 0}
@@ -150,6 +152,24 @@ def test_interrupted_fit_resumes_at_its_epoch_with_history_whole(tmp_path):
     # The first epoch of each fit traced its steps: no measure of the pace (perhaps of a
     # machine the trial has just moved to), nor of the validation pass's throughput.
     assert [e["traced"] for e in record["history"]] == [True, False, True, False]
+
+
+
+def test_a_trial_stopped_after_its_fit_ended_is_not_trained_again(tmp_path):
+    """A stop between the fit's end and the trial's (the latency pass, the tuner's own end)
+    resumes to no training at all: not from the first epoch (Keras deleted its backup at the
+    fit's end), nor past an early stop."""
+    trial_dir = tmp_path / "trial_0"
+    trial_dir.mkdir()
+    first = _fit(_model(0.01), trial_dir, epochs=3)
+    ended = state.read_json(trial_dir / state.TRIAL_RECORD_FILE)
+    again = _fit(_model(0.01), trial_dir, epochs=3)  # the same trial, resumed
+    record = state.read_json(trial_dir / state.TRIAL_RECORD_FILE)
+    assert again == first and record["history"] == ended["history"]
+    assert record["train_seconds"] == ended["train_seconds"]
+    assert [e["event"] for e in state.read_events(tmp_path)] == ["train_start"]
+    trial_module.discard_backup(trial_dir)
+    assert not (trial_dir / trial_module.BACKUP_DIR).exists()
 
 
 def test_tensorboard_logs_per_trial_when_asked(tmp_path):
@@ -247,7 +267,13 @@ def test_behind_the_best_counts_from_the_schedule_s_second_half_against_the_same
     assert rule.reason(worse, 3, epochs=4) == (
         "its best validation accuracy, 54.00%, is 6.0 points under trial 07's 60.00% by "
         "epoch 4 (--stop-behind 5)")
-    assert rule.reason(worse, 5, epochs=8) is None  # past the best trial's record: no curve
+    # Past the best trial's last epoch (it stopped early), its final best: 70 %.
+    assert "16.0 points under trial 07's 70.00% by epoch 6" in rule.reason(worse, 5, epochs=8)
+    # A NaN accuracy is recorded as null: no score, on either side.
+    unscored = [{"epoch": 0, "val_accuracy": None}, {"epoch": 1, "val_accuracy": 0.6}]
+    assert trial_module.BehindTheBest.of(0.05, "1", unscored).best_by_epoch == (-math.inf, 0.6)
+    assert "is 60.0 points under" in trial_module.BehindTheBest.of(0.05, "1", unscored).reason(
+        [{"epoch": 0, "val_accuracy": None}, {"epoch": 1, "val_accuracy": None}], 1, epochs=2)
 
 
 def test_a_trial_far_behind_the_best_stops_and_says_why(tmp_path):

@@ -65,6 +65,12 @@ class DefaultFirst:
                 return values
         return None
 
+    def untried_known_points(self) -> list[dict]:
+        """The known points not tried yet (within --max-params), as given."""
+        return [point for point in self.known_points
+                if not self._duplicate(values := default_values(self.hyperparameters, point))
+                and self.within_max_params(values)]
+
     def _random_values(self):
         values = self._untried_known_point()
         if values is not None:

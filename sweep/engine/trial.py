@@ -32,6 +32,7 @@ from sweep.spaces import WHITENING_LAYER
 log = logging.getLogger(__name__)
 
 BACKUP_DIR = "backup"
+FIT_ENDED = "fit_ended"  # in a trial's record: its training is over (schedule or early stop)
 # Inference only: the same result at any size. 256: each epoch's validation pass also times
 # the trial's inference throughput at batch 256 (`inference_latency`).
 VALIDATION_BATCH = 256
@@ -97,28 +98,35 @@ class BehindTheBest:
 
     margin: float  # accuracy, not points: 0.05 is 5 points
     trial: str  # the best trial
-    best_by_epoch: tuple[float, ...]  # its best validation accuracy by the end of each epoch
+    # Its best validation accuracy by the end of each epoch it ran; after its last (an early
+    # stop), its final best.
+    best_by_epoch: tuple[float, ...]
 
     @classmethod
     def of(cls, margin: float, trial: str, history: list[dict]) -> BehindTheBest:
         best, by_epoch = -math.inf, []
         for entry in sorted(history, key=lambda e: e["epoch"]):
-            best = max(best, entry.get("val_accuracy", -math.inf))
+            best = max(best, _accuracy(entry))
             by_epoch.append(best)
         return cls(margin, trial, tuple(by_epoch))
 
     def reason(self, history: list[dict], epoch: int, epochs: int) -> str | None:
         """Why the trial stops after `epoch` (0-based) with `history`, or None."""
-        if not patience_starts(epochs) <= epoch < len(self.best_by_epoch):
+        if epoch < patience_starts(epochs) or not self.best_by_epoch:
             return None
-        ours = max((e["val_accuracy"] for e in history
-                    if math.isfinite(e.get("val_accuracy", math.nan))), default=0.0)
-        theirs = self.best_by_epoch[epoch]
+        ours = max([0.0, *(_accuracy(e) for e in history)])
+        theirs = self.best_by_epoch[min(epoch, len(self.best_by_epoch) - 1)]
         if not theirs - ours > self.margin:
             return None
         return (f"its best validation accuracy, {ours:.2%}, is {100 * (theirs - ours):.1f} "
                 f"points under trial {self.trial}'s {theirs:.2%} by epoch {epoch + 1} "
                 f"(--stop-behind {100 * self.margin:g})")
+
+
+def _accuracy(epoch: dict) -> float:
+    """An epoch's validation accuracy; -inf where it has none (NaN is recorded as null)."""
+    value = epoch.get("val_accuracy")
+    return value if value is not None and math.isfinite(value) else -math.inf
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -321,40 +329,29 @@ def fit(
     `behind` (`--stop-behind`) stops it once it is far behind the best trial.
     """
     record = state.read_trial_record(trial_dir)
-    if worker:
-        record["worker"] = worker
-    record["params"] = int(model.count_params())
-    record["layers"] = layer_table(model)
-    recorder = EpochRecorder(trial_id, trial_dir, record, epochs, quiet, deadline, worker, machine,
-                             behind)
-    callbacks = [
-        recorder,
-        AtomicBackupAndRestore(str(trial_dir / BACKUP_DIR)),
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
-                                      start_from_epoch=patience_starts(epochs)),
-        # KerasTuner's own per-epoch callbacks are left out: EpochRecorder saves the best epoch
-        # instead (atomically), and TunerCallback only forwards to Tuner hooks that do nothing,
-        # but defines a per-batch hook, which makes Keras wait for every step's logs.
-        *[c for c in tuner_callbacks if not isinstance(c, compat.KERAS_TUNER_CALLBACKS)],
-    ]
-    if tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(str(trial_dir / TENSORBOARD_DIR)))
-    set_whitening(model, data)
-    x_train, y_train, x_val, y_val = data.tensors
-    with interrupts.deferred():  # a Ctrl-C stops the fit before its next batch
-        model.fit(
-            x_train,
-            y_train,
-            batch_size=batch_size,
-            epochs=epochs,
-            validation_data=(x_val, y_val),
-            validation_batch_size=VALIDATION_BATCH,
-            callbacks=callbacks,
-            shuffle=True,
-            verbose=0,
-        )
-    if recorder.non_finite:
-        raise kt_errors.FailedTrialError(recorder.non_finite)
+    # That the fit ended is recorded before anything else: Keras would delete the backup then,
+    # and a stop before the trial ends would train it again from its first epoch, or past its
+    # early stop. So the backup stays until the trial has ended (`discard_backup`), and a
+    # record that says so is not trained again.
+    if not record.get(FIT_ENDED):
+        if worker:
+            record["worker"] = worker
+        record["params"] = int(model.count_params())
+        record["layers"] = layer_table(model)
+        recorder = EpochRecorder(trial_id, trial_dir, record, epochs, quiet, deadline, worker,
+                                 machine, behind)
+        set_whitening(model, data)
+        x_train, y_train, x_val, y_val = data.tensors
+        with interrupts.deferred():  # a Ctrl-C stops the fit before its next batch
+            model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs,
+                      validation_data=(x_val, y_val), validation_batch_size=VALIDATION_BATCH,
+                      callbacks=_callbacks(recorder, trial_dir, epochs, patience,
+                                           tuner_callbacks, tensorboard),
+                      shuffle=True, verbose=0)
+        if recorder.non_finite:
+            raise kt_errors.FailedTrialError(recorder.non_finite)
+        record[FIT_ENDED] = True
+        state.write_json(trial_dir / state.TRIAL_RECORD_FILE, record)
     best = state.best_epoch(record["history"])
     if best is None:
         raise kt_errors.FailedTrialError("no epoch finished with a validation accuracy")
@@ -362,6 +359,24 @@ def fit(
     state.write_json(trial_dir / state.TRIAL_RECORD_FILE, record)
     return {k: v for k, v in best.items() if k not in EPOCH_BOOKKEEPING}  # metrics only
 
+
+def _callbacks(recorder: EpochRecorder, trial_dir: Path, epochs: int, patience: int,
+               tuner_callbacks: list[keras.callbacks.Callback],
+               tensorboard: bool) -> list[keras.callbacks.Callback]:
+    """The records, the backup (kept when the fit ends), early stopping, and what the tuner
+    adds. KerasTuner's own per-epoch callbacks are left out: EpochRecorder saves the best epoch
+    instead (atomically), and TunerCallback only forwards to Tuner hooks that do nothing, but
+    defines a per-batch hook, which makes Keras wait for every step's logs."""
+    callbacks = [
+        recorder,
+        AtomicBackupAndRestore(str(trial_dir / BACKUP_DIR), delete_checkpoint=False),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
+                                      start_from_epoch=patience_starts(epochs)),
+        *[c for c in tuner_callbacks if not isinstance(c, compat.KERAS_TUNER_CALLBACKS)],
+    ]
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(trial_dir / TENSORBOARD_DIR)))
+    return callbacks
 
 def set_whitening(model: keras.Model, data: TrainingData) -> None:
     """Give the model's whitening layer (`spaces.WHITENING_LAYER`), where it has one, the kernel

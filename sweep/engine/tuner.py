@@ -100,8 +100,13 @@ class SweepTuner:
     def behind_the_best(self, trial, epochs: int) -> trial_module.BehindTheBest | None:
         """`--stop-behind`'s rule for `trial`, against the best fully trained trial's curve:
         for a trial on the whole schedule, not a finalist (a seed of the best configuration is
-        measured, never cut), once a best exists."""
-        points = self.settings.stop_behind
+        measured, never cut), once a best exists. The margin is the search's latest policy,
+        read from its record at each trial: a worker follows the chief's latest run."""
+        try:
+            recorded = state.read_json(Path(self.project_dir) / state.SETTINGS_FILE)["settings"]
+            points = recorded.get("stop_behind")
+        except (SweepError, KeyError):
+            points = self.settings.stop_behind
         if (points is None or epochs < self.settings.max_epochs
                 or ranking.REPLICA_KEY in trial.hyperparameters.values):
             return None
@@ -440,6 +445,19 @@ class SweepTuner:
             )
         self.record_best_confusion()
         self.raise_if_stopped_early()
+        self.warn_of_untried_points()
+
+    def warn_of_untried_points(self) -> None:
+        """Say which `--try` points a finished search never tried: the trials ran out first
+        (a point added on a resume of a successive-halving search whose first rung was full
+        waits for a slot that later rungs take)."""
+        if self._is_worker() or self.ended_trials() < self.settings.max_trials:
+            return
+        untried = self.oracle.untried_known_points()
+        if untried:
+            points = "; ".join(",".join(f"{k}={v}" for k, v in p.items()) for p in untried)
+            log.warning(f"not tried, the search's {self.settings.max_trials} trials ran out "
+                        f"first: {points}. Run again with a larger --max-trials to try them.")
 
     def raise_if_stopped_early(self) -> None:
         if self.oracle.stop_reason:
