@@ -260,6 +260,9 @@ def test_calls_without_the_search_token_change_nothing(real_cifar_train_only, tm
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     token = token_file.read_text()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    # Connected before the first call: on a loaded machine a call made while the channel still
+    # connects can fail UNAVAILABLE, which says nothing of the token.
+    grpc.channel_ready_future(channel).result(timeout=60)
     calls = stranger_calls(channel)
     before = search_record(project)
 
