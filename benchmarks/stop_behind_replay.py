@@ -29,7 +29,7 @@ FALSE_STOP_POINTS = 2.0
 
 
 def best_score(history: list[dict]) -> float:
-    return max((e["val_accuracy"] for e in history), default=float("nan"))
+    return state.best_epoch(history)["val_accuracy"]
 
 
 def stop_epoch(rule: BehindTheBest, history: list[dict], epochs: int) -> int | None:

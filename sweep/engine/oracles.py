@@ -56,20 +56,21 @@ class DefaultFirst:
     params_seen: dict[str, int]  # configuration -> parameters, as counted by this process
     events_dir: Path | None = None  # where skipped configurations are recorded
 
+    def _untried(self, points: list[dict]):
+        """(point, its values) for each of `points` not tried yet and within --max-params."""
+        for point in points:
+            values = default_values(self.hyperparameters, point)
+            if not self._duplicate(values) and self.within_max_params(values):
+                yield point, values
+
     def _untried_known_point(self) -> dict | None:
         """The default point, then each known point: the first not tried yet and within
         --max-params."""
-        for overrides in [{}, *self.known_points]:
-            values = default_values(self.hyperparameters, overrides)
-            if not self._duplicate(values) and self.within_max_params(values):
-                return values
-        return None
+        return next((values for _, values in self._untried([{}, *self.known_points])), None)
 
     def untried_known_points(self) -> list[dict]:
         """The known points not tried yet (within --max-params), as given."""
-        return [point for point in self.known_points
-                if not self._duplicate(values := default_values(self.hyperparameters, point))
-                and self.within_max_params(values)]
+        return [point for point, _ in self._untried(self.known_points)]
 
     def _random_values(self):
         values = self._untried_known_point()

@@ -378,6 +378,7 @@ def _callbacks(recorder: EpochRecorder, trial_dir: Path, epochs: int, patience: 
         callbacks.append(keras.callbacks.TensorBoard(str(trial_dir / TENSORBOARD_DIR)))
     return callbacks
 
+
 def set_whitening(model: keras.Model, data: TrainingData) -> None:
     """Give the model's whitening layer (`spaces.WHITENING_LAYER`), where it has one, the kernel
     that whitens the training images' patches: a fixed linear map, the same for every image,
