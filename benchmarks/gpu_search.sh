@@ -15,6 +15,15 @@
 #       into $OUT in pieces of 15 MB (the tool brings back at most 8 files of 16 MB, 64 MiB in
 #       all; over 60 MB, the finished trials' weights are left out). Leave the command room:
 #       7 minutes of search fit a 600 s `timeout_s` with the start, install and packing.
+#       With `--workers N` in RUN_OPTIONS, N trials share the GPU (one small net leaves most of
+#       it idle); `run` refuses a time budget with workers, so the search gets SIGTERM after
+#       MINUTES instead and each worker stops at its next epoch boundary, resumable as ever.
+#       Before packing, the EVALUATE_TOP best trials (default 3) of each search are evaluated
+#       there on the test images, so their test accuracy comes back even where their weights
+#       cannot.
+#   bash benchmarks/gpu_search.sh speed EPOCHS
+#       there, after `run`: benchmarks/trial_speed.py on the GPU (the tool in its automatic
+#       precision against plain Keras in float32 and in that precision), into $OUT/speed.log.
 #   bash benchmarks/gpu_search.sh unpack FILES_AT RUNS_DIR
 #       here: the search folder back under RUNS_DIR (a folder of the same name is moved aside,
 #       never deleted); the same `run` command then resumes it on the CPU (a search may change
@@ -56,20 +65,50 @@ prepare() {
     fi
 }
 
+set_up_there() {  # idempotent: `speed` after `run` on the same machine reuses both
+    export PYTHONPATH="$work/site:$repo" KERAS_BACKEND=jax PYTHONUNBUFFERED=1
+    # Several processes share one GPU with workers; JAX would give the first 75 % of it.
+    export XLA_PYTHON_CLIENT_PREALLOCATE=false
+    if [ ! -d "$work/site" ]; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target "$work/site" "$device"/whl/*.whl
+    fi
+    if [ ! -d "$work/cifar/cifar-10-batches-py" ]; then
+        python3 "$device/cifar10/build.py" "$work/cifar"
+    fi
+}
+
+search_there() {  # run's options, bounded by a time budget or, with workers, by SIGTERM
+    local minutes=$1
+    shift
+    local data=(--data "$work/cifar/cifar-10-batches-py" --dir "$work/runs")
+    if printf '%s\n' "$@" | grep -qx -- '--workers'; then
+        (cd "$repo" && timeout -s TERM -k 120 "${minutes}m" python3 -m sweep run "$@" "${data[@]}")
+    else
+        (cd "$repo" && python3 -m sweep run "$@" "${data[@]}" --time-budget "${minutes}m")
+    fi
+}
+
+evaluate_there() {  # test accuracy of each search's best trials, written into its folder
+    local folder
+    for folder in "$work"/runs/*/; do
+        (cd "$repo" && python3 -m sweep evaluate --project "$(basename "$folder")" \
+            --top "${EVALUATE_TOP:-3}" --dir "$work/runs" \
+            --data "$work/cifar/cifar-10-batches-py") || true
+    done
+}
+
 run_there() {
     : "${OUT:?OUT must name the folder to bring back (the device tool sets it)}"
     local minutes=${1:?"run MINUTES RUN_OPTIONS..."}
     shift
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target "$work/site" "$device"/whl/*.whl
-    export PYTHONPATH="$work/site:$repo" KERAS_BACKEND=jax PYTHONUNBUFFERED=1
-    python3 "$device/cifar10/build.py" "$work/cifar"
+    set_up_there
     rm -rf "$work/runs" && mkdir -p "$work/runs"  # a warm machine's last run is not this one
     if [ -f "$device/search.tgz" ]; then tar -C "$work/runs" -xzf "$device/search.tgz"; fi
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
     local status=0
-    (cd "$repo" && python3 -m sweep run "$@" --data "$work/cifar/cifar-10-batches-py" \
-        --dir "$work/runs" --time-budget "${minutes}m") || status=$?
+    search_there "$minutes" "$@" || status=$?
+    evaluate_there
     tar -C "$work/runs" -czf "$work/search.tgz" .
     if over_60_mb "$work/search.tgz"; then
         echo "the search is over 60 MB packed: leaving the finished trials' weights out"
@@ -78,6 +117,13 @@ run_there() {
     split -b 15M "$work/search.tgz" "$OUT/search.tgz.part-"
     ls -l "$OUT"
     return $status
+}
+
+speed_there() {
+    : "${OUT:?OUT must name the folder to bring back (the device tool sets it)}"
+    set_up_there
+    python3 "$repo/benchmarks/trial_speed.py" --data "$work/cifar/cifar-10-batches-py" \
+        --epochs "${1:-5}" 2>&1 | tee "$OUT/speed.log"
 }
 
 unpack() {
@@ -99,6 +145,7 @@ unpack() {
 case "${1:-}" in
     prepare) shift; prepare "$@" ;;
     run) shift; run_there "$@" ;;
+    speed) shift; speed_there "$@" ;;
     unpack) shift; unpack "$@" ;;
     *) sed -n '2,/^set /p' "$0" | grep '^#'; exit 2 ;;
 esac

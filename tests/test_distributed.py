@@ -11,10 +11,12 @@ import json
 import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -35,6 +37,7 @@ from conftest import (
 from sweep import state
 from sweep.distributed import cluster
 from sweep.distributed.local import free_port
+from sweep.errors import SweepError
 
 # One xdist group: the distributed tests run one after another in one process (`--dist
 # loadgroup`), never two searches of three processes each beside each other.
@@ -420,3 +423,28 @@ def test_a_chief_that_refuses_the_search_stops_the_local_workers_at_once(monkeyp
     runner.start()
     runner.join(timeout=60)  # far less than the grace; a failure does not hang the suite
     assert status == [2]
+
+
+def test_a_worker_id_is_free_when_its_process_id_now_belongs_to_another_process(tmp_path):
+    """A search folder moved to a fresh machine of the same name (a lent GPU, a container)
+    finds its workers' old process ids taken by new processes, here its own new workers: they
+    were refused "in use" until the heartbeat's start and "stopped" were read."""
+    project = tmp_path / "search"
+    (project / cluster.CLUSTER_DIR).mkdir(parents=True)
+    host, path = socket.gethostname(), cluster.worker_path(project, "w1")
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        beat = {"host": host, "pid": live.pid, "id": "w1", "updated": time.time()}
+        # The heartbeat of a process that is still the one it names: in use.
+        state.write_json(path, {**beat, "started": time.time() + 60})
+        with pytest.raises(SweepError, match=f"in use by process {live.pid}"):
+            cluster.check_worker_id_free(project, "w1", timeout=120)
+        # The id's process began after the heartbeat did: another process, the id is free.
+        state.write_json(path, {**beat, "started": time.time() - 3600})
+        cluster.check_worker_id_free(project, "w1", timeout=120)
+        # A worker that stopped said so: free, whoever has its process id now.
+        state.write_json(path, {**beat, "started": time.time() + 60, "stopped": time.time()})
+        cluster.check_worker_id_free(project, "w1", timeout=120)
+    finally:
+        live.kill()
+        live.wait()

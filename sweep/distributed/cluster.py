@@ -218,23 +218,42 @@ def check_worker_id(worker_id: str) -> str:
     return worker_id
 
 
-def _alive_here(pid: int) -> bool:
+def _started_at(pid: int) -> float | None:
+    """When process `pid` started, in seconds since the epoch (Linux's /proc); None elsewhere."""
+    try:
+        after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + int(after_name[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _alive_here(pid: int, since: float | None) -> bool:
+    """Whether `pid` runs here and is the process that began its heartbeat at `since`: a
+    process id is reused, and a search folder moved to a fresh machine of the same name (a
+    lent GPU, a container) finds its old ids taken by new processes, its own workers among
+    them."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    started = _started_at(pid)
+    return since is None or started is None or started <= since + 2.0  # btime is whole seconds
 
 
 def process_alive(host: str, pid: int, heartbeat: dict | None, timeout: float) -> bool:
-    """Whether process `pid` on `host` still runs. On this machine the kernel says; another
-    machine's process ids mean nothing here, so there only the process's own `heartbeat` can
-    tell, by having been rewritten within `timeout` seconds (without one: not running)."""
+    """Whether process `pid` on `host` still runs. A heartbeat that says it stopped settles it.
+    On this machine the kernel says; another machine's process ids mean nothing here, so there
+    only the process's own `heartbeat` can tell, by having been rewritten within `timeout`
+    seconds (without one: not running)."""
+    if heartbeat and "stopped" in heartbeat:
+        return False
     if host == socket.gethostname():
-        return _alive_here(pid)
-    if not heartbeat or "stopped" in heartbeat:
+        return _alive_here(pid, heartbeat.get("started") if heartbeat else None)
+    if not heartbeat:
         return False
     return time.time() - heartbeat["updated"] < timeout
 
