@@ -241,11 +241,13 @@ def run_chief(settings: SearchSettings, *, port: int, host: str = "0.0.0.0",
             log.info(f"chief serving on {host}:{port}{' (TLS)' if tls else ''}. Start workers "
                      f"with: python -m sweep worker --chief {socket.gethostname()}:{port} "
                      f"--dir {settings.directory}{with_tls}")
-            try:
-                with compat.quiet_kerastuner():
+            # Quiet through the grace too: workers stopped by SIGTERM report their trials
+            # then, and KerasTuner prints a condition's value for each (`Parent.to_proto`).
+            with compat.quiet_kerastuner():
+                try:
                     serve_until_done(tuner, cluster.SilenceWatch(project_dir), worker_timeout)
-            finally:
-                server.stop(grace=2)
+                finally:
+                    server.stop(grace=2).wait()
         finally:
             heartbeat.stop()
         log.info(timer.summary(tuner.ended_trials() - ended_before))
