@@ -7,7 +7,9 @@
 #   bash benchmarks/gpu_search.sh prepare [SEARCH_FOLDER]
 #       here: the wheels it lacks (for its Python 3.12), the CIFAR-10 sources of ../shared (19 MB)
 #       and, to resume a search there, SEARCH_FOLDER (e.g. runs/reference), all into .device/
-#       (ignored by git; the device tool carries it: `carry: [".device"]`).
+#       (ignored by git; the device tool carries it: `carry: [".device"]`). Over 60 MB, the
+#       interrupted trials' backups are left out (those trials restart there; a 128-filter
+#       net's backup is 55 MB packed).
 #   bash benchmarks/gpu_search.sh run MINUTES RUN_OPTIONS...
 #       there, as the device tool's command: installs the wheels, builds CIFAR-10, then
 #       `KERAS_BACKEND=jax python3 -m sweep run RUN_OPTIONS --time-budget MINUTESm` (a trial
@@ -57,6 +59,11 @@ prepare() {
     cp "$repo/../shared/datasets/cifar10/"* "$device/cifar10/"
     if [ $# -gt 0 ]; then
         tar -C "$(dirname "$1")" -czf "$device/search.tgz" "$(basename "$1")"
+        if over_60_mb "$device"; then  # an interrupted trial's backup: weights and optimizer
+            echo "over 60 MB with the interrupted trials' backups: leaving them out; these" \
+                "trials restart from their first epoch there:" "$1"/trial_*/backup
+            tar -C "$(dirname "$1")" -czf "$device/search.tgz" --exclude=backup "$(basename "$1")"
+        fi
     fi
     du -sh "$device"
     if over_60_mb "$device"; then
