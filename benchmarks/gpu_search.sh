@@ -89,8 +89,11 @@ search_there() {  # run's options, bounded by a time budget or, with workers, by
     local minutes=$1
     shift
     local data=(--data "$work/cifar/cifar-10-batches-py" --dir "$work/runs")
-    if printf '%s\n' "$@" | grep -qx -- '--workers'; then
-        (cd "$repo" && timeout -s TERM -k 120 "${minutes}m" python3 -m sweep run "$@" "${data[@]}")
+    if printf '%s\n' "$@" | grep -qE -- '^--workers(=|$)'; then
+        # timeout's 124 is this mode's normal end; a search still running 2 minutes after
+        # SIGTERM is killed (137) and says so.
+        (cd "$repo" && timeout -s TERM -k 120 "${minutes}m" python3 -m sweep run "$@" \
+            "${data[@]}") || { local status=$?; [ $status -eq 124 ] || return $status; }
     else
         (cd "$repo" && python3 -m sweep run "$@" "${data[@]}" --time-budget "${minutes}m")
     fi

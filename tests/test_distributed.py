@@ -8,6 +8,7 @@ calls from outside the search: without the token of the search's folder they cha
 import csv
 import io
 import json
+import os
 import re
 import shutil
 import signal
@@ -430,23 +431,34 @@ def test_a_chief_that_refuses_the_search_stops_the_local_workers_at_once(monkeyp
 def test_a_worker_id_is_free_when_its_process_id_now_belongs_to_another_process(tmp_path):
     """A search folder moved to a fresh machine of the same name (a lent GPU, a container)
     finds its workers' old process ids taken by new processes, here its own new workers: they
-    were refused "in use" until the heartbeat's start and "stopped" were read."""
+    were refused "in use" until the heartbeat named its process exactly."""
     project = tmp_path / "search"
     (project / cluster.CLUSTER_DIR).mkdir(parents=True)
-    host, path = socket.gethostname(), cluster.worker_path(project, "w1")
+    path = cluster.worker_path(project, "w1")
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        beat = {"host": host, "pid": live.pid, "id": "w1", "updated": time.time()}
-        # The heartbeat of a process that is still the one it names: in use.
-        state.write_json(path, {**beat, "started": time.time() + 60})
+        beat = {"host": socket.gethostname(), "pid": live.pid, "id": "w1",
+                "started": time.time(), "updated": time.time()}
+        itself = cluster.process_identity(live.pid)
+        assert itself  # Linux
+        mine = cluster.Heartbeat(tmp_path / "mine.json", id="w2")  # what a worker writes
+        assert state.read_json(mine.path).items() >= cluster.process_identity(os.getpid()).items()
+        # The heartbeat of the process that now has the id's number: in use, stopped or not
+        # (a process may end one role and keep running).
+        for stopped in ({}, {"stopped": time.time()}):
+            state.write_json(path, {**beat, **itself, **stopped})
+            with pytest.raises(SweepError, match=f"in use by process {live.pid}"):
+                cluster.check_worker_id_free(project, "w1", timeout=120)
+        # Another process had that number: one started at another tick, or in another boot
+        # (another machine of the same name). The id is free.
+        for other in ({"start_ticks": itself["start_ticks"] - 1},
+                      {"boot_id": "another-boot"}):
+            state.write_json(path, {**beat, **itself, **other})
+            cluster.check_worker_id_free(project, "w1", timeout=120)
+        # A heartbeat from before these fields: the kernel's word alone, as before.
+        state.write_json(path, beat)
         with pytest.raises(SweepError, match=f"in use by process {live.pid}"):
             cluster.check_worker_id_free(project, "w1", timeout=120)
-        # The id's process began after the heartbeat did: another process, the id is free.
-        state.write_json(path, {**beat, "started": time.time() - 3600})
-        cluster.check_worker_id_free(project, "w1", timeout=120)
-        # A worker that stopped said so: free, whoever has its process id now.
-        state.write_json(path, {**beat, "started": time.time() + 60, "stopped": time.time()})
-        cluster.check_worker_id_free(project, "w1", timeout=120)
     finally:
         live.kill()
         live.wait()

@@ -94,7 +94,7 @@ class Heartbeat(threading.Thread):
         super().__init__(daemon=True, name=f"heartbeat {path.name}")
         self.path = path
         self.identity = {"host": socket.gethostname(), "pid": os.getpid(),
-                         "started": time.time(), **identity}
+                         "started": time.time(), **process_identity(os.getpid()), **identity}
         self._stop_event = threading.Event()
         self.beat()
 
@@ -218,42 +218,41 @@ def check_worker_id(worker_id: str) -> str:
     return worker_id
 
 
-def _started_at(pid: int) -> float | None:
-    """When process `pid` started, in seconds since the epoch (Linux's /proc); None elsewhere."""
+def process_identity(pid: int) -> dict:
+    """What tells process `pid` from a later one given the same number, where Linux says: the
+    boot it runs in and its start time in clock ticks since that boot (proc(5), field 22).
+    Exact, unlike wall clocks, which a time sync may step. Empty elsewhere."""
     try:
         after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
-        return boot + int(after_name[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return {"boot_id": boot, "start_ticks": int(after_name[19])}
+    except (OSError, ValueError, IndexError):
+        return {}
 
 
-def _alive_here(pid: int, since: float | None) -> bool:
-    """Whether `pid` runs here and is the process that began its heartbeat at `since`: a
-    process id is reused, and a search folder moved to a fresh machine of the same name (a
-    lent GPU, a container) finds its old ids taken by new processes, its own workers among
-    them."""
+def _alive_here(pid: int, heartbeat: dict | None) -> bool:
+    """Whether `pid` runs here and is still the process that wrote `heartbeat`. Process ids
+    are reused, and a search folder moved to a fresh machine of the same name (a lent GPU, a
+    container) finds its old ids taken by new processes, its own new workers among them."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
-    started = _started_at(pid)
-    return since is None or started is None or started <= since + 2.0  # btime is whole seconds
+    recorded = {key: heartbeat[key] for key in ("boot_id", "start_ticks")
+                if heartbeat and key in heartbeat}
+    now = process_identity(pid)
+    return not recorded or not now or recorded == now
 
 
 def process_alive(host: str, pid: int, heartbeat: dict | None, timeout: float) -> bool:
-    """Whether process `pid` on `host` still runs. A heartbeat that says it stopped settles it.
-    On this machine the kernel says; another machine's process ids mean nothing here, so there
-    only the process's own `heartbeat` can tell, by having been rewritten within `timeout`
-    seconds (without one: not running)."""
-    if heartbeat and "stopped" in heartbeat:
-        return False
+    """Whether process `pid` on `host` still runs. On this machine the kernel says; another
+    machine's process ids mean nothing here, so there only the process's own `heartbeat` can
+    tell, by having been rewritten within `timeout` seconds (without one: not running)."""
     if host == socket.gethostname():
-        return _alive_here(pid, heartbeat.get("started") if heartbeat else None)
-    if not heartbeat:
+        return _alive_here(pid, heartbeat)
+    if not heartbeat or "stopped" in heartbeat:
         return False
     return time.time() - heartbeat["updated"] < timeout
 
