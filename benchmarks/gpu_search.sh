@@ -90,10 +90,16 @@ search_there() {  # run's options, bounded by a time budget or, with workers, by
     shift
     local data=(--data "$work/cifar/cifar-10-batches-py" --dir "$work/runs")
     if printf '%s\n' "$@" | grep -qE -- '^--workers(=|$)'; then
-        # timeout's 124 is this mode's normal end; a search still running 2 minutes after
-        # SIGTERM is killed (137) and says so.
+        # timeout's 124 is this mode's normal end. A search still running 2 minutes after
+        # SIGTERM is killed (137), and so are its chief and workers, which run in process
+        # groups of their own: packing must not read a folder they still write.
         (cd "$repo" && timeout -s TERM -k 120 "${minutes}m" python3 -m sweep run "$@" \
-            "${data[@]}") || { local status=$?; [ $status -eq 124 ] || return $status; }
+            "${data[@]}") || {
+            local status=$?
+            [ $status -eq 124 ] && return 0
+            pkill -KILL -f "sweep (chief|worker) " || true
+            return $status
+        }
     else
         (cd "$repo" && python3 -m sweep run "$@" "${data[@]}" --time-budget "${minutes}m")
     fi
