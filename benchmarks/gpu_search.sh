@@ -74,8 +74,6 @@ prepare() {
 
 set_up_there() {  # idempotent: `speed` after `run` on the same machine reuses both
     export PYTHONPATH="$work/site:$repo" KERAS_BACKEND=jax PYTHONUNBUFFERED=1
-    # Several processes share one GPU with workers; JAX would give the first 75 % of it.
-    export XLA_PYTHON_CLIENT_PREALLOCATE=false
     if [ ! -d "$work/site" ]; then
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target "$work/site" "$device"/whl/*.whl

@@ -406,18 +406,24 @@ def cluster_processes(cwd) -> list[str]:
     return found
 
 
+def refusing_chief_start(envs: dict):
+    """A stand-in for `local._start`: the chief exits at once with status 2 (it refused the
+    search), a worker sleeps; each one's environment goes into `envs` by role or worker id."""
+    def start(args, env):
+        envs[args[0] if args[0] == "chief" else args[4]] = env
+        code = "raise SystemExit(2)" if args[0] == "chief" else "import time; time.sleep(3600)"
+        return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    return start
+
+
 def test_a_chief_that_refuses_the_search_stops_the_local_workers_at_once(monkeypatch):
     """`run --workers`: a chief that exits with an error (a search made with other settings)
     leaves its workers nothing to wait for; they are stopped without the grace a finished
     search gives them (which is made an hour here, so waiting for it would show)."""
     from sweep.distributed import local
 
-    def start(args, env):
-        code = "raise SystemExit(2)" if args[0] == "chief" else "import time; time.sleep(3600)"
-        return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-
-    monkeypatch.setattr(local, "_start", start)
+    monkeypatch.setattr(local, "_start", refusing_chief_start({}))
     monkeypatch.setattr(local, "GRACE_SECONDS", 3600)
     monkeypatch.setattr(local, "POLL_SECONDS", 0.05)
     status = []
@@ -462,3 +468,26 @@ def test_a_worker_id_is_free_when_its_process_id_now_belongs_to_another_process(
     finally:
         live.kill()
         live.wait()
+
+
+@pytest.mark.parametrize(("gpus", "preset", "expected"), [
+    (None, None, {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}),  # sharing the GPU
+    (None, "true", {}),  # the user's own setting is kept
+    (["0", "1"], None, None),  # a GPU each: one per worker, JAX's default
+])
+def test_local_workers_sharing_a_gpu_do_not_let_jax_take_its_memory(monkeypatch, gpus, preset,
+                                                                     expected):
+    """Four workers on one H200 (reports/gpu80) needed XLA_PYTHON_CLIENT_PREALLOCATE=false:
+    JAX's first process takes 75 % of the GPU's memory. `run --workers` sets it itself."""
+    from sweep.distributed import local
+
+    envs = {}
+    monkeypatch.setattr(local, "_start", refusing_chief_start(envs))
+    monkeypatch.setattr(local, "POLL_SECONDS", 0.05)
+    if preset is None:
+        monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    else:
+        monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", preset)
+    assert local.run_locally([], [], 2, gpus) == 2
+    for i, worker in enumerate(("local-1", "local-2")):
+        assert envs[worker] == (expected if gpus is None else {"CUDA_VISIBLE_DEVICES": gpus[i]})
