@@ -40,6 +40,11 @@ TRIAL_FILE = "trial.json"  # KerasTuner's, in each trial's folder
 # A trial record's inference latency, milliseconds an image, by batch size (trial.py measures it).
 LATENCY_KEYS = {1: "latency_ms_1", 256: "latency_ms_256"}
 CHECKPOINT_FILE = "checkpoint.weights.h5"  # a trial's best epoch: weights and optimizer state
+# A trial in progress: its training state, which epoch it names, and what its record says once
+# its fit has ended (schedule or early stop), after which it is not trained again.
+BACKUP_DIR = "backup"
+BACKUP_STATE_FILE = "state.json"
+FIT_ENDED = "fit_ended"
 
 # A trial's status: KerasTuner's words (`keras_tuner.engine.trial.TrialStatus`), and the two a
 # report adds: a trial cut short, and one whose files cannot be read.
@@ -357,3 +362,10 @@ def failure_reason(message: str | None) -> str:
     """The last line of the traceback KerasTuner stores as a failed trial's message."""
     lines = [line for line in (message or "").strip().splitlines() if line.strip()]
     return lines[-1].split(": ", 1)[-1] if lines else ""
+
+
+def resumes_from_scratch(trial_dir: Path, record: dict) -> bool:
+    """Whether a trial that trained some epochs and did not end would start again from its first
+    epoch: its backup is gone (left behind to carry the search elsewhere, or deleted)."""
+    return (bool(record.get("history")) and not record.get(FIT_ENDED)
+            and not (trial_dir / BACKUP_DIR / BACKUP_STATE_FILE).is_file())

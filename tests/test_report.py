@@ -425,10 +425,17 @@ def test_status_says_where_an_unfinished_trial_is_in_its_own_schedule_and_the_ti
     _trial(project, "3", "RUNNING", [], values={"filters": 16, "tuner/epochs": 50})
     state.write_json(project / "trial_3" / state.TRIAL_RECORD_FILE,
                      {"history": history, "train_seconds": 760.0})
+    backup = project / "trial_3" / state.BACKUP_DIR
+    backup.mkdir()
+    state.write_json(backup / state.BACKUP_STATE_FILE, {"epoch": 4, "weights": "epoch4.weights.h5"})
     line = status.search_status(project).splitlines()[-1]
     assert line.startswith("interrupted: trial 3, epoch 4/50, last epoch ")
     assert line.endswith(", about 1h32m00s of training left")  # 46 epochs at 120 s
     assert state.schedule_time_left(history, 4) == 0
+    # Its backup left behind (gpu_search.sh prepare, over 60 MB): it would start again.
+    (backup / state.BACKUP_STATE_FILE).unlink()
+    line = status.search_status(project).splitlines()[-1]
+    assert line.endswith(", no backup: it starts again from epoch 1")
 
 
 def test_evaluate_takes_each_named_trial_once_in_the_order_named(project):

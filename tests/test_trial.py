@@ -64,7 +64,7 @@ def test_records_every_epoch_and_returns_the_best(tmp_path):
     state_line = re.compile(r"\(\d+\.\d s(; schedule ends in about \d+m\d\ds)?\)$")
     assert all(state_line.search(line) for line in lines) and lines[-1].endswith(" s)"), lines
     # Kept until the trial has ended (the tuner then discards it): see the test below.
-    assert (trial_dir / trial_module.BACKUP_DIR).exists() and record[trial_module.FIT_ENDED]
+    assert (trial_dir / state.BACKUP_DIR).exists() and record[state.FIT_ENDED]
     [event] = state.read_events(tmp_path)
     assert {k: event[k] for k in ("event", "trial", "epoch")} == {
         "event": "train_start", "trial": "0", "epoch": 0}
@@ -141,7 +141,7 @@ def test_interrupted_fit_resumes_at_its_epoch_with_history_whole(tmp_path):
     trial_dir.mkdir()
     with pytest.raises(_Crash):
         _fit(_model(0.01), trial_dir, epochs=4, tuner_callbacks=[_CrashAfterEpoch(1)])
-    backup = trial_dir / trial_module.BACKUP_DIR
+    backup = trial_dir / state.BACKUP_DIR
     assert state.read_json(backup / "state.json") == {"epoch": 2, "weights": "epoch2.weights.h5"}
     assert [p.name for p in backup.glob("*.h5")] == ["epoch2.weights.h5"]
     _fit(_model(0.01), trial_dir, epochs=4)
@@ -169,7 +169,7 @@ def test_a_trial_stopped_after_its_fit_ended_is_not_trained_again(tmp_path):
     assert record["train_seconds"] == ended["train_seconds"]
     assert [e["event"] for e in state.read_events(tmp_path)] == ["train_start"]
     trial_module.discard_backup(trial_dir)
-    assert not (trial_dir / trial_module.BACKUP_DIR).exists()
+    assert not (trial_dir / state.BACKUP_DIR).exists()
 
 
 def test_tensorboard_logs_per_trial_when_asked(tmp_path):

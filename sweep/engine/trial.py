@@ -31,8 +31,6 @@ from sweep.spaces import WHITENING_LAYER
 
 log = logging.getLogger(__name__)
 
-BACKUP_DIR = "backup"
-FIT_ENDED = "fit_ended"  # in a trial's record: its training is over (schedule or early stop)
 # Inference only: the same result at any size. 256: each epoch's validation pass also times
 # the trial's inference throughput at batch 256 (`inference_latency`).
 VALIDATION_BATCH = 256
@@ -259,7 +257,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     async_safe = True
 
     def _state_path(self) -> Path:
-        return Path(self.backup_dir) / "state.json"
+        return Path(self.backup_dir) / state.BACKUP_STATE_FILE
 
     def on_train_begin(self, logs=None):
         if not self._state_path().exists():
@@ -333,7 +331,7 @@ def fit(
     # and a stop before the trial ends would train it again from its first epoch, or past its
     # early stop. So the backup stays until the trial has ended (`discard_backup`), and a
     # record that says so is not trained again.
-    if not record.get(FIT_ENDED):
+    if not record.get(state.FIT_ENDED):
         if worker:
             record["worker"] = worker
         record["params"] = int(model.count_params())
@@ -350,7 +348,7 @@ def fit(
                       shuffle=True, verbose=0)
         if recorder.non_finite:
             raise kt_errors.FailedTrialError(recorder.non_finite)
-        record[FIT_ENDED] = True
+        record[state.FIT_ENDED] = True
         state.write_json(trial_dir / state.TRIAL_RECORD_FILE, record)
     best = state.best_epoch(record["history"])
     if best is None:
@@ -369,7 +367,7 @@ def _callbacks(recorder: EpochRecorder, trial_dir: Path, epochs: int, patience: 
     defines a per-batch hook, which makes Keras wait for every step's logs."""
     callbacks = [
         recorder,
-        AtomicBackupAndRestore(str(trial_dir / BACKUP_DIR), delete_checkpoint=False),
+        AtomicBackupAndRestore(str(trial_dir / state.BACKUP_DIR), delete_checkpoint=False),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
                                       start_from_epoch=patience_starts(epochs)),
         *[c for c in tuner_callbacks if not isinstance(c, compat.KERAS_TUNER_CALLBACKS)],
@@ -481,4 +479,4 @@ def inference_latency(model: keras.Model, images: np.ndarray, history: list[dict
 
 def discard_backup(trial_dir: Path) -> None:
     """A trial that ended (in any state) must not leave its backup for a later run to resume."""
-    shutil.rmtree(trial_dir / BACKUP_DIR, ignore_errors=True)
+    shutil.rmtree(trial_dir / state.BACKUP_DIR, ignore_errors=True)

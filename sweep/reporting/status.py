@@ -42,8 +42,11 @@ def trial_lines(df: pd.DataFrame, project_dir: Path) -> list[str]:
         record = state.read_trial_record(trial_dir)
         where = f" on {holders[row.trial]}" if row.trial in holders else ""
         last = f", last epoch {_age(since)}" if math.isfinite(since) else ""
-        left = state.schedule_time_left(record["history"], row.schedule)
-        to_go = f", about {format_duration(left)} of training left" if left >= 1 else ""
+        if state.resumes_from_scratch(trial_dir, record):
+            to_go = ", no backup: it starts again from epoch 1"
+        else:
+            left = state.schedule_time_left(record["history"], row.schedule)
+            to_go = f", about {format_duration(left)} of training left" if left >= 1 else ""
         lines.append(f"{row.status.lower()}: trial {row.trial}{where}, "
                      f"epoch {_whole(row.epochs)}/{_whole(row.schedule)}{last}{to_go}")
     return lines
