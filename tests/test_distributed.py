@@ -473,12 +473,13 @@ def test_a_worker_id_is_free_when_its_process_id_now_belongs_to_another_process(
 @pytest.mark.parametrize(("gpus", "preset", "expected"), [
     (None, None, {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}),  # sharing the GPU
     (None, "true", {}),  # the user's own setting is kept
-    (["0", "1"], None, None),  # a GPU each: one per worker, JAX's default
+    (["0", "1"], None, {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}),  # the chief sees both
 ])
 def test_local_workers_sharing_a_gpu_do_not_let_jax_take_its_memory(monkeypatch, gpus, preset,
                                                                      expected):
     """Four workers on one H200 (reports/gpu80) needed XLA_PYTHON_CLIENT_PREALLOCATE=false:
-    JAX's first process takes 75 % of the GPU's memory. `run --workers` sets it itself."""
+    JAX's first process takes 75 % of the GPU's memory, and the chief touches the GPU too.
+    `run --workers` sets it itself for all of them."""
     from sweep.distributed import local
 
     envs = {}
@@ -489,5 +490,7 @@ def test_local_workers_sharing_a_gpu_do_not_let_jax_take_its_memory(monkeypatch,
     else:
         monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", preset)
     assert local.run_locally([], [], 2, gpus) == 2
+    assert envs["chief"] == expected
     for i, worker in enumerate(("local-1", "local-2")):
-        assert envs[worker] == (expected if gpus is None else {"CUDA_VISIBLE_DEVICES": gpus[i]})
+        assert envs[worker] == (expected if gpus is None
+                                else {**expected, "CUDA_VISIBLE_DEVICES": gpus[i]})

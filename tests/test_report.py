@@ -436,6 +436,11 @@ def test_status_says_where_an_unfinished_trial_is_in_its_own_schedule_and_the_ti
     (backup / state.BACKUP_STATE_FILE).unlink()
     line = status.search_status(project).splitlines()[-1]
     assert line.endswith(", no backup: it starts again from epoch 1")
+    # A trial whose fit ended (an early stop) before the run stopped: nothing left to train.
+    state.write_json(project / "trial_3" / state.TRIAL_RECORD_FILE,
+                     {"history": history, "train_seconds": 760.0, state.FIT_ENDED: True})
+    line = status.search_status(project).splitlines()[-1]
+    assert line.endswith(", its training done (it ends when resumed)")
 
 
 def test_evaluate_takes_each_named_trial_once_in_the_order_named(project):

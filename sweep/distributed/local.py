@@ -108,9 +108,10 @@ def _die_with_parent() -> None:
 
 
 def shared_gpu_env() -> dict[str, str]:
-    """For workers that share the machine's GPU (no --gpus): JAX gives the first process 75 %
-    of a GPU's memory at its start and leaves the others too little to begin, so each takes
-    what it uses instead. A value set in the environment wins (`_start`'s `env` would not)."""
+    """For every process of the command, which may share a GPU: JAX gives the first process
+    that touches a GPU 75 % of its memory and leaves the others too little to begin. The chief
+    touches it too (it picks the precision, it builds the space's models to check them), so
+    each takes what it uses instead. A value set in the environment wins."""
     if "XLA_PYTHON_CLIENT_PREALLOCATE" in os.environ:
         return {}
     return {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
@@ -121,10 +122,11 @@ def run_locally(chief_args: list[str], worker_args: list[str], workers: int,
     """Serve the search `chief_args` define to `workers` local workers until it is done;
     return the chief's exit status. `worker_args` go to every worker (--dir, --data, -q)."""
     port = free_port()
-    chief = _start(["chief", *chief_args, "--host", "127.0.0.1", "--port", str(port)], {})
+    shared = shared_gpu_env()
+    chief = _start(["chief", *chief_args, "--host", "127.0.0.1", "--port", str(port)], shared)
     started = {"chief": chief}
     for i, worker_id in enumerate(worker_ids(workers)):
-        env = {"CUDA_VISIBLE_DEVICES": gpus[i]} if gpus else shared_gpu_env()
+        env = {**shared, "CUDA_VISIBLE_DEVICES": gpus[i]} if gpus else shared
         started[worker_id] = _start(["worker", "--chief", f"127.0.0.1:{port}", "--id",
                                      worker_id, *worker_args], env)
     relays = [_relay(name, process) for name, process in started.items()]

@@ -42,7 +42,11 @@ def trial_lines(df: pd.DataFrame, project_dir: Path) -> list[str]:
         record = state.read_trial_record(trial_dir)
         where = f" on {holders[row.trial]}" if row.trial in holders else ""
         last = f", last epoch {_age(since)}" if math.isfinite(since) else ""
-        if state.resumes_from_scratch(trial_dir, record):
+        if record.get(state.FIT_ENDED):
+            to_go = ", its training done" + (" (it ends when resumed)"
+                                             if row.status == state.INTERRUPTED else "")
+        elif row.status == state.INTERRUPTED and state.resumes_from_scratch(trial_dir, record):
+            # (a running trial's first backup may be on its way: the record is written first)
             to_go = ", no backup: it starts again from epoch 1"
         else:
             left = state.schedule_time_left(record["history"], row.schedule)
