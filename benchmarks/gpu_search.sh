@@ -39,6 +39,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 device="$repo/.device"
 python_version=${DEVICE_PYTHON:-3.12}  # the device image's; another only for a dry run here
 work=${DEVICE_WORK:-/tmp/gpu_search}  # there: the wheels installed, CIFAR-10, the search
+cifar="$work/cifar/cifar-10-batches-py"  # there: CIFAR-10, built from ../shared's sources
 # What the device image lacks, at the versions this machine runs (pure-Python wheels but
 # optree's and Pillow's, downloaded for its CPython on x86-64 Linux).
 packages=(keras keras-tuner kt-legacy namex optree pillow)
@@ -78,7 +79,7 @@ set_up_there() {  # idempotent: `speed` after `run` on the same machine reuses b
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target "$work/site" "$device"/whl/*.whl
     fi
-    if [ ! -d "$work/cifar/cifar-10-batches-py" ]; then
+    if [ ! -d "$cifar" ]; then
         python3 "$device/cifar10/build.py" "$work/cifar"
     fi
 }
@@ -86,7 +87,7 @@ set_up_there() {  # idempotent: `speed` after `run` on the same machine reuses b
 search_there() {  # run's options, bounded by a time budget or, with workers, by SIGTERM
     local minutes=$1
     shift
-    local data=(--data "$work/cifar/cifar-10-batches-py" --dir "$work/runs")
+    local data=(--data "$cifar" --dir "$work/runs")
     if printf '%s\n' "$@" | grep -qE -- '^--workers(=|$)'; then
         # timeout's 124 is this mode's normal end. A search still running 2 minutes after
         # SIGTERM is killed (137), and so are its chief and workers, which run in process
@@ -108,7 +109,7 @@ evaluate_there() {  # test accuracy of each search's best trials, written into i
     for folder in "$work"/runs/*/; do
         (cd "$repo" && python3 -m sweep evaluate --project "$(basename "$folder")" \
             --top "${EVALUATE_TOP:-3}" --dir "$work/runs" \
-            --data "$work/cifar/cifar-10-batches-py") || true
+            --data "$cifar") || true
     done
 }
 
@@ -136,7 +137,7 @@ run_there() {
 speed_there() {
     : "${OUT:?OUT must name the folder to bring back (the device tool sets it)}"
     set_up_there
-    python3 "$repo/benchmarks/trial_speed.py" --data "$work/cifar/cifar-10-batches-py" \
+    python3 "$repo/benchmarks/trial_speed.py" --data "$cifar" \
         --epochs "${1:-5}" 2>&1 | tee "$OUT/speed.log"
 }
 

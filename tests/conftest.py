@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sweep import state
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_BUILD = REPO.parent / "shared" / "datasets" / "cifar10" / "build.py"
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -179,7 +181,7 @@ def epochs_recorded(project: Path, trial_id: str) -> int:
 
 
 def backed_up_epochs(project: Path, trial_id: str) -> int:
-    path = project / f"trial_{trial_id}" / "backup" / "state.json"
+    path = project / f"trial_{trial_id}" / state.BACKUP_DIR / state.BACKUP_STATE_FILE
     try:
         return json.loads(path.read_text())["epoch"]
     except (FileNotFoundError, json.JSONDecodeError):

@@ -39,7 +39,7 @@ def _assert_whole(project, trials, epochs):
     for trial_id in range(trials):
         record = json.loads((project / f"trial_{trial_id}" / state.TRIAL_RECORD_FILE).read_text())
         assert [e["epoch"] for e in record["history"]] == list(range(epochs))
-        assert not (project / f"trial_{trial_id}" / "backup").exists()
+        assert not (project / f"trial_{trial_id}" / state.BACKUP_DIR).exists()
     for path in project.rglob("*.json"):
         json.loads(path.read_text())
 

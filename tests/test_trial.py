@@ -142,7 +142,8 @@ def test_interrupted_fit_resumes_at_its_epoch_with_history_whole(tmp_path):
     with pytest.raises(_Crash):
         _fit(_model(0.01), trial_dir, epochs=4, tuner_callbacks=[_CrashAfterEpoch(1)])
     backup = trial_dir / state.BACKUP_DIR
-    assert state.read_json(backup / "state.json") == {"epoch": 2, "weights": "epoch2.weights.h5"}
+    assert state.read_json(backup / state.BACKUP_STATE_FILE) == {
+        "epoch": 2, "weights": "epoch2.weights.h5"}
     assert [p.name for p in backup.glob("*.h5")] == ["epoch2.weights.h5"]
     _fit(_model(0.01), trial_dir, epochs=4)
     record = state.read_json(trial_dir / state.TRIAL_RECORD_FILE)
@@ -152,7 +153,6 @@ def test_interrupted_fit_resumes_at_its_epoch_with_history_whole(tmp_path):
     # The first epoch of each fit traced its steps: no measure of the pace (perhaps of a
     # machine the trial has just moved to), nor of the validation pass's throughput.
     assert [e["traced"] for e in record["history"]] == [True, False, True, False]
-
 
 
 def test_a_trial_stopped_after_its_fit_ended_is_not_trained_again(tmp_path):
