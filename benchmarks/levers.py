@@ -1,7 +1,8 @@
 """Does a lever pay? One configuration of a space, trained on its whole schedule with several seeds.
 
     python benchmarks/levers.py --data /path/to/cifar-10-batches-py [--space small_cnn]
-        [--set name=value,...] [--seeds 2] [--max-epochs 40] [--precision auto] [--dir DIR]
+        [--set name=value,...] [--seeds 2] [--first-seed 0] [--max-epochs 40]
+        [--precision auto] [--dir DIR]
 
 The space's default point, with `--set` changing some of its hyperparameters (to any value,
 inside the space's ranges or not: a lever is measured before a space offers it), is trained on
@@ -14,7 +15,7 @@ single score moves by about 0.65 points from seed to seed, so decide on means. W
 each seed's result is kept in DIR/levers.jsonl and a seed already there is not trained again.
 Seed k is the seed a search with `--seed k` gives its trial of the same configuration: seed 0
 repeats a search's own trial (search seed 0), so against such a trial count from seed 1 (a
-rerun of one seed is not a second seed: README, "Reproducible").
+rerun of one seed is not a second seed: README, "Reproducible"): `--first-seed 1` does.
 """
 
 from __future__ import annotations
@@ -95,7 +96,9 @@ def main() -> None:
     parser.add_argument("--space", default="small_cnn")
     parser.add_argument("--set", type=point, default={}, metavar="NAME=VALUE,...",
                         help="hyperparameters changed from the default point")
-    parser.add_argument("--seeds", type=count, default=2)
+    parser.add_argument("--seeds", type=count, default=2, help="how many seeds to train")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="the first of them (1: leave out a search's own trial seed)")
     parser.add_argument("--max-epochs", type=int, default=SearchSettings.max_epochs)
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="as run's (default: auto, the machine's fastest)")
@@ -137,7 +140,7 @@ def measure(args) -> None:
         done = {r["seed"]: r for r in state.read_lines(directory / RESULTS_FILE)
                 if same_measurement(r["key"], key)}
         results = []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             if seed not in done:
                 # One folder per configuration and seed: a stopped training resumes in it.
                 folder = directory / f"{key_slug(key)}-seed{seed}"
