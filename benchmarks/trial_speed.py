@@ -15,7 +15,8 @@ In one process, on the search's real split (5,000/5,000 by default), alternately
 Each runs `--rounds` times (tool first, while TensorFlow is cold); the rounds after the first,
 with everything warm, are compared, each and by their median. For each it prints training
 throughput over the epochs after the first (images per second, validation included, measured
-from one epoch's end to the next, so checkpointing and records count); the first epoch's extra
+from one epoch's end to the next, so checkpointing and records count; for the tool, the
+median of its own work between epochs, from its records); the first epoch's extra
 time over that rate (Keras tracing its train and test steps); and the overhead outside the
 epochs: build and compile before, and for the tool everything after, until the trial's end
 (records, throughput latency, KerasTuner's bookkeeping). The confusion matrix's pass over the
@@ -59,7 +60,16 @@ def tool_trial(settings) -> dict:
     record = state.read_json(project / "trial_0" / state.TRIAL_RECORD_FILE)
     ends = [e["ended"] for e in record["history"]]
     return {**timings(stamp["trial_start"], stamp["train_start"], ends, stamp["trial_end"]),
-            "confusion": record.get("confusion_seconds", 0.0)}
+            "confusion": record.get("confusion_seconds", 0.0),
+            "between": between_epochs(record["history"])}
+
+
+def between_epochs(history: list[dict]) -> float:
+    """Median seconds of the tool's own work from one epoch to the next, beyond the epoch's
+    training and validation (its record, backup, best weights, early stopping): the time from
+    one epoch's end to the next's, less the next epoch's own."""
+    return statistics.median(b["ended"] - a["ended"] - b["seconds"]
+                             for a, b in zip(history, history[1:], strict=False))
 
 
 def timings(started: float, fit_started: float, ends: list[float], finished: float) -> dict:
@@ -145,7 +155,9 @@ def main() -> None:
                 rate = args.train_size / r["epoch"]
                 print(f"round {round_number} {name:>22}: {r['epoch']:6.2f} s per epoch "
                       f"({rate:4.0f} train images/s), first epoch +{r['first_extra']:4.1f} s, "
-                      f"outside the epochs {r['outside']:4.1f} s", flush=True)
+                      f"outside the epochs {r['outside']:4.1f} s"
+                      + (f", {1000 * r['between']:.0f} ms of its own between epochs"
+                         if "between" in r else ""), flush=True)
     summarize(rounds, chosen)
 
 

@@ -3,6 +3,7 @@
 import math
 import re
 import statistics
+import time
 
 import keras
 import numpy as np
@@ -136,15 +137,32 @@ class _CrashAfterEpoch(keras.callbacks.Callback):
             raise _Crash()
 
 
-def test_interrupted_fit_resumes_at_its_epoch_with_history_whole(tmp_path):
+def _best_epoch(trial_dir, before=None):
+    history = state.read_trial_record(trial_dir)["history"]
+    return state.best_epoch([e for e in history if before is None or e["epoch"] < before])
+
+
+def _assert_checkpoint_is_the_recorded_best(trial_dir):
+    """The trial's checkpoint holds the weights of the epoch its record calls best."""
+    model = _model(0.01)
+    trial_module.load_best_weights(model, trial_dir)
+    data = _data()
+    accuracy = model.evaluate(data.x_val, data.y_val, verbose=0, return_dict=True)["accuracy"]
+    assert accuracy == pytest.approx(_best_epoch(trial_dir)["val_accuracy"])
+
+
+def test_interrupted_fit_resumes_at_its_epoch_with_history_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(trial_module, "BACKUP_SHARE", math.inf)  # every epoch backed up
     trial_dir = tmp_path / "trial_0"
     trial_dir.mkdir()
     with pytest.raises(_Crash):
         _fit(_model(0.01), trial_dir, epochs=4, tuner_callbacks=[_CrashAfterEpoch(1)])
     backup = trial_dir / state.BACKUP_DIR
+    best = f"best{_best_epoch(trial_dir)['epoch']}.weights.h5"
     assert state.read_json(backup / state.BACKUP_STATE_FILE) == {
-        "epoch": 2, "weights": "epoch2.weights.h5"}
-    assert [p.name for p in backup.glob("*.h5")] == ["epoch2.weights.h5"]
+        "epoch": 2, "weights": "epoch2.weights.h5", "best": best}
+    assert sorted(p.name for p in backup.glob("*.h5")) == sorted([best, "epoch2.weights.h5"])
+    assert not (trial_dir / state.CHECKPOINT_FILE).exists()  # written when the fit ends
     _fit(_model(0.01), trial_dir, epochs=4)
     record = state.read_json(trial_dir / state.TRIAL_RECORD_FILE)
     assert [e["epoch"] for e in record["history"]] == [0, 1, 2, 3]
@@ -153,6 +171,64 @@ def test_interrupted_fit_resumes_at_its_epoch_with_history_whole(tmp_path):
     # The first epoch of each fit traced its steps: no measure of the pace (perhaps of a
     # machine the trial has just moved to), nor of the validation pass's throughput.
     assert [e["traced"] for e in record["history"]] == [True, False, True, False]
+
+
+def test_epochs_between_backups_are_trained_again_and_the_best_stays_a_kept_one(
+        tmp_path, monkeypatch):
+    """Where backups would cost more than their share (`BACKUP_SHARE`; here none is due after
+    a fit's first), a stop loses the epochs since the last one: they are trained again,
+    recorded once, and the checkpoint is never the weights of an epoch that was lost."""
+    monkeypatch.setattr(trial_module, "BACKUP_SHARE", 1e-12)
+    trial_dir = tmp_path / "trial_0"
+    trial_dir.mkdir()
+    with pytest.raises(_Crash):
+        _fit(_model(0.05), trial_dir, epochs=6, tuner_callbacks=[_CrashAfterEpoch(3)])
+    saved = state.read_json(trial_dir / state.BACKUP_DIR / state.BACKUP_STATE_FILE)
+    assert saved == {"epoch": 1, "weights": "epoch1.weights.h5", "best": "best0.weights.h5"}
+    assert len(state.read_trial_record(trial_dir)["history"]) == 4  # recorded, not backed up
+    _fit(_model(0.05), trial_dir, epochs=6)
+    record = state.read_trial_record(trial_dir)
+    assert [e["epoch"] for e in record["history"]] == [0, 1, 2, 3, 4, 5]
+    starts = [e["epoch"] for e in state.read_events(tmp_path) if e["event"] == "train_start"]
+    assert starts == [0, 1]
+    _assert_checkpoint_is_the_recorded_best(trial_dir)
+
+
+def test_a_backup_is_due_when_the_time_budget_is_spent(tmp_path, monkeypatch):
+    """The time budget stops a trial at its next epoch: the epoch before is backed up however
+    soon after the last backup it ends, so the next run loses nothing."""
+    monkeypatch.setattr(trial_module, "BACKUP_SHARE", 1e-12)
+    model = _model(0.01)
+    recorder = trial_module.EpochRecorder("0", tmp_path, {"history": []}, 4, quiet=True)
+    backup = trial_module.AtomicBackupAndRestore(str(tmp_path / state.BACKUP_DIR), recorder)
+    backup.set_model(model)
+
+    def backed_up_after(epoch):
+        backup.on_epoch_end(epoch)
+        return state.read_json(tmp_path / state.BACKUP_DIR / state.BACKUP_STATE_FILE)["epoch"]
+
+    assert backed_up_after(0) == 1  # a fit's first epoch: always
+    assert backed_up_after(1) == 1  # not due yet
+    recorder.deadline = time.monotonic() - 1
+    assert backed_up_after(2) == 3
+
+
+def test_a_backup_made_before_it_held_the_best_weights_resumes_with_the_checkpoint(
+        tmp_path, monkeypatch):
+    """A trial interrupted by an earlier version of the tool: its backup names no best
+    weights, which were then written to the trial's checkpoint at every better epoch."""
+    monkeypatch.setattr(trial_module, "BACKUP_SHARE", math.inf)
+    trial_dir = tmp_path / "trial_0"
+    trial_dir.mkdir()
+    with pytest.raises(_Crash):
+        _fit(_model(0.01), trial_dir, epochs=4, tuner_callbacks=[_CrashAfterEpoch(1)])
+    backup = trial_dir / state.BACKUP_DIR
+    saved = state.read_json(backup / state.BACKUP_STATE_FILE)
+    (backup / saved.pop("best")).rename(trial_dir / state.CHECKPOINT_FILE)
+    state.write_json(backup / state.BACKUP_STATE_FILE, saved)
+    _fit(_model(0.01), trial_dir, epochs=4)
+    assert [e["epoch"] for e in state.read_trial_record(trial_dir)["history"]] == [0, 1, 2, 3]
+    _assert_checkpoint_is_the_recorded_best(trial_dir)
 
 
 def test_a_trial_stopped_after_its_fit_ended_is_not_trained_again(tmp_path):
@@ -235,7 +311,7 @@ def test_a_net_that_predicts_the_same_for_every_image_stops_after_five_such_epoc
     assert not trial_module.collapsed(learning, 10)
 
 
-def test_a_resumed_fit_restores_the_optimizer_and_its_schedule(tmp_path):
+def test_a_resumed_fit_restores_the_optimizer_and_its_schedule(tmp_path, monkeypatch):
     """The learning-rate schedule follows the optimizer's step count: a resume that restored
     only the weights would restart the warmup. (Counted during training: when `fit` returns,
     the model holds its best epoch's weights and optimizer, which may be an earlier epoch.)"""
@@ -246,6 +322,7 @@ def test_a_resumed_fit_restores_the_optimizer_and_its_schedule(tmp_path):
                   metrics=["accuracy"])
         return m
 
+    monkeypatch.setattr(trial_module, "BACKUP_SHARE", math.inf)  # every epoch backed up
     trial_dir = tmp_path / "trial_0"
     trial_dir.mkdir()
     with pytest.raises(_Crash):

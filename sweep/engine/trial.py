@@ -2,9 +2,9 @@
 
 Each trial keeps `record.json` in its KerasTuner trial folder: its parameter count and one entry
 per finished epoch, written atomically after every epoch. A trial interrupted mid-way continues
-from its last epoch (Keras's `BackupAndRestore`, made atomic, one backup folder per trial,
-removed when the trial ends) and its record keeps every epoch exactly once, so the curves stay
-whole.
+from its last backed-up epoch (Keras's `BackupAndRestore`, made atomic, one backup folder per
+trial, removed when the trial ends; every epoch on a CPU, every few on a GPU) and its record
+keeps every epoch exactly once, so the curves stay whole.
 """
 
 from __future__ import annotations
@@ -39,6 +39,13 @@ TENSORBOARD_DIR = "tensorboard"
 # first epochs do not count: a learning-rate warm-up may hold a net near a uniform guess.
 COLLAPSED_EPOCHS = 5
 EPOCHS_BEFORE_COLLAPSE_COUNTS = 2
+# Backups take at most about this share of a trial's time: an epoch is backed up once the time
+# since the last backup is at least that backup's cost over it. On a CPU, whose epochs take
+# seconds, that is every epoch; on a GPU, whose epochs of `small_cnn` took 0.13 to 0.34 s on an
+# H200, one in several, where backing up each epoch (81 ms on the CPU that writes it) and
+# writing each better epoch's weights (77 ms) had made the tool's epochs 2.4x plain Keras's
+# (README, "Benchmarks"). A stop then loses at most about 20 times a backup's cost of training.
+BACKUP_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -127,11 +134,45 @@ def _accuracy(epoch: dict) -> float:
     return value if value is not None and math.isfinite(value) else -math.inf
 
 
+class BestWeights:
+    """The best epoch's weights so far, held in memory: copying them off the device takes
+    milliseconds, where writing them at every better epoch took as long as a GPU's epoch. The
+    backup writes them beside the epoch it names (a resumed trial gets the best of the epochs
+    it keeps, never one of those it trains again) and the fit's end writes the trial's
+    checkpoint."""
+
+    def __init__(self) -> None:
+        self.weights: list[np.ndarray] | None = None
+        self.epoch: int | None = None
+        self.name: str | None = None  # their file in the backup folder, once written there
+
+    def keep(self, model: keras.Model, epoch: int) -> None:
+        self.weights, self.epoch, self.name = model.get_weights(), epoch, None
+
+    def write(self, model: keras.Model, path: Path) -> None:
+        """Save them as `save_weights` does (with the optimizer's current state, which a
+        checkpoint's readers only build), whole or not at all; the model keeps its weights."""
+        current = model.get_weights()
+        model.set_weights(self.weights)
+        try:
+            with state.atomic_file(path) as temporary:
+                model.save_weights(str(temporary), overwrite=True)
+        finally:
+            model.set_weights(current)
+
+    def read(self, model: keras.Model, path: Path) -> None:
+        """Take them from a file `write` made (through the model: load its own weights after)."""
+        model.load_weights(str(path))
+        self.weights = model.get_weights()
+
+
 class EpochRecorder(keras.callbacks.Callback):
-    """Writes the trial's record after every epoch, reports progress, and watches for NaN.
+    """Writes the trial's record after every epoch, reports progress, keeps the best epoch's
+    weights, and watches for NaN.
 
     It runs before `BackupAndRestore` in the callback list, so the record is never behind the
-    backup: at worst it holds one epoch more, which the resumed epoch overwrites.
+    backup: at worst it holds the epochs since the last backup, which the resumed ones
+    overwrite.
     """
 
     def __init__(self, trial_id: str, trial_dir: Path, record: dict, epochs: int, quiet: bool,
@@ -152,6 +193,10 @@ class EpochRecorder(keras.callbacks.Callback):
         self._validation_seconds: float | None = None
         self._first_epoch = 0
         self._announced = False
+        self.best = BestWeights()
+
+    def past_deadline(self) -> bool:
+        return bool(self.deadline) and time.monotonic() > self.deadline
 
     def _line(self, line: str) -> None:
         if not self.quiet:
@@ -174,8 +219,9 @@ class EpochRecorder(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         interrupts.check()
-        if self._announced and self.deadline and time.monotonic() > self.deadline:
-            # The last epoch is recorded and backed up: stop here, the next run continues.
+        if self._announced and self.past_deadline():
+            # The last epoch is recorded and backed up (the backup saw the deadline too): stop
+            # here, the next run continues.
             raise TimeBudgetReached()
         if not self._announced:
             where = {"worker": self.worker} if self.worker else {}
@@ -198,7 +244,7 @@ class EpochRecorder(keras.callbacks.Callback):
         if math.isfinite(logs.get("val_accuracy", math.nan)) and (
             best_before is None or logs["val_accuracy"] > best_before["val_accuracy"]
         ):
-            self._save_best_weights()
+            self.best.keep(self.model, epoch)
         # "ended": wall time, so the time between two epochs' ends counts every callback too
         bookkeeping = {"machine": self.machine} if self.machine else {}
         bookkeeping["traced"] = epoch == self._first_epoch
@@ -233,11 +279,6 @@ class EpochRecorder(keras.callbacks.Callback):
                                trial=self.trial_id, epoch=epoch)
             self.model.stop_training = True
 
-    def _save_best_weights(self):
-        """The best epoch's weights, whole or not at all (KerasTuner's own writes in place)."""
-        with state.atomic_file(self.trial_dir / state.CHECKPOINT_FILE) as temporary:
-            self.model.save_weights(str(temporary), overwrite=True)
-
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     """Keras's `BackupAndRestore`, made safe against a kill while it writes.
@@ -245,10 +286,12 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     Keras 3.15 rewrites `latest.weights.h5` in place, then the epoch number in a second file: a
     SIGKILL during the first write leaves an unreadable HDF5 file (the trial then fails), and
     one between the two writes pairs epoch k's weights with epoch k-1. Here each epoch's weights
-    go to their own file (temp + rename), and one atomic `state.json` names the file and epoch,
-    so a restore always sees a consistent pair.
+    go to their own file (temp + rename), as do the best epoch's so far (`BestWeights`), and one
+    atomic `state.json` names the files and the epoch, so a restore always sees a consistent
+    set. It backs up an epoch when one is due (`BACKUP_SHARE`; always the first of a fit, and
+    the last before the time budget stops it).
 
-    It saves once per epoch only, so its per-batch hook does nothing: `async_safe` tells Keras
+    It saves at an epoch's end only, so its per-batch hook does nothing: `async_safe` tells Keras
     so. Without it Keras turns off its asynchronous batch dispatch and waits for every step's
     logs (with KerasTuner's callback, below, the tool's epochs were 15 % slower than plain
     `model.fit`; 6 % without both: benchmarks/trial_speed.py).
@@ -256,27 +299,56 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     async_safe = True
 
+    def __init__(self, backup_dir: str, recorder: EpochRecorder):
+        super().__init__(backup_dir, delete_checkpoint=False)
+        self.recorder = recorder
+        self._cost: float | None = None  # seconds the last backup took
+        self._ended = 0.0  # when it ended
+
     def _state_path(self) -> Path:
         return Path(self.backup_dir) / state.BACKUP_STATE_FILE
 
     def on_train_begin(self, logs=None):
         if not self._state_path().exists():
             return
+        folder = Path(self.backup_dir)
         saved = state.read_json(self._state_path())
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(str(Path(self.backup_dir) / saved["weights"]))
+        if "best" in saved:
+            best = folder / saved["best"] if saved["best"] else None
+        else:  # a backup made before the best weights moved into them: then, at each better
+            best = folder.parent / state.CHECKPOINT_FILE  # epoch, they became the checkpoint
+        if best and best.is_file():
+            self.recorder.best.read(self.model, best)
+            self.recorder.best.name = saved.get("best")
+        self.model.load_weights(str(folder / saved["weights"]))
         self.model._initial_epoch = saved["epoch"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._current_epoch = epoch + 1
+        if self._cost is None or self.recorder.past_deadline() or \
+                time.monotonic() - self._ended >= self._cost / BACKUP_SHARE:
+            started = time.monotonic()
+            self._save_model()
+            self._ended = time.monotonic()
+            self._cost = self._ended - started
 
     def _save_model(self):
         folder = Path(self.backup_dir)
         folder.mkdir(parents=True, exist_ok=True)
+        best = self.recorder.best
+        if best.weights is not None and best.name is None:
+            written = f"best{best.epoch}.weights.h5"
+            best.write(self.model, folder / written)
+            best.name = written
         name = f"epoch{self._current_epoch}.weights.h5"
         with state.atomic_file(folder / name) as temporary:
             self.model.save_weights(str(temporary), overwrite=True)
-        state.write_json(self._state_path(), {"epoch": self._current_epoch, "weights": name})
+        state.write_json(self._state_path(), {"epoch": self._current_epoch, "weights": name,
+                                              "best": best.name})
         for old in folder.glob("*.weights.h5"):
-            if old.name != name:
+            if old.name not in (name, best.name):
                 old.unlink()
 
 
@@ -348,6 +420,8 @@ def fit(
                       shuffle=True, verbose=0)
         if recorder.non_finite:
             raise kt_errors.FailedTrialError(recorder.non_finite)
+        if recorder.best.weights is not None:
+            recorder.best.write(model, trial_dir / state.CHECKPOINT_FILE)
         record[state.FIT_ENDED] = True
         state.write_json(trial_dir / state.TRIAL_RECORD_FILE, record)
     best = state.best_epoch(record["history"])
@@ -367,7 +441,7 @@ def _callbacks(recorder: EpochRecorder, trial_dir: Path, epochs: int, patience: 
     defines a per-batch hook, which makes Keras wait for every step's logs."""
     callbacks = [
         recorder,
-        AtomicBackupAndRestore(str(trial_dir / state.BACKUP_DIR), delete_checkpoint=False),
+        AtomicBackupAndRestore(str(trial_dir / state.BACKUP_DIR), recorder),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
                                       start_from_epoch=patience_starts(epochs)),
         *[c for c in tuner_callbacks if not isinstance(c, compat.KERAS_TUNER_CALLBACKS)],

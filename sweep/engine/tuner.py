@@ -188,10 +188,13 @@ class SweepTuner:
             log.info(f"trial {trial.trial_id} was handed to another worker while this one was "
                      "silent: this worker leaves it and asks for another")
             return
+        # The backup goes before the trial is saved as ended: a stop after that save would
+        # leave it for good; one before it resumes the trial without it (a fit that ended is
+        # not trained again).
+        trial_module.discard_backup(self.trial_dir(trial.trial_id))
         super().on_trial_end(trial)
         self.ended_here += 1
         self._event("trial_end", trial=trial.trial_id, status=trial.status)
-        trial_module.discard_backup(self.trial_dir(trial.trial_id))
         if not self._is_worker():
             self.prune_checkpoints()
         line = self.trial_line(trial)
