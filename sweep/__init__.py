@@ -6,8 +6,12 @@
     search.trials()
 """
 
+from sweep import backend as _backend
+
 __version__ = "0.1.0"
 __all__ = ["Search", "SweepError"]
+
+_backend.cache_compiled_steps()
 
 
 def __getattr__(name: str):

@@ -71,12 +71,16 @@ def test_a_search_runs_on_jax_with_tensorflow_absent(real_cifar_train_only, tmp_
         "'--max-trials', '2', '--max-epochs', '2', '--precision', 'bfloat16', '-q']; "
         "runpy.run_module('sweep', run_name='__main__')"
     )
+    environment = {**os.environ, "KERAS_BACKEND": "jax", "XDG_CACHE_HOME": str(tmp_path),
+                   "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}  # tiny steps too
+    environment.pop("JAX_COMPILATION_CACHE_DIR", None)
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, text=True,
-                            capture_output=True, timeout=600,
-                            env={**os.environ, "KERAS_BACKEND": "jax"})
+                            capture_output=True, timeout=600, env=environment)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "jax backend in bfloat16" in result.stdout
     assert "search done: 2 completed, 0 failed" in result.stdout
+    # Its compiled steps are kept for the next training of the same configuration.
+    assert list((tmp_path / "sweep" / "jax").glob("jit_train_step-*"))
     project = tmp_path / "runs" / "tiny_cnn"
     record = json.loads((project / state.SETTINGS_FILE).read_text())
     assert record["versions"]["keras backend"] == "jax"
