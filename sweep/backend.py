@@ -15,6 +15,7 @@ the softmax, the loss and the metrics stay float32.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import socket
 from pathlib import Path
@@ -54,6 +55,9 @@ def jax_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sweep" / "jax"
 
 
+JAX_CACHE_BYTES = 4 * 2**30  # beyond it JAX deletes the least recently used entries
+
+
 def cache_compiled_steps() -> None:
     """Name JAX's persistent compilation cache (`jax_cache_dir`), unless one is named already
     (`JAX_COMPILATION_CACHE_DIR`): a configuration trained again (a finalist's seeds, a rung
@@ -65,6 +69,8 @@ def cache_compiled_steps() -> None:
     Keras computed anything before it was named would never use it. A damaged entry (a process
     killed while JAX wrote it) costs a warning and a compile, not the trial."""
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(jax_cache_dir()))
+    if importlib.util.find_spec("filelock"):  # JAX needs it to evict, and fails without it
+        os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(JAX_CACHE_BYTES))
 
 
 def name() -> str:

@@ -147,8 +147,10 @@ def _assert_checkpoint_is_the_recorded_best(trial_dir):
     model = _model(0.01)
     trial_module.load_best_weights(model, trial_dir)
     data = _data()
-    accuracy = model.evaluate(data.x_val, data.y_val, verbose=0, return_dict=True)["accuracy"]
-    assert accuracy == pytest.approx(_best_epoch(trial_dir)["val_accuracy"])
+    measured = model.evaluate(data.x_val, data.y_val, verbose=0, return_dict=True)
+    best = _best_epoch(trial_dir)
+    assert measured["accuracy"] == pytest.approx(best["val_accuracy"])
+    assert measured["loss"] == pytest.approx(best["val_loss"], rel=1e-4)  # no tie between epochs
 
 
 def test_interrupted_fit_resumes_at_its_epoch_with_history_whole(tmp_path, monkeypatch):
@@ -158,7 +160,8 @@ def test_interrupted_fit_resumes_at_its_epoch_with_history_whole(tmp_path, monke
     with pytest.raises(_Crash):
         _fit(_model(0.01), trial_dir, epochs=4, tuner_callbacks=[_CrashAfterEpoch(1)])
     backup = trial_dir / state.BACKUP_DIR
-    best = f"best{_best_epoch(trial_dir)['epoch']}.weights.h5"
+    # The best weights as of the backup after the best epoch, kept while no epoch beats it.
+    best = f"best{_best_epoch(trial_dir)['epoch'] + 1}.weights.h5"
     assert state.read_json(backup / state.BACKUP_STATE_FILE) == {
         "epoch": 2, "weights": "epoch2.weights.h5", "best": best}
     assert sorted(p.name for p in backup.glob("*.h5")) == sorted([best, "epoch2.weights.h5"])
@@ -184,7 +187,7 @@ def test_epochs_between_backups_are_trained_again_and_the_best_stays_a_kept_one(
     with pytest.raises(_Crash):
         _fit(_model(0.05), trial_dir, epochs=6, tuner_callbacks=[_CrashAfterEpoch(3)])
     saved = state.read_json(trial_dir / state.BACKUP_DIR / state.BACKUP_STATE_FILE)
-    assert saved == {"epoch": 1, "weights": "epoch1.weights.h5", "best": "best0.weights.h5"}
+    assert saved == {"epoch": 1, "weights": "epoch1.weights.h5", "best": "best1.weights.h5"}
     assert len(state.read_trial_record(trial_dir)["history"]) == 4  # recorded, not backed up
     _fit(_model(0.05), trial_dir, epochs=6)
     record = state.read_trial_record(trial_dir)
@@ -198,19 +201,26 @@ def test_a_backup_is_due_when_the_time_budget_is_spent(tmp_path, monkeypatch):
     """The time budget stops a trial at its next epoch: the epoch before is backed up however
     soon after the last backup it ends, so the next run loses nothing."""
     monkeypatch.setattr(trial_module, "BACKUP_SHARE", 1e-12)
-    model = _model(0.01)
-    recorder = trial_module.EpochRecorder("0", tmp_path, {"history": []}, 4, quiet=True)
-    backup = trial_module.AtomicBackupAndRestore(str(tmp_path / state.BACKUP_DIR), recorder)
-    backup.set_model(model)
+    model, trial_dir = _model(0.01), tmp_path / "trial_0"
+    trial_dir.mkdir()
+    recorder = trial_module.EpochRecorder("0", trial_dir, {"history": []}, 4, quiet=True,
+                                          deadline=time.monotonic() + 3600)
+    backup = trial_module.AtomicBackupAndRestore(str(trial_dir / state.BACKUP_DIR), recorder)
+    for callback in (recorder, backup):
+        callback.set_model(model)
 
     def backed_up_after(epoch):
-        backup.on_epoch_end(epoch)
-        return state.read_json(tmp_path / state.BACKUP_DIR / state.BACKUP_STATE_FILE)["epoch"]
+        recorder.on_epoch_begin(epoch)
+        for callback in (recorder, backup):  # the fit's order
+            callback.on_epoch_end(epoch, {"loss": 2.0, "val_accuracy": 0.1})
+        return state.read_json(trial_dir / state.BACKUP_DIR / state.BACKUP_STATE_FILE)["epoch"]
 
     assert backed_up_after(0) == 1  # a fit's first epoch: always
     assert backed_up_after(1) == 1  # not due yet
-    recorder.deadline = time.monotonic() - 1
+    recorder.deadline = time.monotonic()  # spent during epoch 3
     assert backed_up_after(2) == 3
+    with pytest.raises(trial_module.TimeBudgetReached):
+        recorder.on_epoch_begin(3)
 
 
 def test_a_backup_made_before_it_held_the_best_weights_resumes_with_the_checkpoint(
@@ -313,8 +323,7 @@ def test_a_net_that_predicts_the_same_for_every_image_stops_after_five_such_epoc
 
 def test_a_resumed_fit_restores_the_optimizer_and_its_schedule(tmp_path, monkeypatch):
     """The learning-rate schedule follows the optimizer's step count: a resume that restored
-    only the weights would restart the warmup. (Counted during training: when `fit` returns,
-    the model holds its best epoch's weights and optimizer, which may be an earlier epoch.)"""
+    only the weights would restart the warmup. (Counted during training, by the callback.)"""
     def model():
         m = _model(0.01)
         schedule = keras.optimizers.schedules.CosineDecay(0.01, decay_steps=16)

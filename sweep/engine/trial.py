@@ -143,11 +143,10 @@ class BestWeights:
 
     def __init__(self) -> None:
         self.weights: list[np.ndarray] | None = None
-        self.epoch: int | None = None
         self.name: str | None = None  # their file in the backup folder, once written there
 
-    def keep(self, model: keras.Model, epoch: int) -> None:
-        self.weights, self.epoch, self.name = model.get_weights(), epoch, None
+    def keep(self, model: keras.Model) -> None:
+        self.weights, self.name = model.get_weights(), None
 
     def write(self, model: keras.Model, path: Path) -> None:
         """Save them as `save_weights` does (with the optimizer's current state, which a
@@ -194,9 +193,8 @@ class EpochRecorder(keras.callbacks.Callback):
         self._first_epoch = 0
         self._announced = False
         self.best = BestWeights()
-
-    def past_deadline(self) -> bool:
-        return bool(self.deadline) and time.monotonic() > self.deadline
+        # Decided once at each epoch's end, for the backup and the next epoch's start alike.
+        self.out_of_time = False
 
     def _line(self, line: str) -> None:
         if not self.quiet:
@@ -219,7 +217,7 @@ class EpochRecorder(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         interrupts.check()
-        if self._announced and self.past_deadline():
+        if self._announced and self.out_of_time:
             # The last epoch is recorded and backed up (the backup saw the deadline too): stop
             # here, the next run continues.
             raise TimeBudgetReached()
@@ -244,7 +242,8 @@ class EpochRecorder(keras.callbacks.Callback):
         if math.isfinite(logs.get("val_accuracy", math.nan)) and (
             best_before is None or logs["val_accuracy"] > best_before["val_accuracy"]
         ):
-            self.best.keep(self.model, epoch)
+            self.best.keep(self.model)
+        self.out_of_time = bool(self.deadline) and time.monotonic() > self.deadline
         # "ended": wall time, so the time between two epochs' ends counts every callback too
         bookkeeping = {"machine": self.machine} if self.machine else {}
         bookkeeping["traced"] = epoch == self._first_epoch
@@ -327,7 +326,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def on_epoch_end(self, epoch, logs=None):
         self._current_epoch = epoch + 1
-        if self._cost is None or self.recorder.past_deadline() or \
+        if self._cost is None or self.recorder.out_of_time or \
                 time.monotonic() - self._ended >= self._cost / BACKUP_SHARE:
             started = time.monotonic()
             self._save_model()
@@ -339,7 +338,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         folder.mkdir(parents=True, exist_ok=True)
         best = self.recorder.best
         if best.weights is not None and best.name is None:
-            written = f"best{best.epoch}.weights.h5"
+            written = f"best{self._current_epoch}.weights.h5"  # the best as of this backup
             best.write(self.model, folder / written)
             best.name = written
         name = f"epoch{self._current_epoch}.weights.h5"
@@ -497,8 +496,8 @@ def layer_table(model: keras.Model) -> list[dict]:
 
 
 def load_best_weights(model: keras.Model, trial_dir: Path) -> None:
-    """The weights of the trial's best epoch (saved with the optimizer's state, which a freshly
-    built model must build first to read them)."""
+    """The weights of the trial's best epoch (saved with the optimizer's state at the fit's end,
+    which a freshly built model must build first to read them)."""
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     model.load_weights(str(trial_dir / state.CHECKPOINT_FILE))
@@ -552,5 +551,8 @@ def inference_latency(model: keras.Model, images: np.ndarray, history: list[dict
 
 
 def discard_backup(trial_dir: Path) -> None:
-    """A trial that ended (in any state) must not leave its backup for a later run to resume."""
+    """A trial that ended (in any state) must not leave its backup for a later run to resume.
+    Its state file goes first: a stop while the folder is deleted leaves no state naming a
+    deleted file."""
+    (trial_dir / state.BACKUP_DIR / state.BACKUP_STATE_FILE).unlink(missing_ok=True)
     shutil.rmtree(trial_dir / state.BACKUP_DIR, ignore_errors=True)
