@@ -66,6 +66,7 @@ def test_records_every_epoch_and_returns_the_best(tmp_path):
     assert all(state_line.search(line) for line in lines) and lines[-1].endswith(" s)"), lines
     # Kept until the trial has ended (the tuner then discards it): see the test below.
     assert (trial_dir / state.BACKUP_DIR).exists() and record[state.FIT_ENDED]
+    _assert_checkpoint_is_the_recorded_best(trial_dir)  # a copy of the backup's, where it has them
     [event] = state.read_events(tmp_path)
     assert {k: event[k] for k in ("event", "trial", "epoch")} == {
         "event": "train_start", "trial": "0", "epoch": 0}

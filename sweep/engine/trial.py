@@ -134,6 +134,12 @@ def _accuracy(epoch: dict) -> float:
     return value if value is not None and math.isfinite(value) else -math.inf
 
 
+def save_weights_atomically(model: keras.Model, path: Path) -> None:
+    """`save_weights`, whole or not at all: a stop while writing leaves the old file."""
+    with state.atomic_file(path) as temporary:
+        model.save_weights(str(temporary), overwrite=True)
+
+
 class BestWeights:
     """The best epoch's weights so far, held in memory: copying them off the device takes
     milliseconds, where writing them at every better epoch took as long as a GPU's epoch. The
@@ -154,10 +160,17 @@ class BestWeights:
         current = model.get_weights()
         model.set_weights(self.weights)
         try:
-            with state.atomic_file(path) as temporary:
-                model.save_weights(str(temporary), overwrite=True)
+            save_weights_atomically(model, path)
         finally:
             model.set_weights(current)
+
+    def write_checkpoint(self, model: keras.Model, path: Path, backup_dir: Path) -> None:
+        """`write`, or where the last backup holds these very weights, a copy of its file."""
+        if self.name is None:
+            self.write(model, path)
+            return
+        with state.atomic_file(path) as temporary:
+            shutil.copyfile(backup_dir / self.name, temporary)
 
     def read(self, model: keras.Model, path: Path) -> None:
         """Take them from a file `write` made (through the model: load its own weights after)."""
@@ -342,8 +355,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             best.write(self.model, folder / written)
             best.name = written
         name = f"epoch{self._current_epoch}.weights.h5"
-        with state.atomic_file(folder / name) as temporary:
-            self.model.save_weights(str(temporary), overwrite=True)
+        save_weights_atomically(self.model, folder / name)
         state.write_json(self._state_path(), {"epoch": self._current_epoch, "weights": name,
                                               "best": best.name})
         for old in folder.glob("*.weights.h5"):
@@ -420,7 +432,8 @@ def fit(
         if recorder.non_finite:
             raise kt_errors.FailedTrialError(recorder.non_finite)
         if recorder.best.weights is not None:
-            recorder.best.write(model, trial_dir / state.CHECKPOINT_FILE)
+            recorder.best.write_checkpoint(model, trial_dir / state.CHECKPOINT_FILE,
+                                           trial_dir / state.BACKUP_DIR)
         record[state.FIT_ENDED] = True
         state.write_json(trial_dir / state.TRIAL_RECORD_FILE, record)
     best = state.best_epoch(record["history"])
