@@ -27,9 +27,10 @@ class SpaceHyperModel(kt.HyperModel):
     def build(self, hp):
         """Build and check the model: a trial whose model breaks a rule fails before training.
         Its learning-rate schedule spans the trial's own epochs (`ranking.trial_epochs`), and
-        its layers compute in the search's precision."""
+        its layers compute in the search's precision (dropout in float32: `drop_in_float32`)."""
         with backend.building_in(self.precision):
             model = self.space.build(hp, trial_task(self.task, hp.values))
+        backend.drop_in_float32(model)
         try:
             rules.check_model(model)
         except rules.RuleViolation as e:
