@@ -39,7 +39,7 @@ ORACLE_FILE = "oracle.json"  # KerasTuner's
 TRIAL_FILE = "trial.json"  # KerasTuner's, in each trial's folder
 # A trial record's inference latency, milliseconds an image, by batch size (trial.py measures it).
 LATENCY_KEYS = {1: "latency_ms_1", 256: "latency_ms_256"}
-CHECKPOINT_FILE = "checkpoint.weights.h5"  # a trial's best epoch: weights and optimizer state
+CHECKPOINT_FILE = "checkpoint.weights.h5"  # a trial's best epoch: weights (and an optimizer state)
 # A trial in progress: its training state, which epoch it names, and what its record says once
 # its fit has ended (schedule or early stop), after which it is not trained again.
 BACKUP_DIR = "backup"

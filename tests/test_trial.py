@@ -42,7 +42,8 @@ def test_quiet_trains_without_a_line_per_epoch(tmp_path):
     assert lines == [] and len(state.read_json(tmp_path / state.TRIAL_RECORD_FILE)["history"]) == 3
 
 
-def test_records_every_epoch_and_returns_the_best(tmp_path):
+def test_records_every_epoch_and_returns_the_best(tmp_path, monkeypatch):
+    monkeypatch.setattr(trial_module, "BACKUP_SHARE", math.inf)  # every epoch backed up
     trial_dir = tmp_path / "trial_0"
     trial_dir.mkdir()
     lines = []
@@ -66,7 +67,11 @@ def test_records_every_epoch_and_returns_the_best(tmp_path):
     assert all(state_line.search(line) for line in lines) and lines[-1].endswith(" s)"), lines
     # Kept until the trial has ended (the tuner then discards it): see the test below.
     assert (trial_dir / state.BACKUP_DIR).exists() and record[state.FIT_ENDED]
-    _assert_checkpoint_is_the_recorded_best(trial_dir)  # a copy of the backup's, where it has them
+    _assert_checkpoint_is_the_recorded_best(trial_dir)
+    best = state.read_json(trial_dir / state.BACKUP_DIR / state.BACKUP_STATE_FILE)["best"]
+    # A copy of the backup's, which holds them here.
+    assert (trial_dir / state.CHECKPOINT_FILE).read_bytes() == \
+        (trial_dir / state.BACKUP_DIR / best).read_bytes()
     [event] = state.read_events(tmp_path)
     assert {k: event[k] for k in ("event", "trial", "epoch")} == {
         "event": "train_start", "trial": "0", "epoch": 0}

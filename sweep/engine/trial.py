@@ -166,11 +166,14 @@ class BestWeights:
 
     def write_checkpoint(self, model: keras.Model, path: Path, backup_dir: Path) -> None:
         """`write`, or where the last backup holds these very weights, a copy of its file."""
-        if self.name is None:
-            self.write(model, path)
-            return
-        with state.atomic_file(path) as temporary:
-            shutil.copyfile(backup_dir / self.name, temporary)
+        if self.name is not None:
+            try:
+                with state.atomic_file(path) as temporary:
+                    shutil.copyfile(backup_dir / self.name, temporary)
+                return
+            except FileNotFoundError:  # the backup discarded meanwhile: they are in memory
+                pass
+        self.write(model, path)
 
     def read(self, model: keras.Model, path: Path) -> None:
         """Take them from a file `write` made (through the model: load its own weights after)."""
@@ -509,8 +512,8 @@ def layer_table(model: keras.Model) -> list[dict]:
 
 
 def load_best_weights(model: keras.Model, trial_dir: Path) -> None:
-    """The weights of the trial's best epoch (saved with the optimizer's state at the fit's end,
-    which a freshly built model must build first to read them)."""
+    """The weights of the trial's best epoch (saved with an optimizer's state, of the fit's end or
+    of the backup that wrote them, which a freshly built model must build first to read them)."""
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     model.load_weights(str(trial_dir / state.CHECKPOINT_FILE))
