@@ -26,6 +26,11 @@
 #   bash benchmarks/gpu_search.sh speed EPOCHS
 #       there, after `run`: benchmarks/trial_speed.py on the GPU (the tool in its automatic
 #       precision against plain Keras in float32 and in that precision), into $OUT/speed.log.
+#   bash benchmarks/gpu_search.sh levers SEEDS LEVERS_OPTIONS...
+#       there: benchmarks/levers.py LEVERS_OPTIONS for seeds 0 to SEEDS-1, one process each, all
+#       at once (one net leaves the GPU mostly idle); their logs and results (levers.jsonl and
+#       each seed's record.json, not the weights) into $OUT/levers/. Seed k is the seed the CPU's
+#       `levers.py --first-seed k` trains, so the two backends compare seed by seed.
 #   bash benchmarks/gpu_search.sh unpack FILES_AT RUNS_DIR
 #       here: the search folder back under RUNS_DIR (a folder of the same name is moved aside,
 #       never deleted); the same `run` command then resumes it on the CPU (a search may change
@@ -141,6 +146,24 @@ speed_there() {
         --epochs "${1:-5}" 2>&1 | tee "$OUT/speed.log"
 }
 
+levers_there() {
+    : "${OUT:?OUT must name the folder to bring back (the device tool sets it)}"
+    local seeds=${1:?"levers SEEDS LEVERS_OPTIONS..."} seed status=0 pids=()
+    shift
+    set_up_there
+    mkdir -p "$OUT/levers"
+    for ((seed = 0; seed < seeds; seed++)); do
+        python3 "$repo/benchmarks/levers.py" --data "$cifar" --seeds 1 --first-seed "$seed" \
+            --dir "$work/levers/seed$seed" "$@" >"$OUT/levers/seed$seed.log" 2>&1 &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+    (cd "$work/levers" && find . \( -name levers.jsonl -o -name record.json \) \
+        -exec cp --parents {} "$OUT/levers/" \;)
+    tail -n 2 "$OUT"/levers/seed*.log
+    return $status
+}
+
 unpack() {
     local from=${1:?"unpack FILES_AT RUNS_DIR"} runs=${2:?"unpack FILES_AT RUNS_DIR"}
     local unpacked
@@ -161,6 +184,7 @@ case "${1:-}" in
     prepare) shift; prepare "$@" ;;
     run) shift; run_there "$@" ;;
     speed) shift; speed_there "$@" ;;
+    levers) shift; levers_there "$@" ;;
     unpack) shift; unpack "$@" ;;
     *) sed -n '2,/^set /p' "$0" | grep '^#'; exit 2 ;;
 esac

@@ -131,7 +131,7 @@ def measure(args) -> None:
     data = TrainingData.from_split(split, len(CLASS_NAMES))
     changed = ", ".join(f"{k}={v}" for k, v in args.set.items()) or "none"
     print(f"{settings.space}'s default point, changed: {changed}; {settings.max_epochs} epochs, "
-          f"{precision}, split seed {settings.seed}", flush=True)
+          f"{precision} on {backend.name()}, split seed {settings.seed}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(args.dir or tmp)
         directory.mkdir(parents=True, exist_ok=True)
