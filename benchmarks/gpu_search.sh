@@ -30,7 +30,7 @@
 #       there: benchmarks/levers.py LEVERS_OPTIONS for seeds 0 to SEEDS-1, one process each, all
 #       at once (one net leaves the GPU mostly idle); their logs and results (levers.jsonl and
 #       each seed's record.json, not the weights) into $OUT/levers/. Seed k is the seed the CPU's
-#       `levers.py --first-seed k` trains, so the two backends compare seed by seed.
+#       `levers.py --first-seed k` trains, but JAX draws other numbers from it: compare means.
 #   bash benchmarks/gpu_search.sh unpack FILES_AT RUNS_DIR
 #       here: the search folder back under RUNS_DIR (a folder of the same name is moved aside,
 #       never deleted); the same `run` command then resumes it on the CPU (a search may change
