@@ -25,6 +25,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from levers import configuration, point  # noqa: E402
 
+from sweep.errors import SweepError  # noqa: E402
+
 IMAGES, BATCH = 2560, 64
 
 
@@ -85,7 +87,10 @@ def main() -> None:
 
     backend.import_quietly()
     mask_figures([float(rate) for rate in args.rates.split(",")])
-    step_times(args.space, args.set, args.rounds)
+    try:
+        step_times(args.space, args.set, args.rounds)
+    except SweepError as e:
+        parser.exit(2, f"dropout_precision.py: {e}\n")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from levers import configuration, point  # noqa: E402
 
+from sweep.errors import SweepError  # noqa: E402
+
 BATCH = 64
 
 
@@ -73,9 +75,18 @@ def main() -> None:
     parser.add_argument("--weights", help="a checkpoint of this configuration")
     parser.add_argument("--batches", type=int, default=4)
     args = parser.parse_args()
+    if args.weights and not Path(args.weights).is_file():
+        parser.error(f"--weights {args.weights}: no such file")
     from sweep import backend
 
     backend.import_quietly()
+    try:
+        compare(args)
+    except SweepError as e:
+        parser.exit(2, f"gradient_precision.py: {e}\n")
+
+
+def compare(args) -> None:
     import keras
     import numpy as np
 
