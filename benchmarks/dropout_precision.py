@@ -23,9 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from levers import configuration, point  # noqa: E402
-
-from sweep.errors import SweepError  # noqa: E402
+from levers import configuration, point, run_or_exit  # noqa: E402
 
 IMAGES, BATCH = 2560, 64
 
@@ -83,14 +81,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--rates", default="0.35,0.45,0.55,0.65")
     args = parser.parse_args()
-    from sweep import backend
+    run_or_exit(parser, measure, args)
 
-    backend.import_quietly()
+
+def measure(args) -> None:
     mask_figures([float(rate) for rate in args.rates.split(",")])
-    try:
-        step_times(args.space, args.set, args.rounds)
-    except SweepError as e:
-        parser.exit(2, f"dropout_precision.py: {e}\n")
+    step_times(args.space, args.set, args.rounds)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from levers import configuration, point  # noqa: E402
-
-from sweep.errors import SweepError  # noqa: E402
+from levers import configuration, point, run_or_exit  # noqa: E402
 
 BATCH = 64
 
@@ -77,13 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.weights and not Path(args.weights).is_file():
         parser.error(f"--weights {args.weights}: no such file")
-    from sweep import backend
-
-    backend.import_quietly()
-    try:
-        compare(args)
-    except SweepError as e:
-        parser.exit(2, f"gradient_precision.py: {e}\n")
+    run_or_exit(parser, compare, args)
 
 
 def compare(args) -> None:

@@ -106,13 +106,19 @@ def main() -> None:
     parser.add_argument("--dir", help="keep each seed's result here (resumable)")
     args = parser.parse_args()
 
+    run_or_exit(parser, measure, args)
+
+
+def run_or_exit(parser: argparse.ArgumentParser, measure, args) -> None:
+    """`measure(args)`, Keras imported quietly; an expected mistake (a bad --set, no data) exits
+    with status 2 and its message, no traceback."""
     from sweep import backend
 
     backend.import_quietly()
     try:
         measure(args)
     except SweepError as e:
-        parser.exit(2, f"levers.py: {e}\n")
+        parser.exit(2, f"{parser.prog}: {e}\n")
 
 
 def measure(args) -> None:
