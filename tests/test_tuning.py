@@ -1,7 +1,9 @@
 """The oracle guards of `sweep.engine.oracles` against KerasTuner 1.4.8's own (no training)."""
 
+import gc
 import re
 import threading
+import weakref
 from types import SimpleNamespace
 
 import keras_tuner as kt
@@ -639,3 +641,29 @@ def test_the_best_trials_confusion_matrix_costs_a_warning_not_the_run_when_it_fa
     with log.lines_to(lines.append):
         tuner_module.SweepTuner.record_best_confusion(tuner)
     assert len(built) == 1 and len(lines) == 1  # it has one: nothing to do
+
+
+def test_a_trials_build_collects_garbage_once(monkeypatch):
+    collections = []
+    monkeypatch.setattr(gc, "collect", lambda *args: collections.append(args) or 0)
+    tuner = SimpleNamespace(_build_hypermodel=lambda hp: f"model of {hp}")
+    assert tuner_module.SweepTuner._try_build(tuner, "hp") == "model of hp"
+    assert len(collections) == 1  # KerasTuner's own collects twice
+
+
+def test_what_lasts_the_search_is_frozen_while_it_runs_and_garbage_is_still_collected():
+    class Cycle:
+        def __init__(self):
+            self.itself = self
+
+    def garbage_cycle():
+        return weakref.ref(Cycle())  # only a collection frees it
+
+    before = garbage_cycle()
+    with tuner_module.what_lasts_frozen():
+        assert before() is None  # collected first: no garbage is frozen for good
+        assert gc.get_freeze_count() > 0
+        during = garbage_cycle()
+        gc.collect()
+        assert during() is None
+    assert gc.get_freeze_count() == 0
