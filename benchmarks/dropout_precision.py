@@ -45,7 +45,7 @@ def step_times(space: str, changes: dict, rounds: int) -> None:
     import keras
     import numpy as np
 
-    from sweep import spaces
+    from sweep import backend, spaces
     from sweep.engine.hypermodel import SpaceHyperModel, training_task
     from sweep.settings import SearchSettings
 
@@ -56,9 +56,8 @@ def step_times(space: str, changes: dict, rounds: int) -> None:
     x = rng.random((IMAGES, 32, 32, 3), dtype=np.float32)
     y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, IMAGES)]
     models = {"float32": hypermodel.build(hps), "bfloat16": hypermodel.build(hps)}
-    for layer in models["bfloat16"].layers:
-        if isinstance(layer, keras.layers.Dropout):
-            layer.dtype_policy = keras.DTypePolicy("mixed_bfloat16")
+    for layer in backend.dropout_layers(models["bfloat16"]):
+        layer.dtype_policy = keras.DTypePolicy("mixed_bfloat16")
     for model in models.values():  # traced before timing
         model.fit(x[:2 * BATCH], y[:2 * BATCH], batch_size=BATCH, verbose=0)
     ms = {kind: [] for kind in models}

@@ -31,14 +31,15 @@ BATCH = 64
 def build(hypermodel, hps, weights: str | None):
     import keras
 
+    from sweep import backend
+
     keras.utils.set_random_seed(0)
     model = hypermodel.build(hps)
     if weights:
         model.optimizer.build(model.trainable_variables)  # the checkpoint holds its state too
         model.load_weights(weights)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Dropout):
-            layer.rate = 0.0
+    for layer in backend.dropout_layers(model):
+        layer.rate = 0.0
     return model
 
 

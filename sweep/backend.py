@@ -182,9 +182,15 @@ def drop_in_float32(model) -> None:
     JAX draws its masks in float32 already."""
     import keras
 
-    for layer in _all_layers(model):
-        if isinstance(layer, keras.layers.Dropout):
-            layer.dtype_policy = keras.DTypePolicy("float32")
+    for layer in dropout_layers(model):
+        layer.dtype_policy = keras.DTypePolicy("float32")
+
+
+def dropout_layers(model) -> list:
+    """`model`'s dropout layers (`SpatialDropout2D` too), at any depth of nested models."""
+    import keras
+
+    return [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.Dropout)]
 
 
 def _all_layers(layer) -> list:
