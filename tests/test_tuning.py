@@ -643,14 +643,6 @@ def test_the_best_trials_confusion_matrix_costs_a_warning_not_the_run_when_it_fa
     assert len(built) == 1 and len(lines) == 1  # it has one: nothing to do
 
 
-def test_a_trials_build_collects_garbage_once(monkeypatch):
-    collections = []
-    monkeypatch.setattr(gc, "collect", lambda *args: collections.append(args) or 0)
-    tuner = SimpleNamespace(_build_hypermodel=lambda hp: f"model of {hp}")
-    assert tuner_module.SweepTuner._try_build(tuner, "hp") == "model of hp"
-    assert len(collections) == 1  # KerasTuner's own collects twice
-
-
 def test_what_lasts_the_search_is_frozen_while_it_runs_and_garbage_is_still_collected():
     class Cycle:
         def __init__(self):
@@ -667,3 +659,19 @@ def test_what_lasts_the_search_is_frozen_while_it_runs_and_garbage_is_still_coll
         gc.collect()
         assert during() is None
     assert gc.get_freeze_count() == 0
+
+
+def test_the_search_unfreezes_what_it_froze_when_it_stops_and_keeps_a_callers_freeze():
+    with pytest.raises(KeyboardInterrupt), tuner_module.what_lasts_frozen():
+        assert gc.get_freeze_count() > 0
+        raise KeyboardInterrupt
+    assert gc.get_freeze_count() == 0
+
+    gc.freeze()  # a caller's own (a server before it forks, say)
+    try:
+        frozen = gc.get_freeze_count()
+        with tuner_module.what_lasts_frozen():
+            pass
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()

@@ -431,8 +431,7 @@ def run_worker(host: str, port: int, worker_id: str, *, directory: str = "runs",
             compat.set_client_timeout(wait)  # each call waits this long for a chief gone away
             tuner.oracle = WorkerClient(compat.local_oracle(tuner.oracle), channel, token, wait)
             log.info(f"worker {worker_id} joined {project_dir} (chief {address})")
-            with compat.quiet_kerastuner(), tuner_module.what_lasts_frozen():
-                tuner.search(verbose=0)
+            tuner.search_quietly()
         except grpc.RpcError as e:
             raise chief_failure(e, address, project_dir) from None
         finally:
