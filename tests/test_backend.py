@@ -8,6 +8,7 @@ from importlib import metadata
 
 import keras
 import keras_tuner as kt
+import numpy as np
 import pytest
 
 from search_spaces import small_cnn
@@ -56,6 +57,33 @@ def test_dropout_keeps_its_rate_exactly_in_a_bfloat16_model():
     assert dropout.compute_dtype == "float32" and model.layers[1].compute_dtype == "bfloat16"
     kept = keras.ops.convert_to_numpy(inner(keras.ops.ones((1000, 1000)), training=True))
     assert abs((kept > 0).mean() - 0.45) < 0.003 and abs(kept.mean() - 1) < 0.005
+
+
+def _epoch_orders(seed: int, epochs: int = 3) -> list[list[int]]:
+    """The order in which a fit through `training_input` met 32 numbered images, each epoch."""
+    seen = []
+
+    class Spy(keras.layers.Layer):
+        def call(self, x, training=None):
+            if training:
+                seen.extend(keras.ops.convert_to_numpy(x[:, 0]).astype(int).tolist())
+            return x
+
+    keras.utils.set_random_seed(seed)  # as every trial is: Keras then repeated its order
+    inputs = keras.Input((1,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(Spy()(inputs)))
+    model.compile("sgd", "categorical_crossentropy", run_eagerly=True)
+    x, y = backend.as_inputs((np.arange(32, dtype="float32")[:, None],
+                              np.eye(2, dtype="float32")[np.zeros(32, int)]))
+    model.fit(**backend.training_input(x, y, 8, seed), epochs=epochs, verbose=0)
+    return [seen[i:i + 32] for i in range(0, len(seen), 32)]
+
+
+def test_the_training_images_come_in_a_new_order_every_epoch_as_the_seed_orders():
+    orders = _epoch_orders(seed=3)
+    assert all(sorted(order) == list(range(32)) for order in orders)  # each image once
+    assert orders[0] != orders[1] != orders[2] != orders[0]
+    assert _epoch_orders(seed=3) == orders and _epoch_orders(seed=4) != orders
 
 
 def test_a_search_from_python_leaves_the_callers_dtype_policy(tmp_path, tiny_cifar):

@@ -83,6 +83,12 @@ class TrainingData:
         return backend.as_inputs((self.x_train, self.y_train, self.x_val, self.y_val))
 
 
+def shuffle_seed() -> int:
+    """The seed of a trial's training order, drawn from NumPy's generator, which
+    `keras.utils.set_random_seed` has just seeded with the trial's seed (`trial_seed`)."""
+    return int(np.random.randint(2**31 - 1))
+
+
 def trial_seed(search_seed: int, values: dict) -> int:
     """A seed from the search seed and the trial's hyperparameters: a re-run trial repeats."""
     text = f"{search_seed}|" + "|".join(f"{k}={values[k]}" for k in sorted(values))
@@ -427,11 +433,12 @@ def fit(
         set_whitening(model, data)
         x_train, y_train, x_val, y_val = data.tensors
         with interrupts.deferred():  # a Ctrl-C stops the fit before its next batch
-            model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs,
-                      validation_data=(x_val, y_val), validation_batch_size=VALIDATION_BATCH,
+            model.fit(**backend.training_input(x_train, y_train, batch_size, shuffle_seed()),
+                      epochs=epochs, validation_data=(x_val, y_val),
+                      validation_batch_size=VALIDATION_BATCH,
                       callbacks=_callbacks(recorder, trial_dir, epochs, patience,
                                            tuner_callbacks, tensorboard),
-                      shuffle=True, verbose=0)
+                      verbose=0)
         if recorder.non_finite:
             raise kt_errors.FailedTrialError(recorder.non_finite)
         if recorder.best.weights is not None:
