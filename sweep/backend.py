@@ -118,7 +118,7 @@ def training_input(x, y, batch_size: int, seed: int) -> dict:
         int(x.shape[0]), seed=seed, reshuffle_each_iteration=True)
     batches = indices.batch(batch_size).map(
         lambda i: (tf.gather(x, i), tf.gather(y, i)), num_parallel_calls=tf.data.AUTOTUNE)
-    return {"x": batches.prefetch(tf.data.AUTOTUNE)}
+    return {"x": batches.prefetch(tf.data.AUTOTUNE), "shuffle": False}  # Keras's would warn
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:

@@ -79,6 +79,7 @@ def _epoch_orders(seed: int, epochs: int = 3) -> list[list[int]]:
     return [seen[i:i + 32] for i in range(0, len(seen), 32)]
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # Keras warns of a shuffle it ignores
 def test_the_training_images_come_in_a_new_order_every_epoch_as_the_seed_orders():
     orders = _epoch_orders(seed=3)
     assert all(sorted(order) == list(range(32)) for order in orders)  # each image once
