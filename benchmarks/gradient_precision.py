@@ -83,14 +83,13 @@ def compare(args) -> None:
     import keras
     import numpy as np
 
-    from sweep import data as data_module
     from sweep import spaces
     from sweep.engine.hypermodel import SpaceHyperModel, training_task
+    from sweep.search import load_split
     from sweep.settings import SearchSettings
 
     settings = SearchSettings(space=args.space, data=args.data)
-    images, _ = data_module.load_training_images(args.data)
-    split = data_module.make_split(images, settings.train_size, settings.val_size, settings.seed)
+    split, _ = load_split(settings)
     models = {}
     for precision in ("float32", "bfloat16"):
         hypermodel = SpaceHyperModel(spaces.load(args.space), training_task(settings), precision)

@@ -125,18 +125,17 @@ def run_or_exit(parser: argparse.ArgumentParser, measure, args) -> None:
 
 def measure(args) -> None:
     from sweep import backend, spaces, state
-    from sweep import data as data_module
     from sweep.data import CLASS_NAMES
     from sweep.engine.hypermodel import SpaceHyperModel, training_task
     from sweep.engine.trial import TrainingData
+    from sweep.search import load_split
 
     settings = SearchSettings(space=args.space, max_epochs=args.max_epochs, data=args.data,
                               precision=args.precision)
     precision = backend.choose_precision(settings.precision)
     hypermodel = SpaceHyperModel(spaces.load(settings.space), training_task(settings), precision)
     hps = configuration(hypermodel, args.set)
-    images, _ = data_module.load_training_images(args.data)
-    split = data_module.make_split(images, settings.train_size, settings.val_size, settings.seed)
+    split, _ = load_split(settings)
     data = TrainingData.from_split(split, len(CLASS_NAMES))
     changed = ", ".join(f"{k}={v}" for k, v in args.set.items()) or "none"
     print(f"{settings.space}'s default point, changed: {changed}; {settings.max_epochs} epochs, "

@@ -88,10 +88,10 @@ def machine(precision: str) -> str:
 def as_inputs(arrays: tuple) -> tuple:
     """The split as the backend's `fit` takes it fastest, made once per process.
 
-    On TensorFlow, tensors: Keras's input pipeline for in-memory data (shuffled indices, batches
-    gathered in a parallel `tf.data` map, prefetched) takes them as they are; from NumPy arrays
-    it would first copy the whole split into new tensors in every trial. Other backends iterate
-    over NumPy arrays themselves."""
+    On TensorFlow, tensors: the training part's pipeline (`training_input`) and Keras's for the
+    validation part gather their batches from them as they are; from NumPy arrays the whole
+    split would first be copied into new tensors in every trial. Other backends iterate over
+    NumPy arrays themselves."""
     if name() != "tensorflow":
         return arrays
     import tensorflow as tf

@@ -499,12 +499,12 @@ def what_lasts_frozen():
     some 470,000 objects once imported) out of Python's garbage collection while it runs.
 
     A full collection walks every object the collector tracks, and each build runs two
-    (KerasTuner's `_try_build`, then Keras 3's `clear_session()`): 0.29 s each after the
-    imports on the 2-core CPU, beside a training; under `cProfile`, 0.93 s a build for both,
-    and 0.13 s with them frozen (README, `trial_speed.py`). The garbage of what ran before is
-    collected first, so none is kept; what is alive now and becomes garbage during the search
-    (a caller's own objects, say) waits for its end. A process that froze objects itself keeps
-    them frozen: then nothing is done here."""
+    (KerasTuner's `_try_build` calls Keras 3's `clear_session()`, which collects, then collects
+    again): 0.29 s each after the imports on the 2-core CPU, beside a training; under
+    `cProfile`, 0.93 s a build for both, and 0.13 s with them frozen (README, `trial_speed.py`).
+    The garbage of what ran before is collected first, so none is kept; what is alive now and
+    becomes garbage during the search (a caller's own objects, say) waits for its end. A
+    process that froze objects itself keeps them frozen: then nothing is done here."""
     if gc.get_freeze_count():
         yield
         return
