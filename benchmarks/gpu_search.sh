@@ -151,6 +151,8 @@ levers_there() {
     local seeds=${1:?"levers SEEDS LEVERS_OPTIONS..."} seed status=0 pids=()
     shift
     set_up_there
+    # The seeds share one GPU: a JAX process takes 75 % of its memory unless told not to.
+    export XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-false}
     mkdir -p "$OUT/levers"
     for ((seed = 0; seed < seeds; seed++)); do
         python3 "$repo/benchmarks/levers.py" --data "$cifar" --seeds 1 --first-seed "$seed" \
