@@ -651,13 +651,17 @@ def test_what_lasts_the_search_is_frozen_while_it_runs_and_garbage_is_still_coll
     def garbage_cycle():
         return weakref.ref(Cycle())  # only a collection frees it
 
-    before = garbage_cycle()
-    with tuner_module.what_lasts_frozen():
-        assert before() is None  # collected first: no garbage is frozen for good
-        assert gc.get_freeze_count() > 0
-        during = garbage_cycle()
-        gc.collect()
-        assert during() is None
+    gc.disable()  # no automatic collection: only the one the search makes may free `before`
+    try:
+        before = garbage_cycle()
+        with tuner_module.what_lasts_frozen():
+            assert before() is None  # collected first: no garbage is frozen for good
+            assert gc.get_freeze_count() > 0
+            during = garbage_cycle()
+            gc.collect()
+            assert during() is None
+    finally:
+        gc.enable()
     assert gc.get_freeze_count() == 0
 
 
