@@ -58,8 +58,13 @@ bfloat16, beside a JAX training): **73.14 and 72.74 %** (72.94 % +- 0.28; traini
 repeated one: +1.03 points on the mean, the gap 2 points narrower. The 96-filter point
 (dropout 0.45, decay 0.3, 80 epochs) under JAX on the CPU, seed 1 (`KERAS_BACKEND=jax
 benchmarks/levers.py ... --first-seed 1`, 74 to 113 s an epoch, three times TensorFlow's):
-74.90 % (training 99.8 %), against 73.84 and 73.66 % for TensorFlow's seed 1 runs. The
-figures above stand as measured; the ranges were set by them.
+74.90 % (training 99.8 %), against 73.84 and 73.66 % for TensorFlow's seed 1 runs. On 80
+epochs with the new order, in the reference search (`reports/reference/`, one seed each, the
+search's seed 0, 16 and 40 s an epoch): this point **73.82 %** (test 74.58 %, training 99.4 %),
+against 73.38 % +- 0.59 with the repeated order and the GPU's 73.62 %; the 96-filter point
+**75.22 %** (test 75.68 %, training 99.9 %), against 74.18 % for the same seed with the
+repeated order and the GPU's 75.70 %: 0.48 points from the GPU, where the repeated order left
+1.52. The figures above stand as measured; the ranges were set by them.
 
 BatchNorm momentum (`--set bn_momentum=0.6`, airbench's value in Keras's convention, same
 measurement): 68.38 % validation, 91.9 % training (seed 0), 2.43 points under 0.9. airbench
