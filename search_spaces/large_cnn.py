@@ -1,13 +1,13 @@
 """large_cnn: deeper and wider plain CNNs than small_cnn, with stronger regularization.
 
 Default point: small_cnn's net (64/128/256, two conv-BN-ReLU a block, dropout 0.5 on the pooled
-features) with the reference search's best training (`reports/reference/`): batch 64, dropout
-0.35/0.45/0.55 by depth, weight decay 0.2. On the 5k/5k split, 40 epochs, bfloat16 on a 2-core
-EPYC it scored 71.91 % +- 0.77 over 3 seeds (72.34, 72.38 and 71.02 %; test 72.05 % +- 0.53),
-against small_cnn's default point's 70.81 % +- 0.04 (3 seeds, `reports/default/`), which was
-this space's default until then (dropout 0.3/0.4/0.5, weight decay 0.1, batch 128). From there
-this space reaches deeper (up to 5 blocks of 4 convolutions) and wider (up to 128 base filters,
-512 at most a layer). Best run on a GPU or with patience.
+features) with the 40-epoch reference search's best training (`reports/reference40/`): batch 64,
+dropout 0.35/0.45/0.55 by depth, weight decay 0.2. On the 5k/5k split, 40 epochs, bfloat16 on a
+2-core EPYC it scored 71.91 % +- 0.77 over 3 seeds (72.34, 72.38 and 71.02 %; test 72.05 % +-
+0.53), against small_cnn's default point's 70.81 % +- 0.04 (3 seeds, `reports/default/`), which
+was this space's default until then (dropout 0.3/0.4/0.5, weight decay 0.1, batch 128). From
+there this space reaches deeper (up to 5 blocks of 4 convolutions) and wider (up to 128 base
+filters, 512 at most a layer). Best run on a GPU or with patience.
 
 Width measured from the old default point (`benchmarks/levers.py --space large_cnn --set
 filters=96`, 5k/5k split, 40 epochs, bfloat16 on a 2-core EPYC): 96/192/384 filters (2.58 M
@@ -78,7 +78,7 @@ docstring, seed 0 unless said), rate 0.05 reached 66.76 %, 0.2 69.76 %, 0.4 71.1
 training 36.9 %, 44.2 % and rising at the stop), when patience counted from the first epoch;
 it now waits for the schedule's second half, so 0.8 is unmeasured.
 
-Combinations, from the reference search (`reports/reference/`, 40 epochs, one seed each
+Combinations, from the 40-epoch reference search (`reports/reference40/`, one seed each
 unless said; the old default point there 70.34 %): batch 64 with dropout 0.35/0.45/0.55 and
 weight decay 0.2, 72.34 % (96.0 % training; 72.67 % test), 71.91 % +- 0.77 with its two
 finalist seeds; GELU, 71.84 % (96.3 %); SGD at 0.4, 71.68 % (92.9 %); 96 base filters with dropout
