@@ -89,12 +89,12 @@ finalist seeds; GELU, 71.84 % (96.3 %); SGD at 0.4, 71.68 % (92.9 %); 96 base fi
 twelve proposals: best GELU with batch 64 and weight decay 0.3, 72.04 % (95.7 % training);
 none past the best.
 
-Batch normalisation is always on (the reference search still chose it): of that search's four
-nets without it, three of 9 to 12 convolutions never learned (10 to 25 %, a uniform guess from
-their second or third epoch) and the fourth, 6 convolutions with swish, reached 60.24 % (70.4 %
-training), where the nets with it scored 57.1 to 72.4 %; the report's importance ranked
-`batch_norm` first (0.49 after 16 trials, 0.28 after 21). Trials spent on a choice that only
-loses are trials lost.
+Batch normalisation is always on (the 40-epoch reference search still chose it): of that
+search's four nets without it, three of 9 to 12 convolutions never learned (10 to 25 %, a
+uniform guess from their second or third epoch) and the fourth, 6 convolutions with swish,
+reached 60.24 % (70.4 % training), where the nets with it scored 57.1 to 72.4 %; the report's
+importance ranked `batch_norm` first (0.49 after 16 trials, 0.28 after 21). Trials spent on a
+choice that only loses are trials lost.
 
 Measured from the new default point with `benchmarks/levers.py --space large_cnn --set
 batch_size=64,block_dropout=0.35,weight_decay=0.2` (same split and precision, run beside the
@@ -115,17 +115,17 @@ search: 12 to 84 s an epoch):
   back (EMA 0.99, 30 epochs, `SMALL_DATA_RECIPES.md`) scored 68.3 % against 68.6 %.
 
 Sharpness-aware minimisation (SAM, Foret et al. 2021: each step's gradient taken again at the
-weights moved `rho` along the normalised gradient; an option tried on a branch with
-TensorFlow's train step and not kept), from the same default point, seed 0, alone on the
-machine but for minutes of short checks: rho 0.05, 40 epochs, 71.64 % validation (95.3 %
-training); rho 0.2, 40 epochs, 70.98 % (88.4 %); rho 0.2, 80 epochs, 73.10 % (98.6 %; best at
-epoch 70, patience stopped it at 78), against 71.91 % +- 0.77 and 73.38 % +- 0.59 without it.
-On 80 epochs (one seed) it ran ahead of the mean of the two seeds without it at most epochs
-from 17 to 50, by up to 6 points (single epochs swing by 3 to 6; at epoch 41 69.2 % against
-66.3 and 66.9 %), and within 0.9 points from epoch 51 on: no gain at the end. Its epochs
-took 23.4 to 27.2 s (medians of its runs), against 15.9 to 16.9 s for the reference search's
-three runs of the point (another run of the machine): 1.4 to 1.7 times as long. Its training
-accuracy is measured at the moved weights.
+weights moved `rho` along the normalised gradient; an option tried on a branch with TensorFlow's
+train step and not kept), from the same default point, seed 0, alone on the machine but for
+minutes of short checks: rho 0.05, 40 epochs, 71.64 % validation (95.3 % training); rho 0.2, 40
+epochs, 70.98 % (88.4 %); rho 0.2, 80 epochs, 73.10 % (98.6 %; best at epoch 70, patience
+stopped it at 78), against 71.91 % +- 0.77 and 73.38 % +- 0.59 without it. On 80 epochs (one
+seed) it ran ahead of the mean of the two seeds without it at most epochs from 17 to 50, by up
+to 6 points (single epochs swing by 3 to 6; at epoch 41 69.2 % against 66.3 and 66.9 %), and
+within 0.9 points from epoch 51 on: no gain at the end. Its epochs took 23.4 to 27.2 s (medians
+of its runs), against 15.9 to 16.9 s for the 40-epoch reference search's three runs of the point
+(another run of the machine): 1.4 to 1.7 times as long. Its training accuracy is measured at the
+moved weights.
 
 A whitened first layer (airbench's: a fixed 2x2 convolution whose 24 filters whiten the
 training images' patches; README, "The challenge's rules"), measured from the default point

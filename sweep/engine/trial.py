@@ -375,7 +375,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 def collapsed(history: list[dict], num_classes: int) -> bool:
     """Whether the last COLLAPSED_EPOCHS epochs, after the first ones, all had the training loss
     of a uniform guess (ln of the classes, label smoothing or not) and accuracy at chance: a
-    dead net. In the reference search, plain nets of 9 to 12 convolutions without batch
+    dead net. In the 40-epoch reference search, plain nets of 9 to 12 convolutions without batch
     normalisation sat there from their second or third epoch on (trial 09: loss 2.302 and
     10.5 % for 27 epochs), and patience, which waits for the schedule's second half, let the
     first run 29 epochs for nothing."""
