@@ -73,9 +73,10 @@ def same_measurement(recorded: dict, key: dict) -> bool:
     """Whether a kept result measured `key`: the precision it trained in (the one `auto`
     chose, not the argument) counts, so a result from another machine is not reused; results
     kept before the precision was recorded are taken as this machine's. Results kept before
-    dropout computed in float32 (`backend.drop_in_float32`), or before TensorFlow's training
-    order changed every epoch (`backend.training_input`), do not count: they are trained
-    again."""
+    dropout computed in float32 (`backend.drop_in_float32`), before TensorFlow's training
+    order changed every epoch (`backend.training_input`), or before the Keras backend was
+    recorded, do not count: they are trained again (a JAX run in the same folder would
+    otherwise take TensorFlow's scores, and resume from its backups)."""
     return {**recorded, "precision": recorded.get("precision", key["precision"])} == key
 
 
@@ -144,7 +145,8 @@ def measure(args) -> None:
         directory = Path(args.dir or tmp)
         directory.mkdir(parents=True, exist_ok=True)
         key = {"space": settings.space, "set": args.set, "epochs": settings.max_epochs,
-               "precision": precision, "dropout": "float32", "order": "new every epoch"}
+               "precision": precision, "dropout": "float32", "order": "new every epoch",
+               "backend": backend.name()}
         done = {r["seed"]: r for r in state.read_lines(directory / RESULTS_FILE)
                 if same_measurement(r["key"], key)}
         results = []
