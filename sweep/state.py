@@ -17,6 +17,7 @@ import os
 import re
 import socket
 import statistics
+import sys
 import tempfile
 from collections.abc import Iterator
 from datetime import datetime
@@ -57,6 +58,19 @@ ENDED = (COMPLETED, *FAILED_STATES)
 
 def trial_dir(project_dir: Path, trial_id: str) -> Path:
     return Path(project_dir) / f"trial_{trial_id}"
+
+
+def trial_number(trial_id: str) -> tuple[int, str]:
+    """A sort key that orders trial ids by number: a search whose `--max-trials` gained a digit
+    has ids of two widths (made for 6 trials, extended to 14: `5`, then `06`), which their
+    names order wrongly."""
+    return (int(trial_id), trial_id) if trial_id.isdigit() else (sys.maxsize, trial_id)
+
+
+def trial_dirs(project_dir: Path) -> list[Path]:
+    """The search's trial folders, in the order the trials were made."""
+    return sorted((d for d in Path(project_dir).glob("trial_*") if d.is_dir()),
+                  key=lambda d: trial_number(d.name.removeprefix("trial_")))
 
 
 @contextlib.contextmanager

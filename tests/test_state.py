@@ -31,6 +31,14 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
+def test_trial_folders_come_in_the_order_the_trials_were_made_whatever_their_width(tmp_path):
+    for name in ["10", "06", "notes", "5", "0"]:  # made for 6 trials, extended to 14
+        (tmp_path / f"trial_{name}").mkdir()
+    (tmp_path / "trial_1.txt").write_text("")  # not a trial's folder
+    assert [d.name for d in state.trial_dirs(tmp_path)] == [
+        "trial_0", "trial_5", "trial_06", "trial_10", "trial_notes"]
+
+
 def test_unreadable_json_is_a_sweep_error(tmp_path):
     path = tmp_path / "trial.json"
     path.write_text('{"trial_id": "0", "stat')

@@ -48,6 +48,17 @@ def test_a_reloaded_search_never_requeues_an_ended_trial(tmp_path, oracle_class,
     assert (trial_id in reloaded._retry_queue) is requeued
 
 
+def test_trial_ids_keep_their_width_when_a_resume_lowers_the_trial_count(tmp_path):
+    made = _oracle(oracles.RandomOracle, tmp_path)
+    made.max_trials = 14  # made with --max-trials 14
+    made_ids = [_end(made, "w1") for _ in range(2)]
+    resumed = _oracle(oracles.RandomOracle, tmp_path)  # resumed with --max-trials 4
+    resumed.reload()
+    # KerasTuner alone names the next two `2` and `3`.
+    assert made_ids + [_end(resumed, "w1") for _ in range(2)] == ["00", "01", "02", "03"]
+    assert resumed.create_trial("w1").status == "STOPPED"  # still exactly --max-trials
+
+
 def test_too_many_failures_stop_every_worker_and_keep_the_lock_free(tmp_path):
     oracle = _oracle(oracles.RandomOracle, tmp_path)
     for worker in ("w1", "w2", "w1"):

@@ -110,6 +110,27 @@ class DefaultFirst:
         return key(values) in {key(t.hyperparameters.values) for t in self.trials.values()}
 
 
+class TrialCount(int):
+    """`--max-trials` as the oracle holds it, printed at least `id_width` digits wide.
+
+    KerasTuner pads each new trial's id to the digits of the oracle's `max_trials` as it
+    prints: a search made for 14 trials and resumed with 6 named its next trial `4`, after
+    `03`, and `--trial 04` found nothing. Printed at the width of the ids already made, the
+    count keeps them one width. A count with more digits (an extension past 99, or from 6 to
+    14) still widens the new ones, so trials are ordered by number, not name
+    (`state.trial_number`)."""
+
+    id_width: int
+
+    def __new__(cls, count: int, id_width: int):
+        made = super().__new__(cls, count)
+        made.id_width = id_width
+        return made
+
+    def __str__(self) -> str:
+        return f"{int(self):0{self.id_width}d}"
+
+
 class SafeOracle:
     """Oracle mixin: what KerasTuner's oracle lacks when processes die or trials keep failing.
 
@@ -123,6 +144,8 @@ class SafeOracle:
       saved, the lock released, and every worker is told to stop.
     - A chief can hand a silent worker's trial to another one (`release_trial`) and, after a
       restart, let workers still training keep theirs (`keep_ongoing`).
+    - Trial ids keep the width of those already made when a resume changes `--max-trials`
+      (`TrialCount`).
     """
 
     stop_reason: str | None = None  # why the search stopped early, for the user
@@ -145,6 +168,8 @@ class SafeOracle:
         if self.stop_reason:
             self.tuner_ids.discard(tuner_id)
             return kt_trial.Trial(self.get_space(), status=state.STOPPED)
+        if self.trials:
+            self.max_trials = TrialCount(self.max_trials, max(map(len, self.trials)))
         trial = super().create_trial(tuner_id)
         if trial.status != state.STOPPED:
             return trial

@@ -128,7 +128,7 @@ def load_trials(project_dir: Path) -> pd.DataFrame:
     `test_accuracy` is set only for trials evaluated on the test images by `sweep evaluate`.
     """
     running = search_is_running(project_dir)
-    rows = [_trial_row(d, running) for d in sorted(project_dir.glob("trial_*")) if d.is_dir()]
+    rows = [_trial_row(d, running) for d in state.trial_dirs(project_dir)]
     df = pd.DataFrame(rows, columns=None if rows else SUMMARY_COLUMNS)
     if df.empty:
         return df
@@ -152,9 +152,9 @@ def load_trials(project_dir: Path) -> pd.DataFrame:
     df["val_std"] = [several[t].std if t in several else math.nan for t in df["trial"]]
     # Then screening trials, best first; then failed and unfinished ones, by id.
     screening = df["val_accuracy"].where(df["status"].eq(state.COMPLETED))
-    df = (df.assign(_screening=-screening)
-          .sort_values(["rank", "_screening", "trial"], na_position="last")
-          .drop(columns="_screening").reset_index(drop=True))
+    df = (df.assign(_screening=-screening, _made=range(len(df)))  # rows come in trial order
+          .sort_values(["rank", "_screening", "_made"], na_position="last")
+          .drop(columns=["_screening", "_made"]).reset_index(drop=True))
     return df[[*SUMMARY_COLUMNS, *[c for c in df.columns if c not in SUMMARY_COLUMNS]]]
 
 
@@ -171,7 +171,7 @@ def hyperparameter_columns(df: pd.DataFrame) -> list[str]:
 def space_default_point(project_dir: Path) -> dict:
     """The search space's default point, from the newest readable trial.json (KerasTuner adds
     conditional hyperparameters to the space as trials first meet them)."""
-    for trial_dir in sorted(project_dir.glob("trial_*"), reverse=True):
+    for trial_dir in reversed(state.trial_dirs(project_dir)):
         try:
             config = state.read_json(trial_dir / state.TRIAL_FILE)["hyperparameters"]
         except (SweepError, KeyError, TypeError):
