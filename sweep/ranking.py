@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -31,6 +32,13 @@ def finalists_for(max_trials: int, finalists: int) -> int:
     """Finalists a search of `max_trials` affords: a 4-trial search has none, a 20-trial one up
     to 4, so most trials still search."""
     return min(finalists, max_trials // TRIALS_PER_FINALIST)
+
+
+def trial_number(trial_id: str) -> tuple[int, str]:
+    """A sort key that orders trial ids by number: a search whose `--max-trials` gained a digit
+    has ids of two widths (made for 6 trials, extended to 14: `5`, then `06`), which their
+    names order wrongly. An id that is no number comes last."""
+    return (int(trial_id), trial_id) if trial_id.isdecimal() else (sys.maxsize, trial_id)
 
 
 def trial_epochs(values: dict, max_epochs: int) -> int:
@@ -89,7 +97,7 @@ def rank(runs: Iterable[Run], max_epochs: int) -> list[Ranked]:
     ordered = sorted(
         (run for group in groups.values() for run in group),
         key=lambda r: (-stats[config_key(r.values)][0], -stats[config_key(r.values)][1],
-                       -r.score, r.trial),
+                       -r.score, trial_number(r.trial)),
     )
     return [Ranked(run, i + 1, *stats[config_key(run.values)]) for i, run in enumerate(ordered)]
 

@@ -17,13 +17,13 @@ import os
 import re
 import socket
 import statistics
-import sys
 import tempfile
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sweep import ranking
 from sweep.errors import SweepError
 
 SETTINGS_FILE = "sweep.json"
@@ -60,17 +60,10 @@ def trial_dir(project_dir: Path, trial_id: str) -> Path:
     return Path(project_dir) / f"trial_{trial_id}"
 
 
-def trial_number(trial_id: str) -> tuple[int, str]:
-    """A sort key that orders trial ids by number: a search whose `--max-trials` gained a digit
-    has ids of two widths (made for 6 trials, extended to 14: `5`, then `06`), which their
-    names order wrongly."""
-    return (int(trial_id), trial_id) if trial_id.isdigit() else (sys.maxsize, trial_id)
-
-
 def trial_dirs(project_dir: Path) -> list[Path]:
     """The search's trial folders, in the order the trials were made."""
     return sorted((d for d in Path(project_dir).glob("trial_*") if d.is_dir()),
-                  key=lambda d: trial_number(d.name.removeprefix("trial_")))
+                  key=lambda d: ranking.trial_number(d.name.removeprefix("trial_")))
 
 
 @contextlib.contextmanager

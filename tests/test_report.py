@@ -89,6 +89,24 @@ def test_finalists_are_ranked_by_the_mean_of_their_seeds(tmp_path, project):
     assert "its configuration 69.00% +- 2.00% over 3 seeds" in text
 
 
+def test_trials_of_two_id_widths_are_shown_and_tied_in_the_order_they_were_made(project):
+    """A search made for 6 trials and extended to 14 has ids `5`, then `06` and `10`."""
+    for trial_id in ("5", "10", "06"):  # three runs of one configuration: one mean, one score
+        _trial(project, trial_id, "COMPLETED", [0.5, 0.75],
+               values={"filters": 16, "learning_rate": 0.01, "tuner/replica": int(trial_id)})
+    for trial_id in ("11", "7"):
+        _trial(project, trial_id, "FAILED", [0.1], message="boom")
+    df = report.load_trials(project)
+    assert list(df["trial"]) == ["5", "06", "10", "1", "0", "2", "3", "7", "11"]
+    for trial_id, default in (("7", 32), ("11", 64)):  # the space as each trial recorded it
+        trial_file = project / f"trial_{trial_id}" / "trial.json"
+        trial = state.read_json(trial_file)
+        trial["hyperparameters"]["space"] = [
+            {"class_name": "Choice", "config": {"name": "filters", "default": default}}]
+        state.write_json(trial_file, trial)
+    assert report.space_default_point(project) == {"filters": 64}  # the newest trial's
+
+
 def test_running_trial_shows_as_interrupted_when_no_process_holds_the_search(project):
     df = report.load_trials(project).set_index("trial")
     assert df.loc["3", "status"] == "INTERRUPTED"

@@ -1,5 +1,6 @@
 """The oracle guards of `sweep.engine.oracles` against KerasTuner 1.4.8's own (no training)."""
 
+import copy
 import gc
 import re
 import threading
@@ -57,6 +58,7 @@ def test_trial_ids_keep_their_width_when_a_resume_lowers_the_trial_count(tmp_pat
     # KerasTuner alone names the next two `2` and `3`.
     assert made_ids + [_end(resumed, "w1") for _ in range(2)] == ["00", "01", "02", "03"]
     assert resumed.create_trial("w1").status == "STOPPED"  # still exactly --max-trials
+    assert str(copy.deepcopy(resumed.max_trials)) == "04"  # the count copies whole
 
 
 def test_too_many_failures_stop_every_worker_and_keep_the_lock_free(tmp_path):

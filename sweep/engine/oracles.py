@@ -118,7 +118,7 @@ class TrialCount(int):
     `03`, and `--trial 04` found nothing. Printed at the width of the ids already made, the
     count keeps them one width. A count with more digits (an extension past 99, or from 6 to
     14) still widens the new ones, so trials are ordered by number, not name
-    (`state.trial_number`)."""
+    (`ranking.trial_number`). Formatted, the count prints padded too (`06`)."""
 
     id_width: int
 
@@ -129,6 +129,9 @@ class TrialCount(int):
 
     def __str__(self) -> str:
         return f"{int(self):0{self.id_width}d}"
+
+    def __getnewargs__(self) -> tuple[int, int]:  # so that copy and pickle can remake it
+        return int(self), self.id_width
 
 
 class SafeOracle:

@@ -165,7 +165,8 @@ class SweepTuner:
         values = trial.hyperparameters.values
         key = ranking.config_key(values)
         first = min((t.trial_id for t in self.known_trials()
-                     if ranking.config_key(t.hyperparameters.values) == key), default=None)
+                     if ranking.config_key(t.hyperparameters.values) == key),
+                    key=ranking.trial_number, default=None)
         epochs = ranking.trial_epochs(values, self.settings.max_epochs)
         if first is None or first == trial.trial_id:
             summary = ranking.format_values(values, default_values(trial.hyperparameters))

@@ -150,7 +150,7 @@ def load_trials(project_dir: Path) -> pd.DataFrame:
                            dtype="Int64")
     df["val_mean"] = [several[t].mean if t in several else math.nan for t in df["trial"]]
     df["val_std"] = [several[t].std if t in several else math.nan for t in df["trial"]]
-    # Then screening trials, best first; then failed and unfinished ones, by id.
+    # Then screening trials, best first; then failed and unfinished ones, by number.
     screening = df["val_accuracy"].where(df["status"].eq(state.COMPLETED))
     df = (df.assign(_screening=-screening, _made=range(len(df)))  # rows come in trial order
           .sort_values(["rank", "_screening", "_made"], na_position="last")
