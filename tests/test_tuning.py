@@ -688,7 +688,9 @@ def test_the_search_unfreezes_what_it_froze_when_it_stops_and_keeps_a_callers_fr
     try:
         frozen = gc.get_freeze_count()
         with tuner_module.what_lasts_frozen():
-            pass
-        assert gc.get_freeze_count() == frozen
+            within = gc.get_freeze_count()
+        # Kept frozen, nothing added: frozen objects that die leave the count (another
+        # thread's, during the block), so it may only shrink.
+        assert 0 < gc.get_freeze_count() <= within <= frozen
     finally:
         gc.unfreeze()
