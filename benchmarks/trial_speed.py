@@ -78,7 +78,9 @@ def timings(started: float, fit_started: float, ends: list[float], finished: flo
             "outside": (fit_started - started) + (finished - ends[-1])}
 
 
-def plain_trial(settings, data, jit_compile: bool, precision: str = "float32") -> dict:
+def plain_trial(settings, data, jit_compile: bool, precision: str = "float32",
+                changes: dict | None = None) -> dict:
+    """A plain `model.fit` of the space's default point (with `changes` to its values)."""
     import keras
 
     from sweep import spaces
@@ -92,6 +94,7 @@ def plain_trial(settings, data, jit_compile: bool, precision: str = "float32") -
     task = hypermodel.training_task(settings)
     hp = hypermodel.kt.HyperParameters()
     space.build(hp, task)  # an empty HyperParameters takes every default: learn the values
+    hp.values.update(changes or {})
     started = time.time()
     keras.utils.set_random_seed(trial_seed(settings.seed, hp.values))  # as the tool seeds
     model = space.build(hp, task)
