@@ -27,8 +27,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-VARIANTS = {"with batch normalisation": {}, "without": {"batch_norm": False},
-            "with TensorFlow's fused kernel": {}}  # the layer swapped in `swapped_normalisation`
+# name: (changes to the default point, whether the probe's fused layer is swapped in)
+VARIANTS = {"with batch normalisation": ({}, False), "without": ({"batch_norm": False}, False),
+            "with TensorFlow's fused kernel": ({}, True)}
 
 
 def fused_normalisation():
@@ -56,13 +57,13 @@ def fused_normalisation():
 
 
 @contextlib.contextmanager
-def swapped_normalisation(name: str):
-    """Keras's `BatchNormalization`, or for the fused variant the probe's, while a model is
-    built (the spaces build from `keras.layers`)."""
+def swapped_normalisation(fused: bool):
+    """Keras's `BatchNormalization`, or where `fused` the probe's, while a model is built (the
+    spaces build from `keras.layers`)."""
     import keras
 
     keras_own = keras.layers.BatchNormalization
-    if name == "with TensorFlow's fused kernel":
+    if fused:
         keras.layers.BatchNormalization = fused_normalisation()
     try:
         yield
@@ -101,8 +102,8 @@ def main() -> None:
               f"{args.train_size}/{args.val_size} split, float32 against {faster}", flush=True)
         gains = {name: [] for name in VARIANTS}
         for round_number in range(1, args.rounds + 1):
-            for name, changes in VARIANTS.items():
-                with swapped_normalisation(name):
+            for name, (changes, fused) in VARIANTS.items():
+                with swapped_normalisation(fused):
                     epochs = {precision: plain_trial(settings, data, jit_compile=False,
                                                      precision=precision,
                                                      changes=changes)["epoch"]
