@@ -7,10 +7,10 @@ in the machine's fastest precision, with and without batch normalisation, altern
 Keras 3 computes `BatchNormalization` in float32 under a mixed policy (it casts its bfloat16
 input up, normalises, and casts the result back): if the faster precision gains much more over
 float32 without batch normalisation than with it, batch normalisation is what holds the
-precision back on this machine (issue 15: the tool runs at plain bfloat16 Keras's speed, which
-is short of 1.6x plain float32 on `small_cnn`'s default point). A third variant swaps in a probe
-of the lever, the same layer computed by TensorFlow's fused kernel on the input's own dtype
-(TensorFlow only; speed, not accuracy). Printed: each fit's steady
+precision back on this machine (issue 15: plain bfloat16 Keras is short of 1.6x plain float32
+on `small_cnn`'s default point). A third variant swaps in the tool's own layer, the same
+computation on TensorFlow's fused kernel in the input's dtype (`sweep.engine.normalization`,
+which the tool uses in reduced precision; float32 keeps Keras's layer). Printed: each fit's steady
 seconds per epoch (`trial_speed.plain_trial`, same split and seed), then, for each variant,
 float32's epoch over the faster precision's, per round and their median.
 """
@@ -18,7 +18,6 @@ float32's epoch over the faster precision's, per round and their median.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import tempfile
@@ -27,48 +26,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-# name: (changes to the default point, whether the probe's fused layer is swapped in)
-VARIANTS = {"with batch normalisation": ({}, False), "without": ({"batch_norm": False}, False),
-            "with TensorFlow's fused kernel": ({}, True)}
-
-
-def fused_normalisation():
-    """A probe of the lever, not a layer of the tool (the rules checker would refuse it): Keras's
-    `BatchNormalization` computed by TensorFlow's `FusedBatchNormV3` on the input's own dtype,
-    with float32 scale, offset and statistics; moving averages as Keras keeps them."""
-    import keras
-    import tensorflow as tf
-
-    class FusedBatchNormalization(keras.layers.BatchNormalization):
-        def call(self, inputs, training=None, mask=None):
-            scale, offset = tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32)
-            if not training:
-                return tf.compat.v1.nn.fused_batch_norm(
-                    inputs, scale, offset, mean=tf.cast(self.moving_mean, tf.float32),
-                    variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon,
-                    is_training=False)[0]
-            outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-                inputs, scale, offset, epsilon=self.epsilon, is_training=True)
-            for average, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
-                average.assign(average * self.momentum + batch * (1 - self.momentum))
-            return outputs
-
-    return FusedBatchNormalization
-
-
-@contextlib.contextmanager
-def swapped_normalisation(fused: bool):
-    """Keras's `BatchNormalization`, or where `fused` the probe's, while a model is built (the
-    spaces build from `keras.layers`)."""
-    import keras
-
-    keras_own = keras.layers.BatchNormalization
-    if fused:
-        keras.layers.BatchNormalization = fused_normalisation()
-    try:
-        yield
-    finally:
-        keras.layers.BatchNormalization = keras_own
+# name: (changes to the default point, whether the tool's fused layer is swapped in)
+VARIANTS = {"with Keras's batch normalisation": ({}, False),
+            "without": ({"batch_norm": False}, False),
+            "with the tool's (fused kernel)": ({}, True)}
 
 
 def main() -> None:
@@ -103,11 +64,10 @@ def main() -> None:
         gains = {name: [] for name in VARIANTS}
         for round_number in range(1, args.rounds + 1):
             for name, (changes, fused) in VARIANTS.items():
-                with swapped_normalisation(fused):
-                    epochs = {precision: plain_trial(settings, data, jit_compile=False,
-                                                     precision=precision,
-                                                     changes=changes)["epoch"]
-                              for precision in ("float32", faster)}
+                epochs = {precision: plain_trial(settings, data, jit_compile=False,
+                                                 precision=precision, changes=changes,
+                                                 fused=fused)["epoch"]
+                          for precision in ("float32", faster)}
                 gains[name].append(epochs["float32"] / epochs[faster])
                 print(f"round {round_number} {name:>24}: float32 {epochs['float32']:6.2f} s, "
                       f"{faster} {epochs[faster]:6.2f} s an epoch: {gains[name][-1]:.3f}x",

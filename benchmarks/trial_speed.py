@@ -79,13 +79,14 @@ def timings(started: float, fit_started: float, ends: list[float], finished: flo
 
 
 def plain_trial(settings, data, jit_compile: bool, precision: str = "float32",
-                changes: dict | None = None) -> dict:
-    """A plain `model.fit` of the space's default point (with `changes` to its values)."""
+                changes: dict | None = None, fused: bool = False) -> dict:
+    """A plain `model.fit` of the space's default point (with `changes` to its values), where
+    `fused` with the tool's batch normalisation (`sweep.engine.normalization`)."""
     import keras
 
     from sweep import spaces
     from sweep.backend import POLICIES
-    from sweep.engine import hypermodel
+    from sweep.engine import hypermodel, normalization
     from sweep.engine.trial import trial_seed
 
     keras.mixed_precision.set_global_policy(POLICIES[precision])
@@ -98,6 +99,8 @@ def plain_trial(settings, data, jit_compile: bool, precision: str = "float32",
     started = time.time()
     keras.utils.set_random_seed(trial_seed(settings.seed, hp.values))  # as the tool seeds
     model = space.build(hp, task)
+    if fused:
+        normalization.fuse(model)
     if jit_compile:
         model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"],
                       jit_compile=True)

@@ -212,11 +212,11 @@ def dropout_layers(model) -> list:
     """`model`'s dropout layers (`SpatialDropout2D` too), at any depth of nested models."""
     import keras
 
-    return [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.Dropout)]
+    return [layer for layer in all_layers(model) if isinstance(layer, keras.layers.Dropout)]
 
 
-def _all_layers(layer) -> list:
+def all_layers(layer) -> list:
     """`layer`'s layers, and theirs, at any depth."""
     inner = getattr(layer, "layers", [])
-    return [found for child in inner for found in (child, *_all_layers(child))]
+    return [found for child in inner for found in (child, *all_layers(child))]
 

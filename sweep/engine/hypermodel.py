@@ -9,7 +9,7 @@ import keras_tuner as kt
 
 from sweep import backend, ranking, spaces
 from sweep.data import CLASS_NAMES, IMAGE_SHAPE
-from sweep.engine import rules
+from sweep.engine import normalization, rules
 from sweep.errors import SweepError
 from sweep.settings import SearchSettings
 from sweep.spaces import Space, TrainingTask
@@ -27,7 +27,8 @@ class SpaceHyperModel(kt.HyperModel):
     def build(self, hp):
         """Build and check the model: a trial whose model breaks a rule fails before training.
         Its learning-rate schedule spans the trial's own epochs (`ranking.trial_epochs`), and
-        its layers compute in the search's precision (dropout in float32: `drop_in_float32`)."""
+        its layers compute in the search's precision (dropout in float32: `drop_in_float32`;
+        batch normalisation by a fused kernel once the rules have passed it: `normalization`)."""
         with backend.building_in(self.precision):
             model = self.space.build(hp, trial_task(self.task, hp.values))
         backend.drop_in_float32(model)
@@ -35,6 +36,7 @@ class SpaceHyperModel(kt.HyperModel):
             rules.check_model(model)
         except rules.RuleViolation as e:
             raise kt.errors.FailedTrialError(f"search space {self.space.name}: {e}") from None
+        normalization.fuse(model)
         return model
 
     def count_params(self, hp) -> int:
