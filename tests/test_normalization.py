@@ -34,8 +34,9 @@ def _numpy(tensor):
     return keras.ops.convert_to_numpy(tensor).astype("float32")
 
 
-def test_the_fused_layer_computes_what_keras_computes():
-    keras_own, fused, swapped = _pair()
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_the_fused_layer_computes_what_keras_computes(precision):
+    keras_own, fused, swapped = _pair(precision)
     assert swapped == 2 and type(fused.layers[1]).__module__ == normalization.__name__
     np.testing.assert_allclose(_numpy(fused(IMAGES, training=True)),
                                _numpy(keras_own(IMAGES, training=True)), atol=0.02)
