@@ -193,7 +193,7 @@ class Search:
         stratified ones; validation accuracy mean +- std by kind (`python -m sweep splits`)."""
         at_least_one(repeats, "--repeats")  # before TensorFlow loads
         project_dir = self._existing()
-        trial = str(trial or self.best()["trial"])
+        trial = state.trial_id_named(project_dir, str(trial or self.best()["trial"]))
         check_space_unchanged(project_dir)
         state.completed_trial_hyperparameters(project_dir, trial)
         backend.import_quietly()  # TensorFlow loads here, once the quick checks passed
@@ -209,7 +209,7 @@ class Search:
         inside, and a sidecar JSON of its trial, hyperparameters, split and scores."""
         path = Path(path)
         check_export_output(path)
-        trial = str(trial or self.best()["trial"])
+        trial = state.trial_id_named(self._existing(), str(trial or self.best()["trial"]))
         state.completed_trial_hyperparameters(self._existing(), trial)
         check_rebuildable(self._existing(), [trial])
         backend.import_quietly()  # TensorFlow loads here, once the quick checks passed

@@ -25,6 +25,7 @@ def choose_trials(project_dir: Path, trial_ids: list[str] | None, top: int | Non
     ranked = report.load_trials(project_dir)
     completed = ranking.ranked_rows(ranked)
     if trial_ids:
+        trial_ids = [state.trial_id_named(project_dir, t) for t in trial_ids]
         finished = ranked[ranked["status"].eq(state.COMPLETED)]
         unknown = [t for t in trial_ids if t not in set(finished["trial"])]
         if unknown:

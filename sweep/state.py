@@ -60,6 +60,17 @@ def trial_dir(project_dir: Path, trial_id: str) -> Path:
     return Path(project_dir) / f"trial_{trial_id}"
 
 
+def trial_id_named(project_dir: Path, given: str) -> str:
+    """The id of the trial a user names `given`: its own, or the trial of the same number
+    (`4` or `004` for `04`; a search extended past its first trial count has ids of two widths,
+    `ranking.trial_number`). Unmatched, `given` itself, for the caller's own error."""
+    if trial_dir(project_dir, given).is_dir() or not given.isdecimal():
+        return given
+    same_number = [d.name.removeprefix("trial_") for d in trial_dirs(project_dir)
+                   if ranking.trial_number(d.name.removeprefix("trial_"))[0] == int(given)]
+    return same_number[0] if len(same_number) == 1 else given
+
+
 def trial_dirs(project_dir: Path) -> list[Path]:
     """The search's trial folders, in the order the trials were made."""
     return sorted((d for d in Path(project_dir).glob("trial_*") if d.is_dir()),

@@ -39,6 +39,15 @@ def test_trial_folders_come_in_the_order_the_trials_were_made_whatever_their_wid
         "trial_0", "trial_5", "trial_06", "trial_10", "trial_notes"]
 
 
+def test_a_trial_is_found_by_its_number_whatever_the_width_it_was_named_in(tmp_path):
+    for name in ["00", "03", "4", "06"]:  # made for 6 trials, extended to 14
+        (tmp_path / f"trial_{name}").mkdir()
+    named = {given: state.trial_id_named(tmp_path, given)
+             for given in ["4", "04", "004", "3", "06", "6", "07", "best"]}
+    assert named == {"4": "4", "04": "4", "004": "4", "3": "03", "06": "06", "6": "06",
+                     "07": "07", "best": "best"}  # no such trial: the caller says so
+
+
 def test_unreadable_json_is_a_sweep_error(tmp_path):
     path = tmp_path / "trial.json"
     path.write_text('{"trial_id": "0", "stat')
