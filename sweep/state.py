@@ -64,11 +64,16 @@ def trial_id_named(project_dir: Path, given: str) -> str:
     """The id of the trial a user names `given`: its own, or the trial of the same number
     (`4` or `004` for `04`; a search extended past its first trial count has ids of two widths,
     `ranking.trial_number`). Unmatched, `given` itself, for the caller's own error."""
-    if trial_dir(project_dir, given).is_dir() or not given.isdecimal():
+    if trial_dir(project_dir, given).is_dir() or not _is_number(given):
         return given
-    same_number = [d.name.removeprefix("trial_") for d in trial_dirs(project_dir)
-                   if ranking.trial_number(d.name.removeprefix("trial_"))[0] == int(given)]
+    same_number = [trial_id for trial_id in (d.name.removeprefix("trial_")
+                                             for d in trial_dirs(project_dir))
+                   if _is_number(trial_id) and int(trial_id) == int(given)]
     return same_number[0] if len(same_number) == 1 else given
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdecimal()
 
 
 def trial_dirs(project_dir: Path) -> list[Path]:

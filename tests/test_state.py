@@ -40,12 +40,13 @@ def test_trial_folders_come_in_the_order_the_trials_were_made_whatever_their_wid
 
 
 def test_a_trial_is_found_by_its_number_whatever_the_width_it_was_named_in(tmp_path):
-    for name in ["00", "03", "4", "06"]:  # made for 6 trials, extended to 14
+    for name in ["00", "03", "4", "06", "notes"]:  # made for 6 trials, extended to 14
         (tmp_path / f"trial_{name}").mkdir()
+    unmatched = ["07", "best", str(sys.maxsize), "\u0664"]  # the caller says there is none
     named = {given: state.trial_id_named(tmp_path, given)
-             for given in ["4", "04", "004", "3", "06", "6", "07", "best"]}
+             for given in ["4", "04", "004", "3", "06", "6", *unmatched]}
     assert named == {"4": "4", "04": "4", "004": "4", "3": "03", "06": "06", "6": "06",
-                     "07": "07", "best": "best"}  # no such trial: the caller says so
+                     **{given: given for given in unmatched}}
 
 
 def test_unreadable_json_is_a_sweep_error(tmp_path):

@@ -24,16 +24,17 @@ import keras
 from sweep import backend
 
 REDUCED_DTYPES = ("bfloat16", "float16")
-KERNEL_MIN_EPSILON = 1.001e-5  # the kernel raises a smaller epsilon to this
+KERNEL_MIN_EPSILON = 1.001e-5  # cuDNN's floor: on a GPU the kernel would not take less
 
 
 class BatchNormalization(keras.layers.BatchNormalization):
     """Keras's layer computed by TensorFlow's fused kernel in the input's own dtype.
 
-    It keeps Keras's class name on purpose: Keras names a layer's weights in a saved file after
-    its class, so weights saved with either layer load into the other (trials resumed from
-    checkpoints of an earlier version of the tool; `evaluate` and `export`, which rebuild
-    Keras's own layer)."""
+    It keeps Keras's class name and module on purpose. Keras names a layer's weights in a saved
+    file after its class, so weights saved with either layer load into the other (trials resumed
+    from checkpoints of an earlier version of the tool; `evaluate` and `export`, which rebuild
+    Keras's own layer). And a model saved whole (`.keras`) records Keras's layer, which it is
+    but for the kernel, so it loads anywhere, without this tool."""
 
     def call(self, inputs, training=None, mask=None):
         if not self._fused_kernel_takes(inputs, mask):
@@ -61,15 +62,20 @@ class BatchNormalization(keras.layers.BatchNormalization):
                 and self.epsilon >= KERNEL_MIN_EPSILON)
 
 
+BatchNormalization.__module__ = keras.layers.BatchNormalization.__module__  # see its docstring
+
+
 def fuse(model: keras.Model) -> int:
-    """Give `model`'s reduced-precision `BatchNormalization` layers the fused kernel (TensorFlow
-    only); returns how many. Run after `rules.check_model`, which allows Keras's exact classes
-    only: the swap is the tool's, made on a model the rules have passed."""
+    """Give `model`'s `BatchNormalization` layers of a mixed reduced-precision policy (float32
+    weights, which the kernel's statistics are) the fused kernel's subclass, on TensorFlow only;
+    returns how many (one the kernel cannot take, a 2-D one say, still runs Keras's path). Run
+    after `rules.check_model`, which allows Keras's exact classes only: the swap is the tool's,
+    made on a model the rules have passed."""
     if backend.name() != "tensorflow":
         return 0
     swapped = [layer for layer in backend.all_layers(model)
                if type(layer) is keras.layers.BatchNormalization
-               and layer.compute_dtype in REDUCED_DTYPES]
+               and layer.compute_dtype in REDUCED_DTYPES and layer.variable_dtype == "float32"]
     for layer in swapped:
         layer.__class__ = BatchNormalization  # no state of its own: only `call` differs
     return len(swapped)
