@@ -62,8 +62,9 @@ def trial_dir(project_dir: Path, trial_id: str) -> Path:
 
 def trial_id_named(project_dir: Path, given: str) -> str:
     """The id of the trial a user names `given`: its own, or the trial of the same number
-    (`4` or `004` for `04`; a search extended past its first trial count has ids of two widths,
-    `ranking.trial_number`). Unmatched, `given` itself, for the caller's own error."""
+    (`04` or `4` for trial `4` as for trial `04`: a search extended past its first trial count
+    has ids of two widths, `ranking.trial_number`). Unmatched, `given` itself, for the
+    caller's own error."""
     if trial_dir(project_dir, given).is_dir() or not _is_number(given):
         return given
     same_number = [trial_id for trial_id in (d.name.removeprefix("trial_")
