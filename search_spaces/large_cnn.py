@@ -73,7 +73,7 @@ seeds there: 74.68 and 75.70 % (test 74.50 and 75.40 %), so **75.20 % +- 0.51 ov
 seeds** (test 75.19 %), 1.39 points over its three seeds with the repeated order (73.81 %)
 and 1.38 over this point's 73.82 % (one seed). The same 96-filter configuration and seed on
 120 epochs (`benchmarks/levers.py --set filters=96,block_dropout=0.45,weight_decay=0.3
---max-epochs 120 --seeds 1`, batch normalisation on the fused kernel, 18 to 46 s an epoch
+--max-epochs 120 --seeds 1`, batch normalisation on the fused kernel, 19 to 72 s an epoch
 beside other trainings): **75.96 %** (training 99.96 %, best at epoch 108 of 116), +0.74
 over its 80 epochs. The figures above stand as measured; the ranges were set by them.
 
