@@ -3,6 +3,8 @@
 Everything that depends on which Keras backend runs lives here, so the rest of the tool runs
 unchanged under `KERAS_BACKEND=jax` or `torch`, where TensorFlow may not be installed at all (a
 GPU machine with JAX or PyTorch, for example). TensorFlow stays the default and tested backend.
+One exception, a speed-up other backends skip: batch normalisation on TensorFlow's fused kernel
+in reduced precision (`sweep.engine.normalization`).
 
 Precision: on CPUs with bfloat16 instructions (avx512_bf16, AMX) and on GPUs of compute
 capability 8.0 or more, Keras's `mixed_bfloat16` policy trains faster for the same accuracy; on
