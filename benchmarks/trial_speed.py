@@ -144,8 +144,7 @@ def main() -> None:
         data = trial_module.TrainingData.from_split(split, len(CLASS_NAMES))
         runs = {"tool (sweep run)": lambda: tool_trial(settings),
                 "plain model.fit": lambda: plain_trial(settings, data, jit_compile=False)}
-        chosen = backend.auto_precision(backend.gpu_capability(), backend.cpu_flags()) \
-            if args.precision == "auto" else args.precision
+        chosen = backend.choose_precision(args.precision)
         if chosen != "float32":
             runs[f"plain model.fit, {chosen}"] = lambda: plain_trial(
                 settings, data, jit_compile=False, precision=chosen)
