@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 VARIANTS = {"with Keras's batch normalisation": ({}, False),
             "without": ({"batch_norm": False}, False),
             "with the tool's (fused kernel)": ({}, True)}
+NAME_WIDTH = max(map(len, VARIANTS))
 
 
 def main() -> None:
@@ -69,7 +70,8 @@ def main() -> None:
                                                  fused=fused)["epoch"]
                           for precision in ("float32", faster)}
                 gains[name].append(epochs["float32"] / epochs[faster])
-                print(f"round {round_number} {name:>24}: float32 {epochs['float32']:6.2f} s, "
+                print(f"round {round_number} {name:>{NAME_WIDTH}}: "
+                      f"float32 {epochs['float32']:6.2f} s, "
                       f"{faster} {epochs[faster]:6.2f} s an epoch: {gains[name][-1]:.3f}x",
                       flush=True)
     for name, ratios in gains.items():
