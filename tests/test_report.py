@@ -262,6 +262,10 @@ def test_each_figures_data_holds_the_numbers_it_draws(project):
     assert list(progress["trial"]) == ["0", "1", "2", "3"]  # the order trials ran
     assert list(progress["scored"]) == [True, True, False, False]
     assert list(progress["best_so_far"]) == pytest.approx([0.62, 0.71, 0.71, 0.71])
+    (project / "trial_old").mkdir()  # a folder copied in by hand: no number, placed last
+    progress = figures.progress_data(report.load_trials(project))
+    assert list(progress["trial"]) == ["0", "1", "2", "3", "old"]
+    assert list(progress["order"]) == [0, 1, 2, 3, 4]
     effects = figures.effects_data(df, report.hyperparameter_columns(df))
     assert set(effects) == {"filters", "learning_rate"}
     assert effects["filters"].to_dict("list") == {"value": [64, 32], "val_accuracy": [0.71, 0.62]}

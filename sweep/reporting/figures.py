@@ -82,8 +82,11 @@ def curves_figure(project_dir: Path, df: pd.DataFrame, top: int = CURVES) -> Fig
 
 def progress_data(df: pd.DataFrame) -> pd.DataFrame:
     """One row per trial in the order trials ran: its best validation accuracy where it
-    completed (`scored`), and the best so far (carried over failed and unfinished trials)."""
-    ordered = df.assign(order=df["trial"].astype(int)).sort_values("order")
+    completed (`scored`), and the best so far (carried over failed and unfinished trials).
+    Trials are placed by their number; a folder that is no trial's number (`trial_old`, copied
+    in by hand) comes last."""
+    ordered = df.sort_values("trial", key=lambda ids: ids.map(ranking.trial_number))
+    ordered = ordered.assign(order=range(len(ordered)))
     scored = ordered["status"].eq(state.COMPLETED) & ordered["val_accuracy"].notna()
     return pd.DataFrame({
         "trial": ordered["trial"], "order": ordered["order"], "scored": scored,
