@@ -332,6 +332,24 @@ def completed_trial_hyperparameters(project_dir: Path, trial_id: str) -> dict:
     return config["hyperparameters"]
 
 
+def lock_is_held(project_dir: Path) -> bool:
+    """Whether a process of this machine holds the search's lock now, as the kernel says: a
+    shared `flock` that cannot be had. Exact where the process id in the file is not: a dead
+    run's number may since have been given to any other process."""
+    path = project_dir / LOCK_FILE
+    if not path.exists():
+        return False
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                return True
+            raise
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
 def lock_holder(project_dir: Path) -> tuple[str, int] | None:
     """(host, process id) of the last holder of the search's lock, as its file names it; None
     without a readable one. Files from before hosts were named are taken as this machine's."""

@@ -110,8 +110,11 @@ def test_trials_of_two_id_widths_are_shown_and_tied_in_the_order_they_were_made(
 def test_running_trial_shows_as_interrupted_when_no_process_holds_the_search(project):
     df = report.load_trials(project).set_index("trial")
     assert df.loc["3", "status"] == "INTERRUPTED"
+    # A dead run's process id, given since to a live process (this one): the lock is not held.
     (project / state.LOCK_FILE).write_text(f"process {os.getpid()}")
-    df = report.load_trials(project).set_index("trial")
+    assert report.load_trials(project).set_index("trial").loc["3", "status"] == "INTERRUPTED"
+    with state.SearchLock(project):
+        df = report.load_trials(project).set_index("trial")
     assert df.loc["3", "status"] == "RUNNING"
 
 

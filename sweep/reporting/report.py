@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import socket
 from pathlib import Path
 
 import pandas as pd
@@ -57,15 +58,17 @@ def find_project(directory: str | os.PathLike, project: str | None) -> Path:
 
 
 def search_is_running(project_dir: Path) -> bool:
-    """Whether the last holder of the search's lock still runs (the lock is not touched).
+    """Whether the last holder of the search's lock still runs (the lock is not taken).
 
-    Asked like any process of the search (`cluster.process_alive`): on its own machine by its
-    process id, elsewhere by its heartbeat, which only a chief writes; a `run` on another
-    machine therefore shows as not running."""
+    On its own machine the kernel says whether the lock is held (a process id alone could
+    have been reused); elsewhere its heartbeat, which only a chief writes, by being recent
+    (`cluster.process_alive`): a `run` on another machine therefore shows as not running."""
     holder = state.lock_holder(project_dir)
     if holder is None:
         return False
     host, pid = holder
+    if host == socket.gethostname():
+        return state.lock_is_held(project_dir)
     chief = cluster.read_heartbeat(cluster.chief_path(project_dir))
     beat = chief if chief and (chief["host"], chief["pid"]) == holder else None
     return cluster.process_alive(host, pid, beat, cluster.STALE_AFTER)
