@@ -44,7 +44,7 @@ def evaluate(
     top: int | None = None,
 ) -> list[dict]:
     """Test accuracy of the chosen trials, recorded in the search folder and returned."""
-    record = state.read_json(project_dir / state.SETTINGS_FILE)
+    record = state.read_search_record(project_dir)
     chosen = choose_trials(project_dir, trial_ids, top)
     check_rebuildable(project_dir, chosen)  # before any result is recorded
     test = data_module.load_test_images(data)

@@ -27,7 +27,7 @@ def load_trial_model(project_dir: Path, trial_id: str) -> keras.Model:
     from sweep.engine import trial as trial_module
 
     check_rebuildable(project_dir, [trial_id])
-    record = state.read_json(project_dir / state.SETTINGS_FILE)
+    record = state.read_search_record(project_dir)
     space = spaces.load(record["settings"]["space"])
     trial_dir = state.trial_dir(project_dir, trial_id)
     hps = kt.HyperParameters.from_config(
@@ -41,7 +41,7 @@ def load_trial_model(project_dir: Path, trial_id: str) -> keras.Model:
 
 def export(project_dir: Path, trial_id: str, path: Path) -> tuple[Path, Path]:
     """Write the trial's model, normalization included, to `path` (.keras) and a sidecar JSON."""
-    record = state.read_json(project_dir / state.SETTINGS_FILE)
+    record = state.read_search_record(project_dir)
     trained = load_trial_model(project_dir, trial_id)
     normalization = record["split"]["normalization"]
     mean = np.asarray(normalization["mean"], np.float32) * 255.0

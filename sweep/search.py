@@ -98,7 +98,7 @@ def _fixed_settings(record: dict) -> dict:
 def recorded_settings(project_dir: Path) -> SearchSettings:
     """The settings a search was made with, as recorded in its `sweep.json` (its latest
     --max-trials: a resume may extend it)."""
-    record = state.read_json(project_dir / state.SETTINGS_FILE)
+    record = state.read_search_record(project_dir)
     s, fixed = record["settings"], _fixed_settings(record)
     return SearchSettings(
         space=s["space"], tuner=s["tuner"], seed=s["seed"], max_epochs=s["max_epochs"],
@@ -114,7 +114,7 @@ def recorded_settings(project_dir: Path) -> SearchSettings:
 def check_space_unchanged(project_dir: Path) -> None:
     """Refuse, before TensorFlow loads, to build a search's trials again once its space's code
     changed since the search was made: the same values would build another model."""
-    record = state.read_json(project_dir / state.SETTINGS_FILE)
+    record = state.read_search_record(project_dir)
     space = record["settings"]["space"]
     if not spaces.code_matches(space, record["settings"]["space_sha256"]):
         raise SweepError(
@@ -137,7 +137,7 @@ def check_rebuildable(project_dir: Path, trial_ids: list[str]) -> None:
 def check_searched_images(project_dir: Path, images: data_module.Images, otherwise: str) -> None:
     """Refuse a CIFAR-10 copy whose training images are not those the search was made on
     (another download, a re-encoded copy): what is measured on it would not be the search's."""
-    recorded = state.read_json(project_dir / state.SETTINGS_FILE)["split"]["data_sha256"]
+    recorded = state.read_search_record(project_dir)["split"]["data_sha256"]
     if data_module.checksum(images) != recorded:
         raise SweepError(f"This CIFAR-10 copy differs from the one {project_dir} was searched "
                          f"on: give the same --data, or {otherwise}.")
@@ -180,7 +180,8 @@ def checked_search(settings: SearchSettings):
     (None for a new search or with --fresh), its space, its split and where the data came from.
     """
     record_path = settings.project_dir / state.SETTINGS_FILE
-    recorded = state.read_json(record_path) if record_path.exists() and not settings.fresh else None
+    recorded = (state.read_search_record(settings.project_dir)
+                if record_path.exists() and not settings.fresh else None)
     settings.tuner = settings.tuner or (
         recorded["settings"]["tuner"] if recorded else DEFAULT_TUNER
     )

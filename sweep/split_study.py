@@ -22,7 +22,7 @@ from sweep import data as data_module
 from sweep.data import CLASS_NAMES
 from sweep.engine import trial as trial_module
 from sweep.engine.hypermodel import SpaceHyperModel, training_task
-from sweep.reporting import figures
+from sweep.reporting import figures, splits
 from sweep.search import check_searched_images, recorded_settings
 
 log = logging.getLogger(__name__)
@@ -96,5 +96,5 @@ def retrain(project_dir: Path, trial_id: str, hps: kt.HyperParameters,
 
 
 def recorded(project_dir: Path, trial_id: str) -> list[dict]:
-    return [r for r in state.read_lines(project_dir / state.SPLITS_FILE)
+    return [r for r in state.read_lines(project_dir / state.SPLITS_FILE, splits.RETRAINING_KEYS)
             if r["trial"] == trial_id]

@@ -166,16 +166,33 @@ def _ends_torn(f) -> bool:
     return f.read(1) != b"\n"
 
 
-def read_lines(path: Path) -> list[dict]:
+def read_search_record(project_dir: Path) -> dict:
+    """The search's record, `sweep.json`, checked for the parts every command reads: a file
+    edited by hand or damaged is a `SweepError` saying what to do, not a traceback later."""
+    path = project_dir / SETTINGS_FILE
+    record = read_json(path)
+    settings = record.get("settings") if isinstance(record, dict) else None
+    if (not isinstance(settings, dict) or not isinstance(record.get("split"), dict)
+            or not all(key in settings for key in ("space", "tuner", "max_epochs"))):
+        raise SweepError(f"{path} is not a search's record (its settings and split): restore "
+                         "it from a copy, or start a new search (another --project or --fresh).")
+    return record
+
+
+def read_lines(path: Path, keys: tuple[str, ...] = ()) -> list[dict]:
+    """The entries of a log file that are JSON objects with `keys`. Others are skipped: a line
+    torn by a crash, or one edited by hand or damaged, costs that line, not the log."""
     if not path.exists():
         return []
-    events = []
-    for line in path.read_text().splitlines():
+    entries = []
+    for line in path.read_text(errors="replace").splitlines():
         try:
-            events.append(json.loads(line))
+            entry = json.loads(line)
         except json.JSONDecodeError:
             continue
-    return events
+        if isinstance(entry, dict) and all(key in entry for key in keys):
+            entries.append(entry)
+    return entries
 
 
 def append_event(project_dir: Path, **event: Any) -> None:
@@ -185,7 +202,7 @@ def append_event(project_dir: Path, **event: Any) -> None:
 
 
 def read_events(project_dir: Path) -> list[dict]:
-    return read_lines(project_dir / EVENTS_FILE)
+    return read_lines(project_dir / EVENTS_FILE, ("event",))
 
 
 GOOD_COPY_SUFFIX = ".good"
@@ -308,9 +325,11 @@ def ongoing_trials(project_dir: Path) -> dict[str, str] | None:
     """Which worker holds which trial, as KerasTuner's `oracle.json` last recorded it (the chief
     saves it whenever it hands a trial out or takes one back); None without a readable one."""
     try:
-        return read_json(project_dir / ORACLE_FILE).get("ongoing_trials", {})
+        oracle = read_json(project_dir / ORACLE_FILE)
     except SweepError:
         return None
+    ongoing = oracle.get("ongoing_trials", {}) if isinstance(oracle, dict) else None
+    return ongoing if isinstance(ongoing, dict) else None
 
 
 def holds_trial(project_dir: Path, worker: str, trial_id: str) -> bool:

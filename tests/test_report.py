@@ -185,6 +185,34 @@ def test_unreadable_trial_file_is_shown_not_fatal(project):
     assert df.loc["1", "rank"] == 1
 
 
+@pytest.mark.parametrize(("file", "text"), [
+    ("trial.json", '{"trial_id": "0"}'), ("trial.json", "[]"),
+    ("record.json", '{"history": [{"val_accuracy": 0.5}]}'), ("record.json", '{"history": [1]}'),
+])
+def test_trial_files_of_another_shape_are_shown_not_fatal(project, file, text):
+    (project / "trial_0" / file).write_text(text)  # valid JSON, edited by hand
+    df = report.load_trials(project).set_index("trial")
+    assert df.loc["0", "status"] == "UNREADABLE" and "not as written" in df.loc["0", "reason"]
+    assert df.loc["1", "rank"] == 1
+
+
+@pytest.mark.parametrize("record", [{"settings": {}}, [1], {"settings": {"space": "x"}}])
+def test_a_search_record_of_another_shape_is_refused_in_one_line(project, record):
+    state.write_json(project / state.SETTINGS_FILE, record)  # edited by hand, or damaged
+    with pytest.raises(SweepError, match="is not a search's record .* restore it from a copy"):
+        report.load_trials(project)
+
+
+def test_log_lines_of_another_shape_are_skipped(project, tmp_path):
+    for log in (state.EVENTS_FILE, state.EVALUATIONS_FILE):
+        (project / log).write_bytes(b'{"x": 1}\n[1]\n"text"\n\xff\xfe\n')
+    state.append_line(project / state.EVALUATIONS_FILE, {"trial": "1", "test_accuracy": 0.7})
+    assert report.latest_evaluations(project) == {"1": {"trial": "1", "test_accuracy": 0.7}}
+    assert state.read_events(project) == []
+    text, _ = report.write_report(project, tmp_path / "out", fmt="markdown")
+    assert "best: trial 1" in text
+
+
 def test_finds_the_only_search_or_asks_for_one(project):
     runs = project.parent
     assert report.find_project(runs, None) == project
@@ -430,6 +458,20 @@ def test_the_parallel_axes_place_each_completed_trial_on_each_varying_hyperparam
     lines = figures.draw_parallel(parallel).axes[0].get_lines()
     trial_lines = [line for line in lines if list(line.get_xdata()) == [0, 1]]
     assert len(trial_lines) == 5 and list(trial_lines[-1].get_ydata()) == [1.0, 1.0]  # best on top
+
+
+def test_status_reads_past_a_damaged_oracle_and_heartbeats(project):
+    from sweep.reporting import status
+
+    record = state.read_json(project / state.SETTINGS_FILE)
+    state.write_json(project / state.SETTINGS_FILE,
+                     {**record, "settings": {**record["settings"], "max_trials": 4}})
+    expected = status.search_status(project)
+    (project / state.ORACLE_FILE).write_text("[1]")  # valid JSON of another shape
+    for name in (cluster.CHIEF_FILE, f"{cluster.WORKER_PREFIX}a.json"):
+        state.write_json(project / cluster.CLUSTER_DIR / name, [1])
+    assert status.search_status(project) == expected
+    assert state.ongoing_trials(project) is None and cluster.read_workers(project) == {}
 
 
 def test_status_says_where_an_unfinished_trial_is_in_its_own_schedule_and_the_time_left(project):

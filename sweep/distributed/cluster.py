@@ -30,6 +30,7 @@ WORKER_PREFIX = "worker-"
 HEARTBEAT_SECONDS = 2.0
 STALE_AFTER = 3 * HEARTBEAT_SECONDS  # a heartbeat older than this looks stopped
 DEFAULT_WORKER_TIMEOUT = 120.0  # seconds of silence after which a worker's trial is requeued
+HEARTBEAT_KEYS = {"host", "pid", "updated"}  # what every heartbeat holds, a chief's and a worker's
 WORKER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
@@ -65,10 +66,13 @@ def read_token(project_dir: Path) -> str:
 
 
 def read_heartbeat(path: Path) -> dict | None:
+    """A chief's or worker's heartbeat; None where it is missing, unreadable, or not one (edited
+    by hand or damaged): such a process cannot be told alive."""
     try:
-        return state.read_json(path)
+        beat = state.read_json(path)
     except (SweepError, FileNotFoundError):
         return None
+    return beat if isinstance(beat, dict) and beat.keys() >= HEARTBEAT_KEYS else None
 
 
 def ongoing_trials(project_dir: Path) -> dict[str, str]:
@@ -82,7 +86,7 @@ def read_workers(project_dir: Path) -> dict[str, dict]:
     found = {}
     for path in sorted((project_dir / CLUSTER_DIR).glob(f"{WORKER_PREFIX}*.json")):
         beat = read_heartbeat(path)
-        if beat:
+        if beat and "id" in beat:
             found[beat["id"]] = beat
     return found
 

@@ -377,7 +377,7 @@ def chief_failure(error: grpc.RpcError, address: str, project_dir: Path) -> Swee
 def check_worker_matches(project_dir: Path, settings: SearchSettings,
                          split: data_module.Split) -> None:
     """Refuse to train on another split, dataset or space code than the chief's search."""
-    recorded = state.read_json(project_dir / state.SETTINGS_FILE)
+    recorded = state.read_search_record(project_dir)
     if not spaces.code_matches(settings.space, recorded["settings"]["space_sha256"]):
         raise SweepError(
             f"The code of search space {settings.space!r} on this worker differs from the one "

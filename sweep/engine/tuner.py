@@ -104,7 +104,7 @@ class SweepTuner:
         measured, never cut), once a best exists. The margin is the search's latest policy,
         read from its record at each trial: a worker follows the chief's latest run."""
         try:
-            recorded = state.read_json(Path(self.project_dir) / state.SETTINGS_FILE)["settings"]
+            recorded = state.read_search_record(Path(self.project_dir))["settings"]
             points = recorded.get("stop_behind")
         except (SweepError, KeyError):
             points = self.settings.stop_behind

@@ -75,18 +75,25 @@ def search_is_running(project_dir: Path) -> bool:
 
 
 def _trial_row(trial_dir: Path, running: bool) -> dict:
+    """A trial's row; an `UNREADABLE` one, saying why, where its files cannot be read or do not
+    hold what KerasTuner and `sweep` write (edited by hand, or damaged), so that the other
+    trials still rank."""
     try:
-        trial = state.read_json(trial_dir / state.TRIAL_FILE)
+        return _read_trial_row(trial_dir, running)
     except SweepError as e:
-        return {"trial": trial_dir.name.removeprefix("trial_"), "status": state.UNREADABLE,
-                "reason": str(e)}
+        reason = str(e)
+    except (KeyError, TypeError, AttributeError) as e:
+        reason = (f"{trial_dir}'s {state.TRIAL_FILE} or {state.TRIAL_RECORD_FILE} is not as "
+                  f"written by a search ({type(e).__name__}: {e})")
+    return {"trial": trial_dir.name.removeprefix("trial_"), "status": state.UNREADABLE,
+            "reason": reason}
+
+
+def _read_trial_row(trial_dir: Path, running: bool) -> dict:
+    trial = state.read_json(trial_dir / state.TRIAL_FILE)
     record_path = trial_dir / state.TRIAL_RECORD_FILE
-    try:
-        record = state.read_json(record_path) if record_path.exists() else {"history": []}
-        history = record["history"]
-    except (SweepError, KeyError, TypeError):
-        return {"trial": trial["trial_id"], "status": state.UNREADABLE,
-                "reason": f"{record_path} is unreadable"}
+    record = state.read_json(record_path) if record_path.exists() else {"history": []}
+    history = record["history"]
     best = state.best_epoch(history) or {}
     status = trial["status"]
     if status in (state.RUNNING, state.IDLE):
@@ -111,18 +118,19 @@ def _trial_row(trial_dir: Path, running: bool) -> dict:
 def skipped_configurations(project_dir: Path) -> int:
     """Configurations never trained because their model was over --max-params."""
     return len({ranking.config_key(e["values"]) for e in state.read_events(project_dir)
-                if e["event"] == state.SKIPPED_EVENT})
+                if e["event"] == state.SKIPPED_EVENT and "values" in e})
 
 
 def stopped_behind(project_dir: Path) -> int:
     """Trials `--stop-behind` stopped (a trial stopped, then resumed, counts once)."""
     return len({e["trial"] for e in state.read_events(project_dir)
-                if e["event"] == state.BEHIND_EVENT})
+                if e["event"] == state.BEHIND_EVENT and "trial" in e})
 
 
 def latest_evaluations(project_dir: Path) -> dict[str, dict]:
     """The last explicit test-set evaluation of each evaluated trial (`sweep evaluate`)."""
-    return {e["trial"]: e for e in state.read_lines(project_dir / state.EVALUATIONS_FILE)}
+    return {e["trial"]: e for e in state.read_lines(project_dir / state.EVALUATIONS_FILE,
+                                                         ("trial",))}
 
 
 def load_trials(project_dir: Path) -> pd.DataFrame:
@@ -139,7 +147,7 @@ def load_trials(project_dir: Path) -> pd.DataFrame:
     df = df.reindex(columns=[*df.columns, *(c for c in SUMMARY_COLUMNS if c not in df.columns)])
     evaluated = latest_evaluations(project_dir)
     df["test_accuracy"] = [evaluated.get(t, {}).get("test_accuracy", math.nan) for t in df["trial"]]
-    max_epochs = state.read_json(project_dir / state.SETTINGS_FILE)["settings"]["max_epochs"]
+    max_epochs = state.read_search_record(project_dir)["settings"]["max_epochs"]
     values = [_values(row) for _, row in df.iterrows()]
     df["schedule"] = [ranking.trial_epochs(v, max_epochs) for v in values]
     runs = [ranking.Run(row["trial"], v, row["status"] == state.COMPLETED, row["val_accuracy"])
@@ -423,7 +431,7 @@ def write_report(
         raise SweepError(f"Unknown report format {fmt!r}. Choose one of: {', '.join(FORMATS)}.")
     tradeoffs.check_limits(limits or {})
     df = load_trials(project_dir)
-    record = state.read_json(project_dir / state.SETTINGS_FILE)
+    record = state.read_search_record(project_dir)
     if limits and fmt in ("csv", "json"):
         raise SweepError("--max-params and --max-latency name a trial in the summary: use them "
                          "with --format table, markdown or html.")

@@ -10,6 +10,10 @@ import pandas as pd
 
 from sweep import state
 
+# What each line of `splits.jsonl` holds (`split_study.retrain`), read by the study's summaries.
+RETRAINING_KEYS = ("trial", "kind", "seed", "val_accuracy", "train_accuracy", "class_accuracy",
+                   "train_class_counts")
+
 
 def load(project_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The study read once: one row per retraining (trial, kind, seed, val_accuracy,
@@ -23,7 +27,7 @@ def load(project_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 def _retrainings(project_dir: Path) -> list[dict]:
     """Each retraining once: two studies run at the same time may both record one."""
     first = {}
-    for run in state.read_lines(project_dir / state.SPLITS_FILE):
+    for run in state.read_lines(project_dir / state.SPLITS_FILE, RETRAINING_KEYS):
         first.setdefault((run["trial"], run["kind"], run["seed"]), run)
     return list(first.values())
 

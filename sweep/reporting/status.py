@@ -79,7 +79,7 @@ def cluster_lines(project_dir: Path, running: set[str]) -> list[str]:
 
 
 def search_status(project_dir: Path) -> str:
-    record = state.read_json(project_dir / state.SETTINGS_FILE)
+    record = state.read_search_record(project_dir)
     s = record["settings"]
     df = report.load_trials(project_dir)
     counts = df["status"].value_counts().to_dict() if not df.empty else {}
