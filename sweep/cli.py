@@ -350,7 +350,7 @@ def _search(args: argparse.Namespace, *not_settings: str):
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.workers is not None or args.gpus:
+    if args.workers is not None or args.gpus is not None:
         return _run_locally(args)
     search = _search(args)
     return _until_interrupted(
@@ -378,7 +378,10 @@ def _run_locally(args: argparse.Namespace) -> int:
     from sweep.distributed import local
     from sweep.search import check_settings
 
-    gpus = args.gpus.split(",") if args.gpus else None
+    gpus = args.gpus.split(",") if args.gpus is not None else None
+    if gpus is not None and not all(g.strip() for g in gpus):
+        raise SweepError(f"--gpus {args.gpus!r}: give device numbers separated by commas, "
+                         "e.g. --gpus 0,1.")
     workers = args.workers if args.workers is not None else len(gpus)
     if workers < 1 or (gpus and len(gpus) != workers):
         raise SweepError("--workers must be at least 1, and match --gpus where both are given.")

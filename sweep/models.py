@@ -76,6 +76,7 @@ def export(project_dir: Path, trial_id: str, path: Path) -> tuple[Path, Path]:
 def predict_files(model_path: Path, image_paths: list[Path]) -> list[tuple[str, str, float]]:
     """(image, class, probability) for each image file, resized to 32x32 when needed."""
     from PIL import Image, UnidentifiedImageError
+    from PIL.Image import DecompressionBombError
 
     if not model_path.is_file():
         raise SweepError(f"No model at {model_path}. Make one with: python -m sweep export")
@@ -87,7 +88,7 @@ def predict_files(model_path: Path, image_paths: list[Path]) -> list[tuple[str, 
         try:
             with Image.open(image_path) as image:
                 images.append(np.asarray(image.convert("RGB").resize((32, 32)), np.uint8))
-        except (OSError, UnidentifiedImageError) as e:
+        except (OSError, UnidentifiedImageError, DecompressionBombError) as e:
             raise SweepError(f"Cannot read image {image_path}: {e}") from None
     try:
         model = keras.saving.load_model(model_path)

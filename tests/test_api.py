@@ -109,7 +109,7 @@ def test_api_mistakes_raise_the_project_error(tmp_path):
         sweep.Search(time_budget="soon")
 
 
-def test_predict_errors_are_short(tmp_path):
+def test_predict_errors_are_short(tmp_path, monkeypatch):
     missing = run_sweep("predict", "nope.keras", "a.png", cwd=tmp_path)
     assert missing.returncode == 2 and "No model at nope.keras" in missing.stderr
     from sweep.models import predict_files
@@ -125,6 +125,9 @@ def test_predict_errors_are_short(tmp_path):
             predict_files(tmp_path / junk, [tmp_path / "a.png"])
     with pytest.raises(SweepError, match="a.png is not a .keras model"):  # arguments swapped
         predict_files(tmp_path / "a.png", [tmp_path / "junk.keras"])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # so a.png counts as a huge image
+    with pytest.raises(SweepError, match="Cannot read image .*a.png: Image size"):
+        predict_files(tmp_path / "junk.keras", [tmp_path / "a.png"])
 
 
 @pytest.mark.cifar

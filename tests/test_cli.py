@@ -54,6 +54,8 @@ from sweep.cli import main
     (["run", "--split", "even"], "invalid choice: 'even'"),
     (["splits", "--dir", "no_runs_here"], "No search under no_runs_here/"),
     (["splits", "--repeats", "0"], "--repeats must be at least 1"),
+    (["run", "--gpus", ""], "--gpus '': give device numbers separated by commas"),  # was ignored
+    (["run", "--gpus", "0,,1"], "--gpus '0,,1': give device numbers separated by commas"),
 ])
 def test_usage_errors_exit_2_without_traceback(tmp_path, monkeypatch, capsys, args, message):
     """In this process, through `main(argv)`: the parser and handlers of `python -m sweep` (one
