@@ -101,26 +101,35 @@ def as_inputs(arrays: tuple) -> tuple:
     return tuple(tf.constant(a) for a in arrays)
 
 
-def training_input(x, y, batch_size: int, seed: int) -> dict:
-    """`fit`'s arguments for the training part, shuffled anew every epoch, as the seed orders.
+def training_input(x, y, batch_size: int, seed: int, epochs: range) -> dict:
+    """`fit`'s arguments for the training part over `epochs` (a resumed fit's remaining ones),
+    each epoch in an order of its own that `seed` and the epoch's number alone set.
 
-    Keras's own shuffling of in-memory data does that under JAX, but under TensorFlow, once
-    `keras.utils.set_random_seed` has run (every trial), it drew the same order in every epoch
-    (Keras 3.15, TensorFlow 2.21: the first batch of each of 3 epochs held the same images):
-    each epoch then met the same batches in the same order, and nets fitted their training
-    images faster than under JAX and scored lower on the validation images. On TensorFlow the
-    tool therefore gives `fit` its own pipeline: indices shuffled each epoch by a seeded
-    `tf.data` shuffle, the batches gathered from `x` and `y` (tensors: `as_inputs`) in a
-    parallel map and prefetched, as Keras's own pipeline does."""
+    Keras's own shuffling of in-memory data draws from NumPy's generator (JAX, torch), which
+    `EpochSeeds` seeds from the epoch. Under TensorFlow, once `keras.utils.set_random_seed` had
+    run (every trial), it drew the same order in every epoch (Keras 3.15, TensorFlow 2.21: the
+    first batch of each of 3 epochs held the same images): each epoch then met the same
+    batches in the same order, and nets fitted their training images faster than under JAX and
+    scored lower on the validation images. On TensorFlow the tool therefore gives `fit` its own
+    pipeline: each epoch's indices sorted by stateless uniforms keyed on (seed, epoch), the
+    batches gathered from `x` and `y` (tensors: `as_inputs`) in a parallel map and prefetched,
+    as Keras's own pipeline does; one dataset for all the epochs, `steps_per_epoch` batches
+    each (Keras keeps its iterator from epoch to epoch then)."""
     if name() != "tensorflow":
         return {"x": x, "y": y, "batch_size": batch_size, "shuffle": True}
     import tensorflow as tf
 
-    indices = tf.data.Dataset.range(int(x.shape[0])).shuffle(
-        int(x.shape[0]), seed=seed, reshuffle_each_iteration=True)
-    batches = indices.batch(batch_size).map(
+    size = int(x.shape[0])
+
+    def epoch_batches(epoch):
+        keys = tf.random.stateless_uniform([size], seed=tf.stack([tf.constant(seed, tf.int64),
+                                                                  epoch]))
+        return tf.data.Dataset.from_tensor_slices(tf.argsort(keys)).batch(batch_size)
+
+    batches = tf.data.Dataset.range(epochs.start, epochs.stop).flat_map(epoch_batches).map(
         lambda i: (tf.gather(x, i), tf.gather(y, i)), num_parallel_calls=tf.data.AUTOTUNE)
-    return {"x": batches.prefetch(tf.data.AUTOTUNE), "shuffle": False}  # Keras's would warn
+    return {"x": batches.prefetch(tf.data.AUTOTUNE), "shuffle": False,  # Keras's would warn
+            "steps_per_epoch": -(-size // batch_size)}
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:

@@ -59,8 +59,10 @@ def test_dropout_keeps_its_rate_exactly_in_a_bfloat16_model():
     assert abs((kept > 0).mean() - 0.45) < 0.003 and abs(kept.mean() - 1) < 0.005
 
 
-def _epoch_orders(seed: int, global_seed: int = 0, epochs: int = 3) -> list[list[int]]:
-    """The order in which a fit through `training_input` met 32 numbered images, each epoch."""
+def _epoch_orders(seed: int, global_seed: int = 0, epochs: int = 3,
+                  first: int = 0) -> list[list[int]]:
+    """The order in which a fit through `training_input` met 32 numbered images, each epoch
+    from `first` (a resumed fit's)."""
     seen = []
 
     class Spy(keras.layers.Layer):
@@ -75,7 +77,8 @@ def _epoch_orders(seed: int, global_seed: int = 0, epochs: int = 3) -> list[list
     model.compile("sgd", "categorical_crossentropy", run_eagerly=True)
     x, y = backend.as_inputs((np.arange(32, dtype="float32")[:, None],
                               np.eye(2, dtype="float32")[np.zeros(32, int)]))
-    model.fit(**backend.training_input(x, y, 8, seed), epochs=epochs, verbose=0)
+    model.fit(**backend.training_input(x, y, 8, seed, range(first, epochs)), epochs=epochs,
+              initial_epoch=first, verbose=0)
     return [seen[i:i + 32] for i in range(0, len(seen), 32)]
 
 
@@ -85,6 +88,7 @@ def test_the_training_images_come_in_a_new_order_every_epoch_as_the_seed_orders(
     assert all(sorted(order) == list(range(32)) for order in orders)  # each image once
     assert orders[0] != orders[1] != orders[2] != orders[0]
     assert _epoch_orders(seed=3) == orders and _epoch_orders(seed=4) != orders  # its own seed
+    assert _epoch_orders(seed=3, first=1) == orders[1:]  # a resumed fit: the epoch's own order
 
 
 def test_a_search_from_python_leaves_the_callers_dtype_policy(tmp_path, tiny_cifar):

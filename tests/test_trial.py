@@ -182,6 +182,32 @@ def test_interrupted_fit_resumes_at_its_epoch_with_history_whole(tmp_path, monke
     assert [e["traced"] for e in record["history"]] == [True, False, True, False]
 
 
+def test_a_resumed_trial_trains_its_epochs_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    """The same order and the same dropout masks each epoch, whether the fit stopped or not: a
+    resumed run began both sequences again, and met the first epochs' images and masks again."""
+    monkeypatch.setattr(trial_module, "BACKUP_SHARE", math.inf)  # every epoch backed up
+
+    def run(trial_dir, **options):
+        keras.utils.set_random_seed(7)  # as every trial's run is, by its seed
+        model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
+                                  keras.layers.Flatten(), keras.layers.Dropout(0.5),
+                                  keras.layers.Dense(10, "softmax")])
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy",
+                      metrics=["accuracy"])
+        _fit(model, trial_dir, epochs=5, **options)
+
+    def metrics(trial_dir):
+        return [{k: e[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+                for e in state.read_trial_record(trial_dir)["history"]]
+
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    run(whole)
+    with pytest.raises(_Crash):
+        run(resumed, tuner_callbacks=[_CrashAfterEpoch(1)])
+    run(resumed)
+    assert len(metrics(whole)) == 5 and metrics(resumed) == metrics(whole)
+
+
 def test_epochs_between_backups_are_trained_again_and_the_best_stays_a_kept_one(
         tmp_path, monkeypatch):
     """Where backups would cost more than their share (`BACKUP_SHARE`; here none is due after
