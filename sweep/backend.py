@@ -105,7 +105,7 @@ def training_input(x, y, batch_size: int, seed: int, epochs: range) -> dict:
     """`fit`'s arguments for the training part over `epochs` (a resumed fit's remaining ones),
     each epoch in an order of its own that `seed` and the epoch's number alone set.
 
-    Keras's own shuffling of in-memory data draws from NumPy's generator (JAX, torch), which
+    Keras's own shuffling of in-memory data draws from NumPy's generator under JAX, which
     `EpochSeeds` seeds from the epoch. Under TensorFlow, once `keras.utils.set_random_seed` had
     run (every trial), it drew the same order in every epoch (Keras 3.15, TensorFlow 2.21: the
     first batch of each of 3 epochs held the same images): each epoch then met the same

@@ -378,8 +378,8 @@ def _run_locally(args: argparse.Namespace) -> int:
     from sweep.distributed import local
     from sweep.search import check_settings
 
-    gpus = args.gpus.split(",") if args.gpus is not None else None
-    if gpus is not None and not all(g.strip() for g in gpus):
+    gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus is not None else None
+    if gpus is not None and not all(gpus):
         raise SweepError(f"--gpus {args.gpus!r}: give device numbers separated by commas, "
                          "e.g. --gpus 0,1.")
     workers = args.workers if args.workers is not None else len(gpus)

@@ -18,6 +18,7 @@ import re
 import socket
 import statistics
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -166,14 +167,20 @@ def _ends_torn(f) -> bool:
     return f.read(1) != b"\n"
 
 
+# What `sweep.json` holds that the commands read (`search.search_record` writes it).
+RECORDED_SETTINGS = {"space", "space_sha256", "tuner", "seed", "max_epochs", "patience"}
+RECORDED_SPLIT = {"seed", "train_size", "val_size", "data_sha256", "indices_sha256"}
+
+
 def read_search_record(project_dir: Path) -> dict:
     """The search's record, `sweep.json`, checked for the parts every command reads: a file
     edited by hand or damaged is a `SweepError` saying what to do, not a traceback later."""
     path = project_dir / SETTINGS_FILE
     record = read_json(path)
     settings = record.get("settings") if isinstance(record, dict) else None
-    if (not isinstance(settings, dict) or not isinstance(record.get("split"), dict)
-            or not all(key in settings for key in ("space", "tuner", "max_epochs"))):
+    split = record.get("split") if isinstance(record, dict) else None
+    if (not isinstance(settings, dict) or not isinstance(split, dict)
+            or not settings.keys() >= RECORDED_SETTINGS or not split.keys() >= RECORDED_SPLIT):
         raise SweepError(f"{path} is not a search's record (its settings and split): restore "
                          "it from a copy, or start a new search (another --project or --fresh).")
     return record
@@ -248,6 +255,24 @@ def repair_keras_tuner_files(project_dir: Path) -> list[str]:
     return repaired
 
 
+LOCK_PATIENCE = 1.0  # seconds a command waits for the search's lock: `status` holds it an instant
+
+
+def _lock_within(f, seconds: float) -> None:
+    """An exclusive `flock` on `f`, waited for up to `seconds`: a `status` or `report` asking
+    whether the search runs (`lock_is_held`) holds a shared one for an instant, which must not
+    make a starting `run` refuse. Raises the last `OSError` if it stays held."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.02)
+
+
 class SearchLock:
     """One search, one writer: an exclusive `flock` on `<project>/.lock`.
 
@@ -280,7 +305,7 @@ class SearchLock:
         self._previous_holder = self.path.read_text() if self.path.exists() else None
         f = open(self.path, "a+")
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_within(f, LOCK_PATIENCE)
         except OSError as e:
             if e.errno not in (errno.EAGAIN, errno.EACCES):
                 raise

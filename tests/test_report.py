@@ -31,7 +31,8 @@ def _trial(project, trial_id, status, val_accs, message=None, values=None, extra
 def project(tmp_path):
     project = tmp_path / "runs" / "demo"
     state.write_json(project / state.SETTINGS_FILE, {
-        "settings": {"space": "small_cnn", "tuner": "bayesian", "max_epochs": 3},
+        "settings": {"space": "small_cnn", "space_sha256": "ef" * 32, "tuner": "bayesian",
+                     "seed": 0, "max_epochs": 3, "patience": 8},
         "split": {"seed": 0, "train_size": 100, "val_size": 100,
                   "indices_sha256": "ab" * 32, "data_sha256": "cd" * 32,
                   "train_class_counts": {c: 10 + i for i, c in enumerate(CLASS_NAMES)},
@@ -470,6 +471,8 @@ def test_status_reads_past_a_damaged_oracle_and_heartbeats(project):
     (project / state.ORACLE_FILE).write_text("[1]")  # valid JSON of another shape
     for name in (cluster.CHIEF_FILE, f"{cluster.WORKER_PREFIX}a.json"):
         state.write_json(project / cluster.CLUSTER_DIR / name, [1])
+    state.write_json(project / cluster.CLUSTER_DIR / f"{cluster.WORKER_PREFIX}b.json",
+                     {"id": "b", "host": "elsewhere", "pid": 1, "updated": "yesterday"})
     assert status.search_status(project) == expected
     assert state.ongoing_trials(project) is None and cluster.read_workers(project) == {}
 

@@ -131,8 +131,10 @@ def _existing_search(runs: Path) -> Path:
     project = runs / "tiny_cnn"
     state.write_json(project / state.SETTINGS_FILE, {
         "settings": {"space": "tiny_cnn", "space_sha256": spaces.source_hash("tiny_cnn"),
-                     "tuner": "random", "seed": 0, "max_epochs": 2, "finalists": 0},
-        "split": {"seed": 0, "train_size": 100, "val_size": 100},
+                     "tuner": "random", "seed": 0, "max_epochs": 2, "finalists": 0,
+                     "patience": 8},
+        "split": {"seed": 0, "train_size": 100, "val_size": 100, "indices_sha256": "ab" * 32,
+                  "data_sha256": "cd" * 32},
     })
     state.write_json(project / "trial_0" / "trial.json", {"trial_id": "0"})
     (project / state.LOCK_FILE).write_text("process 1 on elsewhere")

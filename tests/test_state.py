@@ -1,9 +1,11 @@
+import fcntl
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -90,6 +92,18 @@ def test_second_holder_is_refused_and_a_dead_holder_frees_the_lock(tmp_path):
         assert (tmp_path / state.LOCK_FILE).read_text() == (
             f"process {os.getpid()} on {socket.gethostname()}")
         assert state.lock_holder(tmp_path) == (socket.gethostname(), os.getpid())
+
+
+def test_a_status_asking_whether_the_search_runs_does_not_make_a_run_refuse(tmp_path):
+    """`lock_is_held` takes a shared lock for an instant; one taken at the moment a run starts
+    was a refusal ("in use") before the run waited for it."""
+    (tmp_path / state.LOCK_FILE).write_text("process 1 on elsewhere")
+    asking = open(tmp_path / state.LOCK_FILE)  # noqa: SIM115 - released by the timer below
+    fcntl.flock(asking, fcntl.LOCK_SH)
+    threading.Timer(0.3, asking.close).start()
+    with state.SearchLock(tmp_path):
+        assert state.lock_is_held(tmp_path)
+    assert not state.lock_is_held(tmp_path)
 
 
 def test_a_restored_lock_leaves_the_disk_as_it_found_it(tmp_path):

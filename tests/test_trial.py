@@ -208,6 +208,21 @@ def test_a_resumed_trial_trains_its_epochs_as_an_uninterrupted_one(tmp_path, mon
     assert len(metrics(whole)) == 5 and metrics(resumed) == metrics(whole)
 
 
+def test_patience_counts_on_over_a_resumed_trial_s_earlier_epochs(tmp_path, monkeypatch):
+    monkeypatch.setattr(trial_module, "BACKUP_SHARE", math.inf)  # every epoch backed up
+
+    def epochs_trained(trial_dir, **options):
+        keras.utils.set_random_seed(3)
+        _fit(_model(0.05), trial_dir, epochs=16, patience=1, **options)
+        return [e["epoch"] for e in state.read_trial_record(trial_dir)["history"]]
+
+    whole = epochs_trained(tmp_path / "whole")
+    assert 8 < len(whole) < 16  # stopped by patience, counted from epoch 8
+    with pytest.raises(_Crash):  # a stop one epoch before patience ran out
+        epochs_trained(tmp_path / "resumed", tuner_callbacks=[_CrashAfterEpoch(whole[-2])])
+    assert epochs_trained(tmp_path / "resumed") == whole
+
+
 def test_epochs_between_backups_are_trained_again_and_the_best_stays_a_kept_one(
         tmp_path, monkeypatch):
     """Where backups would cost more than their share (`BACKUP_SHARE`; here none is due after

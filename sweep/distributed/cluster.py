@@ -72,7 +72,9 @@ def read_heartbeat(path: Path) -> dict | None:
         beat = state.read_json(path)
     except (SweepError, FileNotFoundError):
         return None
-    return beat if isinstance(beat, dict) and beat.keys() >= HEARTBEAT_KEYS else None
+    if not isinstance(beat, dict) or not beat.keys() >= HEARTBEAT_KEYS:
+        return None
+    return beat if isinstance(beat["updated"], int | float) else None
 
 
 def ongoing_trials(project_dir: Path) -> dict[str, str]:

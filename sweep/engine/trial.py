@@ -92,7 +92,8 @@ def shuffle_seed() -> int:
 class EpochSeeds(keras.callbacks.Callback):
     """Each epoch's randomness from the trial's `seed` and the epoch's number alone: its dropout
     masks (the layers' seed generators, whose state `save_weights` does not keep) and, where
-    Keras shuffles (JAX, torch; `backend.training_input`), its order (NumPy's generator).
+    Keras shuffles (JAX; `backend.training_input`), its order (NumPy's generator). Under torch
+    Keras shuffles with torch's own generator, which this leaves alone.
 
     A resumed trial then trains its remaining epochs as an uninterrupted one would. Before, each
     run of a trial began those sequences again: its first epochs met the images in the order
@@ -110,8 +111,8 @@ class EpochSeeds(keras.callbacks.Callback):
         seeds = np.random.SeedSequence([self.seed, epoch]).generate_state(1 + len(generators))
         np.random.seed(seeds[0])
         for state_variable, seed in zip(generators, seeds[1:], strict=True):
-            state_variable.assign(keras.ops.convert_to_tensor([int(seed), 0],
-                                                              dtype=state_variable.dtype))
+            state_variable.assign(keras.ops.convert_to_tensor(  # 31 bits: torch's are int32
+                [int(seed) & 0x7FFFFFFF, 0], dtype=state_variable.dtype))
 
 
 def trial_seed(search_seed: int, values: dict) -> int:
@@ -417,6 +418,23 @@ def collapsed(history: list[dict], num_classes: int) -> bool:
         and e.get("accuracy", 1.0) < 1.5 / num_classes for e in last[-COLLAPSED_EPOCHS:])
 
 
+class PatienceAcrossRuns(keras.callbacks.EarlyStopping):
+    """Keras's `EarlyStopping` on validation accuracy, from `patience_starts`, whose count goes
+    on over a resumed trial's earlier runs: Keras's starts again at every `fit`, so a trial
+    resumed a few epochs before its patience ran out trained up to `patience` epochs more than
+    an uninterrupted one (patience 1: stopped after epoch 12 instead of 10)."""
+
+    def __init__(self, patience: int, epochs: int, earlier: list[dict]):
+        super().__init__(monitor="val_accuracy", mode="max", patience=patience,
+                         start_from_epoch=patience_starts(epochs))
+        self.earlier = earlier  # the record's epochs before the one this run resumes at
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for entry in self.earlier:
+            self.on_epoch_end(entry["epoch"], {"val_accuracy": entry.get("val_accuracy")})
+
+
 def patience_starts(epochs: int) -> int:
     """The epoch from which `--patience` counts: half the trial's schedule. Before it the
     learning rate is near its peak, where a strongly regularised net's validation accuracy
@@ -469,7 +487,7 @@ def fit(
             model.fit(**backend.training_input(x_train, y_train, batch_size, seed, remaining),
                       epochs=epochs, validation_data=(x_val, y_val),
                       validation_batch_size=VALIDATION_BATCH,
-                      callbacks=[EpochSeeds(seed), *_callbacks(recorder, trial_dir, epochs,
+                      callbacks=[EpochSeeds(seed), *_callbacks(recorder, trial_dir, remaining,
                                                                patience, tuner_callbacks,
                                                                tensorboard)],
                       verbose=0)
@@ -488,18 +506,19 @@ def fit(
     return {k: v for k, v in best.items() if k not in EPOCH_BOOKKEEPING}  # metrics only
 
 
-def _callbacks(recorder: EpochRecorder, trial_dir: Path, epochs: int, patience: int,
+def _callbacks(recorder: EpochRecorder, trial_dir: Path, epochs: range, patience: int,
                tuner_callbacks: list[keras.callbacks.Callback],
                tensorboard: bool) -> list[keras.callbacks.Callback]:
     """The records, the backup (kept when the fit ends), early stopping, and what the tuner
     adds. KerasTuner's own per-epoch callbacks are left out: EpochRecorder saves the best epoch
     instead (atomically), and TunerCallback only forwards to Tuner hooks that do nothing, but
-    defines a per-batch hook, which makes Keras wait for every step's logs."""
+    defines a per-batch hook, which makes Keras wait for every step's logs. `epochs`: those
+    this run trains, from the one it resumes at."""
+    earlier = [e for e in recorder.record["history"] if e["epoch"] < epochs.start]
     callbacks = [
         recorder,
         AtomicBackupAndRestore(str(trial_dir / state.BACKUP_DIR), recorder),
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
-                                      start_from_epoch=patience_starts(epochs)),
+        PatienceAcrossRuns(patience, epochs.stop, earlier),
         *[c for c in tuner_callbacks if not isinstance(c, compat.KERAS_TUNER_CALLBACKS)],
     ]
     if tensorboard:
