@@ -60,7 +60,7 @@ repeated one: +1.03 points on the mean, the gap 2 points narrower. The 96-filter
 (dropout 0.45, decay 0.3, 80 epochs) under JAX on the CPU, seed 1 (`KERAS_BACKEND=jax
 benchmarks/levers.py ... --first-seed 1`, 74 to 113 s an epoch, three times TensorFlow's):
 74.90 % (training 99.8 %), against 73.84 and 73.66 % for TensorFlow's seed 1 runs. On 80
-epochs with the new order, in the reference search (`reports/reference/`, one seed each, the
+epochs with the new order, in the reference search (`reports/reference80b/`, one seed each, the
 search's seed 0, 16 and 40 s an epoch): this point **73.82 %** (test 74.58 %, training 99.4 %),
 against 73.38 % +- 0.59 with the repeated order and the GPU's 73.62 %; the 96-filter point
 **75.22 %** (test 75.68 %, training 99.9 %), against 74.18 % for the same seed with the
