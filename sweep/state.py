@@ -256,6 +256,7 @@ def repair_keras_tuner_files(project_dir: Path) -> list[str]:
 
 
 LOCK_PATIENCE = 1.0  # seconds a command waits for the search's lock: `status` holds it an instant
+LOCK_TAKEN = (errno.EAGAIN, errno.EACCES)  # what a non-blocking `flock` held elsewhere raises
 
 
 def _lock_within(f, seconds: float) -> None:
@@ -268,7 +269,7 @@ def _lock_within(f, seconds: float) -> None:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+            if e.errno not in LOCK_TAKEN or time.monotonic() >= deadline:
                 raise
         time.sleep(0.02)
 
@@ -307,7 +308,7 @@ class SearchLock:
         try:
             _lock_within(f, LOCK_PATIENCE)
         except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES):
+            if e.errno not in LOCK_TAKEN:
                 raise
             f.seek(0)
             holder = f.read().strip() or "another process"
@@ -387,7 +388,7 @@ def lock_is_held(project_dir: Path) -> bool:
         try:
             fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EACCES):
+            if e.errno in LOCK_TAKEN:
                 return True
             raise
         fcntl.flock(f, fcntl.LOCK_UN)

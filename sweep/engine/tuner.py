@@ -106,7 +106,7 @@ class SweepTuner:
         try:
             recorded = state.read_search_record(Path(self.project_dir))["settings"]
             points = recorded.get("stop_behind")
-        except (SweepError, KeyError):
+        except SweepError:  # a record without its settings is one too (`read_search_record`)
             points = self.settings.stop_behind
         if (points is None or epochs < self.settings.max_epochs
                 or ranking.REPLICA_KEY in trial.hyperparameters.values):
